@@ -1,0 +1,95 @@
+"""The ``sitekit`` command line: a thin shell over the library.
+
+Each job lives in its own module of this package (``sitekit/cli/<job>.py``) that defines
+``register(group)``; modules are discovered at start-up, so adding a command never touches
+another job's file.  Commands parse, call one library function, print.
+
+Exit codes: 0 ok, 1 a check failed (EARL fail, robustness threshold missed), 2 bad input or
+usage, 3 unexpected error (traceback only with ``--debug``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import traceback
+
+import click
+
+from sitekit._version import __version__
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_state = {"debug": False}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="sitekit")
+@click.option("--debug", is_flag=True, help="Show the full traceback of unexpected errors.")
+def cli(debug: bool) -> None:
+    """sitekit: harmonise multi-site imaging features, accredit PET scanners against EARL,
+    and stress-test models across sites.
+
+    \b
+    Exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 unexpected error.
+    Run `sitekit COMMAND --help` for the options of a command.
+    """
+    _state["debug"] = debug
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(cli)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and map exceptions to the documented exit codes."""
+    from sitekit.exceptions import CheckFailedError, SitekitError
+
+    _state["debug"] = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        rv = cli.main(args=argv, prog_name="sitekit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("Interrupted; no partial output was kept.", err=True)
+        return EXIT_INTERRUPTED
+    except CheckFailedError as exc:
+        click.secho(f"FAIL: {exc}", fg="red", err=True)
+        return EXIT_CHECK_FAILED
+    except SitekitError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - the documented last resort
+        if _state["debug"]:
+            traceback.print_exc()
+        else:
+            click.secho(
+                f"Unexpected error: {type(exc).__name__}: {exc}\n"
+                "Run again with --debug for the traceback, and please report it.",
+                fg="red",
+                err=True,
+            )
+        return EXIT_UNEXPECTED
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Exceptions and warnings raised by sitekit.
+
+Every user mistake raises a :class:`SitekitError` subclass whose message names the
+offending column, site or file and says what would fix it.  The subclasses also derive
+from the matching built-in (``ValueError``, ``OSError`` ...) so that generic handlers
+keep working.  The CLI maps :class:`CheckFailedError` to exit code 1 and every other
+:class:`SitekitError` to exit code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SitekitError",
+    "ValidationError",
+    "UnknownSiteError",
+    "ConfoundingError",
+    "FileError",
+    "MissingFileError",
+    "CorruptFileError",
+    "OutputExistsError",
+    "ModelFileError",
+    "CheckFailedError",
+    "SitekitWarning",
+    "DataWarning",
+]
+
+
+class SitekitError(Exception):
+    """Base class of every error sitekit raises on purpose."""
+
+
+class ValidationError(SitekitError, ValueError):
+    """Invalid user input: a parameter, a column, a value."""
+
+
+class UnknownSiteError(ValidationError):
+    """A site (or categorical level) that the fitted model has never seen."""
+
+
+class ConfoundingError(ValidationError):
+    """Covariates confounded with site: the design matrix is not of full rank."""
+
+
+class FileError(SitekitError, OSError):
+    """A file that cannot be used: base class of the file errors."""
+
+
+class MissingFileError(FileError, FileNotFoundError):
+    """An input file or directory that does not exist."""
+
+
+class CorruptFileError(FileError):
+    """A file that exists but is empty, truncated, corrupt or of the wrong type."""
+
+
+class OutputExistsError(FileError, FileExistsError):
+    """An output that already exists (pass ``force=True`` / ``--force``) or would overwrite an input."""
+
+
+class ModelFileError(CorruptFileError):
+    """A saved model or summary file that is truncated, tampered with or from a newer version."""
+
+
+class CheckFailedError(SitekitError):
+    """A quality check did not pass (EARL band missed, robustness threshold missed).
+
+    The CLI maps it to exit code 1.  ``result`` carries the data behind the verdict.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class SitekitWarning(UserWarning):
+    """Base class of sitekit's warnings."""
+
+
+class DataWarning(SitekitWarning):
+    """A recoverable data problem (a one-sample site, a constant feature, ...)."""

@@ -1,0 +1,333 @@
+"""Reading and writing tables and images, with named errors and atomic writes.
+
+Tables: CSV (``.csv``), TSV (``.tsv``, ``.tab``) and Parquet (``.parquet`` or a directory of
+Parquet files), chosen by suffix.  Images: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``,
+``.nhdr``), MetaImage (``.mha``, ``.mhd``) and DICOM series (a directory) through SimpleITK.
+
+Every failure to read raises a :class:`~sitekit.exceptions.SitekitError` subclass that names
+the file and the problem.  Writers go through :func:`atomic_output`: the data are written to a
+temporary file in the target directory and renamed into place, so an interrupted run never
+leaves a half-written output, and an existing output is only replaced with ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import SimpleITK as sitk
+
+from sitekit._typing import PathLike
+from sitekit.exceptions import (
+    CorruptFileError,
+    MissingFileError,
+    OutputExistsError,
+    ValidationError,
+)
+
+__all__ = [
+    "TABLE_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "atomic_output",
+    "file_hash",
+    "read_table",
+    "write_table",
+    "read_image",
+    "write_image",
+    "read_dicom_series",
+    "image_suffix",
+]
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: DICOM tags copied from the first slice of a series onto the image's metadata.
+_DICOM_KEYS = {
+    "0008|0060": "Modality",
+    "0054|1001": "Units",
+    "0054|1102": "DecayCorrection",
+    "0010|1030": "PatientWeight",
+    "0008|0021": "SeriesDate",
+    "0008|0031": "SeriesTime",
+    "0008|0022": "AcquisitionDate",
+    "0008|0032": "AcquisitionTime",
+    "0018|1072": "RadiopharmaceuticalStartTime",
+    "0018|1078": "RadiopharmaceuticalStartDateTime",
+    "0018|1074": "RadionuclideTotalDose",
+    "0018|1075": "RadionuclideHalfLife",
+    "0020|000e": "SeriesInstanceUID",
+}
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def image_suffix(path: PathLike) -> str:
+    """Return the image suffix of ``path`` (``".nii.gz"`` counts as one suffix)."""
+    return _suffix(Path(path))
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise MissingFileError(f"{what} '{path}' does not exist; check the path.")
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, *, force: bool = False, inputs: tuple = ()) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final output file.
+    force : bool, default=False
+        Replace an existing ``path``.  Without it an existing output raises
+        :class:`~sitekit.exceptions.OutputExistsError`.
+    inputs : tuple of path-like, default=()
+        Input files of the same run: writing over one of them is refused even with ``force``.
+
+    Yields
+    ------
+    pathlib.Path
+        A temporary file name in the same directory, with the same suffix as ``path``
+        (writers such as SimpleITK choose the format from it).  On an exception the
+        temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    for inp in inputs:
+        if Path(inp).exists() and target.exists() and os.path.samefile(inp, target):
+            raise OutputExistsError(
+                f"Output '{target}' is also an input of this run; choose another output path."
+            )
+    if target.exists() and not force:
+        raise OutputExistsError(
+            f"Output '{target}' already exists; pass --force (force=True) to replace it."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _suffix(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, or of all files of a directory (sorted by name).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file or a directory (e.g. a DICOM series).
+    algorithm : str, default="sha256"
+        Any algorithm of :mod:`hashlib`.
+    """
+    p = Path(path)
+    _check_exists(p, "File")
+    h = hashlib.new(algorithm)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- tables
+def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet table chosen by suffix.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.csv``, ``.tsv``/``.tab`` or ``.parquet`` file, or a directory of Parquet files.
+    **kwargs
+        Passed to :func:`pandas.read_csv` or :func:`pandas.read_parquet`.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    MissingFileError
+        ``path`` does not exist.
+    CorruptFileError
+        The file is empty, cannot be parsed, or has an unknown suffix.
+    """
+    p = Path(path)
+    _check_exists(p, "Table")
+    suffix = _suffix(p)
+    if p.is_dir():
+        suffix = ".parquet"
+    if suffix not in TABLE_SUFFIXES:
+        raise CorruptFileError(
+            f"Table '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}."
+        )
+    if p.is_file() and p.stat().st_size == 0:
+        raise CorruptFileError(f"Table '{p}' is empty (0 bytes).")
+    try:
+        if suffix == ".parquet":
+            df = pd.read_parquet(p, **kwargs)
+        else:
+            sep = "," if suffix == ".csv" else "\t"
+            df = pd.read_csv(p, sep=sep, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise CorruptFileError(f"Table '{p}' could not be read as {suffix[1:].upper()}: {exc}") from exc
+    if df.shape[1] == 0:
+        raise CorruptFileError(f"Table '{p}' has no columns.")
+    return df
+
+
+def write_table(df: pd.DataFrame, path: PathLike, *, force: bool = False, index: bool = False) -> Path:
+    """Write ``df`` atomically as CSV, TSV or Parquet (by suffix).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    path : str or path-like
+    force : bool, default=False
+        Replace an existing file.
+    index : bool, default=False
+        Write the index as well.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    p = Path(path)
+    suffix = _suffix(p)
+    if suffix not in TABLE_SUFFIXES:
+        raise ValidationError(
+            f"Output table '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}."
+        )
+    with atomic_output(p, force=force) as tmp:
+        if suffix == ".parquet":
+            df.to_parquet(tmp, index=index)
+        else:
+            df.to_csv(tmp, sep="," if suffix == ".csv" else "\t", index=index)
+    return p
+
+
+# --------------------------------------------------------------------------- images
+def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> sitk.Image:
+    """Read a DICOM series directory as a float64 image with per-slice rescale applied.
+
+    Selected header fields of the first slice (Modality, Units, PatientWeight, dose and
+    times, ...) are copied onto the image's metadata under their DICOM tag (``"0054|1001"``).
+
+    Parameters
+    ----------
+    directory : str or path-like
+        A directory holding one DICOM series (or several, with ``series_uid``).
+    series_uid : str, optional
+        The SeriesInstanceUID to read when the directory holds several series.
+    """
+    d = Path(directory)
+    _check_exists(d, "DICOM directory")
+    reader = sitk.ImageSeriesReader()
+    ids = reader.GetGDCMSeriesIDs(str(d))
+    if not ids:
+        raise CorruptFileError(f"Directory '{d}' holds no readable DICOM series.")
+    if series_uid is None:
+        if len(ids) > 1:
+            raise CorruptFileError(
+                f"Directory '{d}' holds {len(ids)} DICOM series ({', '.join(ids)}); "
+                "pass series_uid to choose one."
+            )
+        series_uid = ids[0]
+    elif series_uid not in ids:
+        raise CorruptFileError(f"Series '{series_uid}' is not in '{d}'; found: {', '.join(ids)}.")
+    files = reader.GetGDCMSeriesFileNames(str(d), series_uid)
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOn()
+    reader.SetOutputPixelType(sitk.sitkFloat64)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise CorruptFileError(f"DICOM series in '{d}' could not be read: {_first_line(exc)}") from exc
+    for key in _DICOM_KEYS:
+        if reader.HasMetaDataKey(0, key):
+            image.SetMetaData(key, reader.GetMetaData(0, key).strip())
+    return image
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages put the useful part last ("... : reason")
+    return lines[-1] if lines else type(exc).__name__
+
+
+def read_image(path: PathLike) -> sitk.Image:
+    """Read an image: NIfTI, NRRD, MetaImage, or a DICOM series directory.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    SimpleITK.Image
+
+    Raises
+    ------
+    MissingFileError
+        ``path`` does not exist.
+    CorruptFileError
+        Empty, truncated, corrupt or not an image.
+    """
+    p = Path(path)
+    _check_exists(p, "Image")
+    if p.is_dir():
+        return read_dicom_series(p)
+    if p.stat().st_size == 0:
+        raise CorruptFileError(f"Image '{p}' is empty (0 bytes).")
+    suffix = _suffix(p)
+    if suffix in TABLE_SUFFIXES or suffix in (".json", ".toml", ".yaml", ".txt"):
+        raise CorruptFileError(f"'{p}' is a {suffix[1:]} file, not an image; give a NIfTI, NRRD or DICOM path.")
+    try:
+        return sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise CorruptFileError(f"Image '{p}' could not be read: {_first_line(exc)}") from exc
+
+
+def write_image(image: sitk.Image, path: PathLike, *, force: bool = False, compress: bool = True) -> Path:
+    """Write ``image`` atomically as NIfTI, NRRD or MetaImage (by suffix).
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+    path : str or path-like
+        Output file; the suffix chooses the format.
+    force : bool, default=False
+        Replace an existing file.
+    compress : bool, default=True
+        Compress where the format allows it.
+    """
+    p = Path(path)
+    suffix = _suffix(p)
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValidationError(
+            f"Output image '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(IMAGE_SUFFIXES)}."
+        )
+    with atomic_output(p, force=force) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return p
