@@ -22,6 +22,7 @@ __all__ = [
     "CheckFailedError",
     "SitekitWarning",
     "DataWarning",
+    "ExtractionError",
 ]
 
 
@@ -78,3 +79,14 @@ class SitekitWarning(UserWarning):
 
 class DataWarning(SitekitWarning):
     """A recoverable data problem (a one-sample site, a constant feature, ...)."""
+
+
+class ExtractionError(ValidationError):
+    """One case (image + mask) cannot be extracted: geometry mismatch, empty mask, absent label,
+    a pre-step or pyradiomics failing.  ``stage`` names the step (``"check"``, ``"suv"``,
+    ``"filter"``, ``"extract"``) for the errors table of :func:`sitekit.features.extract`.
+    """
+
+    def __init__(self, message: str, stage: str = "extract") -> None:
+        super().__init__(message)
+        self.stage = stage
