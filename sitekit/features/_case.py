@@ -1,0 +1,199 @@
+"""Feature extraction for one case (image + mask) with pyradiomics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from sitekit._typing import PathLike
+from sitekit.exceptions import ExtractionError, ValidationError
+from sitekit.features._params import canonical_json, load_params
+from sitekit.io import read_image
+
+__all__ = ["extract_case", "check_case", "pyradiomics_version"]
+
+#: Relative tolerance of the image/mask geometry check when the parameters set no
+#: ``geometryTolerance`` (pyradiomics' own default is stricter, 1e-6, and fails on NIfTI
+#: files whose origins were rounded to float32 by different writers).
+DEFAULT_GEOMETRY_TOLERANCE = 1e-3
+
+# One pyradiomics extractor per distinct parameter set and process (building one validates
+# the parameters again, which costs more than a small case).
+_EXTRACTORS: dict[str, object] = {}
+
+
+def pyradiomics_version() -> str:
+    """The version of the installed pyradiomics."""
+    import radiomics
+
+    return str(getattr(radiomics, "__version__", "unknown"))
+
+
+@contextlib.contextmanager
+def quiet_radiomics() -> Iterator[None]:
+    """Silence pyradiomics' logger (it logs to ``radiomics`` and prints warnings to stderr)."""
+    log = logging.getLogger("radiomics")
+    old = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
+def get_extractor(params: dict):
+    """A cached ``RadiomicsFeatureExtractor`` for a validated parameter dict."""
+    key = canonical_json(params)
+    ext = _EXTRACTORS.get(key)
+    if ext is None:
+        with quiet_radiomics():
+            from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+            ext = RadiomicsFeatureExtractor(params)
+        _EXTRACTORS[key] = ext
+    return ext
+
+
+def _label_of(params: Mapping, label: int | None) -> int:
+    if label is None:
+        label = params.get("setting", {}).get("label", 1)
+    if isinstance(label, float) and float(label).is_integer():
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, int | np.integer) or label <= 0:
+        raise ValidationError(f"The 'label' parameter must be a positive integer. Got {label!r} instead.")
+    return int(label)
+
+
+def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: float) -> None:
+    """Check that image and mask share one geometry and the mask holds ``label``.
+
+    Raises
+    ------
+    ExtractionError
+        With ``stage="check"``: not 3D scalar images, a geometry mismatch (size, spacing,
+        origin, direction; spacing and origin relative to the voxel size), an empty mask, or
+        ``label`` absent from the mask (the message lists the labels present).
+    """
+    for what, img in (("image", image), ("mask", mask)):
+        if not isinstance(img, sitk.Image):
+            raise ValidationError(
+                f"The {what} must be a SimpleITK.Image; got {type(img).__name__}. "
+                "Read files with sitekit.io.read_image."
+            )
+        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+            raise ExtractionError(
+                f"the {what} must be a 3D scalar image; got {img.GetDimension()}D with "
+                f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel",
+                stage="check",
+            )
+    if image.GetSize() != mask.GetSize():
+        raise ExtractionError(
+            f"image/mask geometry mismatch: size {image.GetSize()} vs {mask.GetSize()}",
+            stage="check",
+        )
+    sp_i, sp_m = np.array(image.GetSpacing()), np.array(mask.GetSpacing())
+    if np.any(np.abs(sp_i - sp_m) > tolerance * sp_i):
+        raise ExtractionError(
+            f"image/mask geometry mismatch: spacing {tuple(sp_i.round(6))} vs {tuple(sp_m.round(6))} mm",
+            stage="check",
+        )
+    o_i, o_m = np.array(image.GetOrigin()), np.array(mask.GetOrigin())
+    if np.any(np.abs(o_i - o_m) > tolerance * sp_i.min()):
+        raise ExtractionError(
+            f"image/mask geometry mismatch: origin {tuple(o_i.round(4))} vs {tuple(o_m.round(4))} mm",
+            stage="check",
+        )
+    d_i, d_m = np.array(image.GetDirection()), np.array(mask.GetDirection())
+    if np.any(np.abs(d_i - d_m) > tolerance):
+        raise ExtractionError(
+            f"image/mask geometry mismatch: direction {tuple(d_i.round(4))} vs {tuple(d_m.round(4))}",
+            stage="check",
+        )
+    arr = sitk.GetArrayViewFromImage(mask)
+    if not np.any(arr):
+        raise ExtractionError("empty mask: no voxel is labelled", stage="check")
+    if not np.any(arr == label):
+        present = np.unique(arr[arr != 0])
+        shown = ", ".join(str(v.item()) for v in present[:10]) + (" ..." if present.size > 10 else "")
+        raise ExtractionError(
+            f"label {label} absent from the mask (labels present: {shown}); set label_value",
+            stage="check",
+        )
+
+
+def run_extractor(image: sitk.Image, mask: sitk.Image, params: dict, label: int) -> dict[str, float]:
+    """Check the case and run pyradiomics; features only (``diagnostics_*`` dropped)."""
+    tol = params.get("setting", {}).get("geometryTolerance") or DEFAULT_GEOMETRY_TOLERANCE
+    check_case(image, mask, label=label, tolerance=tol)
+    extractor = get_extractor(params)
+    with quiet_radiomics():
+        try:
+            result = extractor.execute(image, mask, label=label)
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ExtractionError(f"pyradiomics failed: {reason}", stage="extract") from exc
+    return {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
+
+
+def extract_case(
+    image: sitk.Image | PathLike,
+    mask: sitk.Image | PathLike,
+    *,
+    params: PathLike | Mapping | None = None,
+    label: int | None = None,
+) -> dict[str, float]:
+    """Extract the radiomics features of one image and mask with pyradiomics.
+
+    The values are exactly those of
+    ``RadiomicsFeatureExtractor(params).execute(image, mask, label=label)`` with the
+    ``diagnostics_*`` entries dropped; :func:`extract` calls this on every manifest row.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image or path-like
+        A 3D scalar image (SUV for the default parameters); a path is read with
+        :func:`sitekit.io.read_image`.
+    mask : SimpleITK.Image or path-like
+        The label map on the same grid as ``image``.
+    params : str, path-like, dict or None, default=None
+        A pyradiomics parameter file or dict (see :func:`load_params`); None uses the shipped
+        PET default.
+    label : int, optional
+        The mask value of the region; default: the parameters' ``label`` setting (1).
+
+    Returns
+    -------
+    dict of str to float
+        ``{feature name: value}`` named as pyradiomics names them
+        (``original_firstorder_Mean``, ``original_glcm_Contrast``, ...), in pyradiomics' order.
+
+    Raises
+    ------
+    ExtractionError
+        Image/mask geometry mismatch, empty mask, ``label`` absent (``stage="check"``), or
+        pyradiomics failing on the region, e.g. a too small ROI (``stage="extract"``).
+    ValidationError
+        Invalid parameters or ``label``.
+
+    Examples
+    --------
+    >>> import numpy as np, SimpleITK as sitk
+    >>> from sitekit.features import extract_case
+    >>> rng = np.random.default_rng(0)
+    >>> img = sitk.GetImageFromArray(rng.gamma(4.0, 0.5, (20, 20, 20)))
+    >>> m = np.zeros((20, 20, 20), np.uint8); m[5:15, 5:15, 5:15] = 1
+    >>> f = extract_case(img, sitk.GetImageFromArray(m))
+    >>> round(f["original_shape_MeshVolume"]) > 0
+    True
+    """
+    p = load_params(params)
+    lab = _label_of(p, label)
+    if not isinstance(image, sitk.Image):
+        image = read_image(image)
+    if not isinstance(mask, sitk.Image):
+        mask = read_image(mask)
+    return run_extractor(image, mask, p, lab)
