@@ -20,6 +20,7 @@ __all__ = [
     "OutputExistsError",
     "ModelFileError",
     "CheckFailedError",
+    "SpheresNotFoundError",
     "SitekitWarning",
     "DataWarning",
     "ExtractionError",
@@ -90,3 +91,17 @@ class ExtractionError(ValidationError):
     def __init__(self, message: str, stage: str = "extract") -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class SpheresNotFoundError(ValidationError):
+    """The six spheres of a NEMA/IEC phantom scan could not be located.
+
+    ``preview`` (a 2D RGB SimpleITK image of the sphere plane with what was found marked, or
+    None) and ``found`` (a DataFrame of the candidate centres) show what the search saw; pass
+    manual centres to measure such a scan.
+    """
+
+    def __init__(self, message: str, preview: object = None, found: object = None) -> None:
+        super().__init__(message)
+        self.preview = preview
+        self.found = found
