@@ -17,6 +17,7 @@ from sitekit.datasets._sample import (
     load_sample_features,
     load_sample_manifest,
     sample_data_dir,
+    summarize_sample_data,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "load_sample_features",
     "load_sample_manifest",
     "sample_data_dir",
+    "summarize_sample_data",
 ]

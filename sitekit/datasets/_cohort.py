@@ -10,7 +10,13 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from sitekit._validation import check_number, check_random_state
-from sitekit.datasets._profiles import SITE_PROFILES, SiteProfile, get_profile, occupancy_from_sdf, render
+from sitekit.datasets._profiles import (
+    SITE_PROFILES,
+    SiteProfile,
+    get_profile,
+    occupancy_from_sdf,
+    render,
+)
 
 __all__ = ["Case", "Cohort", "make_cohort", "make_case"]
 

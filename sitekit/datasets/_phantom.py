@@ -14,9 +14,9 @@ from sitekit.harmonize.earl._fill import Compartment, FillDescription
 from sitekit.harmonize.earl._geometry import (
     BACKGROUND_VOLUME_ML,
     F18_HALF_LIFE_S,
+    INTERIOR_LENGTH_MM,
     SPHERE_DIAMETERS_MM,
     SPHERE_PLANE_FROM_LID_MM,
-    INTERIOR_LENGTH_MM,
     PhantomGeometry,
     body_sdf,
     lung_sdf,

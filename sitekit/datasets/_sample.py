@@ -20,7 +20,13 @@ from sitekit.datasets._profiles import SITE_PROFILES
 from sitekit.exceptions import MissingFileError, OutputExistsError
 from sitekit.io import read_table, write_image
 
-__all__ = ["generate_sample_data", "sample_data_dir", "load_sample_features", "load_sample_manifest"]
+__all__ = [
+    "generate_sample_data",
+    "sample_data_dir",
+    "load_sample_features",
+    "load_sample_manifest",
+    "summarize_sample_data",
+]
 
 #: Sample phantom field of view: the sphere plane +-40 mm (keeps the files small).
 SAMPLE_PHANTOM_FOV_MM = (320.0, 280.0, 80.0)
@@ -159,3 +165,47 @@ def generate_sample_data(
         raise
     summary["out"] = str(out)
     return summary
+
+
+def summarize_sample_data(path: PathLike | None = None) -> pd.DataFrame:
+    """Per-site summary of a sample-data folder.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        Default: the shipped ``sample_data/``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site: ``site``, ``phantom`` (file name or empty), ``phantom_voxel_mm``,
+        ``cohort_cases``, ``feature_rows``, ``outcome_rate`` (feature table).
+    """
+    root = Path(path) if path is not None else sample_data_dir()
+    if not root.exists():
+        raise MissingFileError(f"Sample data folder '{root}' does not exist; run `sitekit datasets generate`.")
+    manifest = root / "cohort" / "manifest.csv"
+    man = read_table(manifest) if manifest.exists() else pd.DataFrame(columns=["site"])
+    feat_path = root / "features.csv"
+    feats = read_table(feat_path) if feat_path.exists() else pd.DataFrame(columns=["site", "outcome"])
+    sites = sorted(set(man["site"]) | set(feats["site"]) | {p.name.removesuffix(".nii.gz")
+                   for p in (root / "phantoms").glob("*.nii.gz")})
+    rows = []
+    for s in sites:
+        ph = root / "phantoms" / f"{s}.nii.gz"
+        spacing = ""
+        if ph.exists():
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(ph))
+            reader.ReadImageInformation()
+            spacing = " x ".join(f"{v:g}" for v in reader.GetSpacing())
+        f = feats[feats["site"] == s]
+        rows.append({
+            "site": s,
+            "phantom": ph.name if ph.exists() else "",
+            "phantom_voxel_mm": spacing,
+            "cohort_cases": int((man["site"] == s).sum()),
+            "feature_rows": len(f),
+            "outcome_rate": float(f["outcome"].mean()) if len(f) else float("nan"),
+        })
+    return pd.DataFrame(rows)

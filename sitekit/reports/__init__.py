@@ -1,0 +1,1 @@
+"""Self-contained HTML reports: results data -> pure figure functions -> jinja2 template."""

@@ -1,0 +1,135 @@
+"""Round trips and named errors of sitekit.io."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from sitekit.exceptions import (
+    CorruptFileError,
+    MissingFileError,
+    OutputExistsError,
+    ValidationError,
+)
+from sitekit.io import atomic_output, file_hash, read_image, read_table, write_image, write_table
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame({"subject_id": ["a", "b", "c"], "site": ["x", "y", "x"], "f1": [1.5, 2.0, np.nan]})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_table_round_trip(tmp_path, table, suffix):
+    path = write_table(table, tmp_path / f"t{suffix}")
+    back = read_table(path)
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+
+
+def test_existing_output_needs_force(tmp_path, table):
+    p = tmp_path / "t.csv"
+    write_table(table, p)
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_table(table, p)
+    write_table(table.iloc[:1], p, force=True)
+    assert len(read_table(p)) == 1
+
+
+def test_table_errors_name_the_file(tmp_path):
+    with pytest.raises(MissingFileError, match="nope.csv"):
+        read_table(tmp_path / "nope.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(CorruptFileError, match="empty.csv.*empty"):
+        read_table(empty)
+    bad = tmp_path / "bad.xlsx"
+    bad.write_text("x")
+    with pytest.raises(CorruptFileError, match="unknown suffix"):
+        read_table(bad)
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(CorruptFileError, match="corrupt.parquet"):
+        read_table(corrupt)
+    with pytest.raises(ValidationError, match="unknown suffix"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "out.xls")
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_image_round_trip(tmp_path, suffix):
+    a = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    img = sitk.GetImageFromArray(a)
+    img.SetSpacing((2.0, 2.5, 3.0))
+    img.SetOrigin((-10.0, 5.0, 1.0))
+    path = write_image(img, tmp_path / f"img{suffix}")
+    back = read_image(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), a)
+    assert back.GetSpacing() == pytest.approx((2.0, 2.5, 3.0))
+    assert back.GetOrigin() == pytest.approx((-10.0, 5.0, 1.0))
+
+
+def test_dicom_series_round_trip(tmp_path):
+    a = (np.random.default_rng(1).random((4, 8, 9)) * 1000).astype(np.int16)
+    img = sitk.GetImageFromArray(a)
+    img.SetSpacing((2.0, 2.0, 3.0))
+    d = tmp_path / "series"
+    d.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(a.shape[0]):
+        sl = img[:, :, k]
+        sl.SetMetaData("0008|0060", "PT")
+        sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
+        sl.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
+        sl.SetMetaData("0020|0013", str(k))
+        writer.SetFileName(str(d / f"{k:03d}.dcm"))
+        writer.Execute(sl)
+    back = read_image(d)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(back), a)
+    assert back.GetSpacing() == pytest.approx((2.0, 2.0, 3.0))
+    assert back.GetMetaData("0008|0060") == "PT"
+
+
+def test_image_errors_name_the_file(tmp_path):
+    with pytest.raises(MissingFileError, match="missing.nii.gz"):
+        read_image(tmp_path / "missing.nii.gz")
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptFileError, match="empty"):
+        read_image(empty)
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08 not really gzip")
+    with pytest.raises(CorruptFileError, match="corrupt.nii.gz"):
+        read_image(corrupt)
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n1,2\n")
+    with pytest.raises(CorruptFileError, match="not an image"):
+        read_image(table)
+    with pytest.raises(CorruptFileError, match="no readable DICOM"):
+        read_image(tmp_path)
+
+
+def test_atomic_output_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_over_input_refused(tmp_path):
+    p = tmp_path / "in.csv"
+    p.write_text("a\n1\n")
+    with pytest.raises(OutputExistsError, match="also an input"):
+        with atomic_output(p, force=True, inputs=(p,)):
+            pass
+
+
+def test_file_hash_file_and_directory(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("x")
+    h1 = file_hash(tmp_path / "d")
+    (tmp_path / "d" / "a.txt").write_text("y")
+    assert file_hash(tmp_path / "d") != h1
+    assert len(file_hash(tmp_path / "d" / "a.txt")) == 64
