@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -72,10 +73,13 @@ def _validate(data: object, where: str) -> dict:
     log.setLevel(logging.CRITICAL + 1)  # pykwalify logs every schema error; we raise instead
     log.propagate = False
     try:
-        core = pykwalify.core.Core(
-            source_data=copy.deepcopy(data), schema_files=[schema_file], extensions=[schema_funcs]
-        )
-        core.validate(raise_exception=True)
+        with warnings.catch_warnings():
+            # pykwalify loads pyradiomics' schema functions with the deprecated load_module()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            core = pykwalify.core.Core(
+                source_data=copy.deepcopy(data), schema_files=[schema_file], extensions=[schema_funcs]
+            )
+            core.validate(raise_exception=True)
     except PyKwalifyException as exc:
         msg = " ".join(str(getattr(exc, "msg", None) or exc).split()).rstrip(".")
         raise ValidationError(

@@ -1,0 +1,472 @@
+"""Extraction over a manifest: in-process or on Dask, per-case errors, resumable output."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sitekit._typing import PathLike
+from sitekit._validation import check_bool, check_number, check_option
+from sitekit._version import __version__
+from sitekit.exceptions import (
+    CorruptFileError,
+    ExtractionError,
+    OutputExistsError,
+    SitekitError,
+    UnknownSiteError,
+    ValidationError,
+)
+from sitekit.features._case import _label_of, pyradiomics_version, run_extractor
+from sitekit.features._manifest import PROVENANCE_COLUMNS, read_manifest
+from sitekit.features._params import load_params, params_hash
+from sitekit.features._suv import to_suv_bw
+from sitekit.io import TABLE_SUFFIXES, atomic_output, file_hash, read_image, read_table, write_table
+
+__all__ = ["extract", "output_paths", "ERROR_COLUMNS"]
+
+#: Columns of the errors table.
+ERROR_COLUMNS = ("subject_id", "site", "stage", "reason")
+
+_PARTS_FORMAT = "sitekit-extract-parts"
+
+
+def output_paths(out: PathLike) -> tuple[Path, Path, Path]:
+    """``(features, errors, parts directory)`` paths of an extraction output.
+
+    ``features.parquet`` -> ``features.errors.csv`` and ``features.parquet.parts/``.
+    """
+    out = Path(out)
+    name = out.name
+    for suffix in TABLE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return out, out.with_name(f"{name}.errors.csv"), out.with_name(f"{out.name}.parts")
+
+
+def _part_key(subject_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", subject_id)[:40]
+    return f"{safe}-{hashlib.sha1(subject_id.encode()).hexdigest()[:12]}"
+
+
+# ------------------------------------------------------------------ one case (runs on workers)
+def process_case(task: Mapping, params: dict) -> dict:
+    """Read, pre-process and extract one manifest row; never raises.
+
+    Returns ``{"subject_id", "ok": True, "values": {provenance..., features...}}`` or
+    ``{"subject_id", "ok": False, "stage", "reason"}``.
+    """
+    sid = task["subject_id"]
+    stage = "read"
+    try:
+        image = read_image(task["image"])
+        mask = read_image(task["mask"])
+        values: dict = {
+            "sitekit_version": __version__,
+            "pyradiomics_version": pyradiomics_version(),
+            "params_hash": task["params_hash"],
+            "image_hash": file_hash(task["image"]),
+            "mask_hash": file_hash(task["mask"]),
+            "label": int(task["label"]),
+            "suv": task["suv"],
+            "earl_fwhm_mm": np.nan if task["fwhm"] is None else float(task["fwhm"]),
+        }
+        if task["suv"] == "bw":
+            stage = "suv"
+            image = to_suv_bw(image)
+        if task["fwhm"] is not None:
+            stage = "filter"
+            from sitekit.harmonize.earl import apply_filter
+
+            image = apply_filter(image, task["fwhm"])
+        stage = "extract"
+        values.update(run_extractor(image, mask, params, int(task["label"])))
+    except ExtractionError as exc:
+        return {"subject_id": sid, "ok": False, "stage": exc.stage, "reason": str(exc)}
+    except SitekitError as exc:
+        return {"subject_id": sid, "ok": False, "stage": stage, "reason": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop a consortium run
+        return {"subject_id": sid, "ok": False, "stage": stage,
+                "reason": f"unexpected {type(exc).__name__}: {exc}"}
+    return {"subject_id": sid, "ok": True, "values": values}
+
+
+# ------------------------------------------------------------------ part files
+class _Parts:
+    """Per-case results as files in ``<out>.parts/``: ``ok-<key>.parquet`` / ``err-<key>.json``."""
+
+    def __init__(self, directory: Path, phash: str) -> None:
+        self.dir = directory
+        self.phash = phash
+
+    def start(self, *, resume: bool) -> None:
+        meta = self.dir / "run.json"
+        if resume and meta.exists():
+            try:
+                info = json.loads(meta.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CorruptFileError(f"'{meta}' is not valid JSON; delete '{self.dir}' and rerun.") from exc
+            if info.get("format") != _PARTS_FORMAT or info.get("params_hash") != self.phash:
+                raise ValidationError(
+                    f"The interrupted run in '{self.dir}' used other parameters "
+                    f"(hash {str(info.get('params_hash'))[:12]}... vs {self.phash[:12]}...); resume "
+                    "with the same --params, or start over with --force and without --resume."
+                )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not meta.exists():
+            meta.write_text(json.dumps({"format": _PARTS_FORMAT, "version": 1,
+                                        "params_hash": self.phash, "sitekit_version": __version__}))
+
+    def ok_path(self, sid: str) -> Path:
+        return self.dir / f"ok-{_part_key(sid)}.parquet"
+
+    def err_path(self, sid: str) -> Path:
+        return self.dir / f"err-{_part_key(sid)}.json"
+
+    def write(self, result: dict) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sid = result["subject_id"]
+        if result["ok"]:
+            row = {"subject_id": [sid]} | {k: [v] for k, v in result["values"].items()}
+            with atomic_output(self.ok_path(sid), force=True) as tmp:
+                pq.write_table(pa.Table.from_pydict(row), tmp)
+            self.err_path(sid).unlink(missing_ok=True)
+        else:
+            with atomic_output(self.err_path(sid), force=True) as tmp:
+                tmp.write_text(json.dumps({k: result[k] for k in ("subject_id", "stage", "reason")}))
+
+    def done(self, ids) -> dict[str, dict]:
+        """Results of earlier runs for ``ids`` (subject_id -> values)."""
+        import pyarrow.parquet as pq
+
+        out = {}
+        for sid in ids:
+            p = self.ok_path(sid)
+            if p.exists():
+                try:
+                    row = pq.read_table(p).to_pylist()[0]
+                except Exception:  # noqa: BLE001 - a damaged part is simply redone
+                    p.unlink(missing_ok=True)
+                    continue
+                if row.pop("subject_id") == sid and row.get("params_hash") == self.phash:
+                    out[sid] = row
+        return out
+
+    def clear_errors(self) -> None:
+        for p in self.dir.glob("err-*.json"):
+            p.unlink(missing_ok=True)
+
+
+def _done_from_output(out: Path, phash: str, ids: set[str]) -> dict[str, dict]:
+    """Rows of an existing features table for ``ids`` (computed columns only)."""
+    df = read_table(out)
+    if "subject_id" not in df.columns or "sitekit_version" not in df.columns:
+        raise ValidationError(
+            f"'{out}' is not a sitekit features table (no subject_id/sitekit_version columns); "
+            "choose another --out or pass --force without --resume."
+        )
+    hashes = set(df["params_hash"].dropna().astype(str))
+    if hashes and hashes != {phash}:
+        raise ValidationError(
+            f"'{out}' was extracted with other parameters (params_hash {sorted(hashes)[0][:12]}... "
+            f"vs {phash[:12]}...); resume with the same --params, or use --force without --resume."
+        )
+    computed = list(df.columns[df.columns.get_loc("sitekit_version"):])
+    df = df.assign(subject_id=df["subject_id"].astype(str))
+    df = df[df["subject_id"].isin(ids)]
+    return {
+        sid: {k: v for k, v in zip(computed, vals, strict=True)}
+        for sid, vals in zip(df["subject_id"], df[computed].itertuples(index=False, name=None),
+                             strict=True)
+    }
+
+
+# ------------------------------------------------------------------ runners
+def _run_serial(tasks, params, on_result) -> None:
+    for task in tasks:
+        on_result(process_case(task, params))
+
+
+def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ValidationError(
+                f"Cannot connect to the Dask scheduler at '{scheduler}': {exc}. Check the address "
+                "(e.g. tcp://host:8786) and that the scheduler is running."
+            ) from exc
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    try:
+        if not tasks:
+            return
+        futures = {}
+        for task in tasks:
+            fut = client.submit(process_case, task, params, pure=False,
+                                key=f"sitekit-extract-{_part_key(task['subject_id'])}-{id(task)}")
+            futures[fut] = task["subject_id"]
+        for fut in as_completed(list(futures)):
+            try:
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails that case only
+                result = {"subject_id": futures[fut], "ok": False, "stage": "extract",
+                          "reason": f"Dask worker failed: {type(exc).__name__}: {exc}"}
+            on_result(result)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ------------------------------------------------------------------ public function
+def extract(
+    manifest: PathLike | pd.DataFrame,
+    *,
+    base_dir: PathLike | None = None,
+    params: PathLike | Mapping | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    out: PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    suv: str | None = None,
+    earl_calibration: PathLike | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Extract pyradiomics features for every case of a manifest.
+
+    Each case is read, checked (image/mask geometry, empty mask, label present), optionally
+    converted to body-weight SUV and post-filtered with its site's EARL harmonising filter,
+    and passed to pyradiomics.  A case that fails is recorded in the errors table and the run
+    continues.
+
+    Parameters
+    ----------
+    manifest : str, path-like or pandas.DataFrame
+        CSV/TSV with one row per case: ``subject_id``, ``site``, ``image``, ``mask`` (paths
+        relative to the manifest), optional ``label_value`` and ``suv``; other columns are
+        passed through.  See :func:`read_manifest`.
+    base_dir : str or path-like, optional
+        Directory that relative paths start from (default: the manifest's directory; the
+        current directory for a DataFrame).
+    params : str, path-like, dict or None, default=None
+        pyradiomics parameters (file or dict), validated by pyradiomics' schema; None uses
+        the shipped PET default (2 mm isotropic, bin width 0.25 SUV).
+    workers : int, default=1
+        1 runs in this process; N > 1 starts a local Dask cluster of N single-threaded
+        worker processes.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``) to use instead; the
+        workers must see the image paths (shared file system).
+    out : str or path-like, optional
+        Features table to write (``.parquet``; ``.csv``/``.tsv`` also work).  Results are
+        written per case to ``<out>.parts/`` as they finish and consolidated atomically into
+        ``out`` at the end (the parts directory is then removed); errors go to
+        ``<out stem>.errors.csv``.  None keeps everything in memory.
+    resume : bool, default=False
+        Continue an interrupted (or extend a finished) run: cases already in ``out`` or in
+        ``<out>.parts/`` are not extracted again; failed cases are retried.  Needs ``out``
+        and the same parameters.
+    force : bool, default=False
+        Replace an existing output (and discard the parts of an interrupted run).
+    suv : {"bw"}, optional
+        Convert every image to body-weight SUV from its DICOM header (the image must be a
+        PET DICOM series directory); a manifest column ``suv`` sets it per row.
+    earl_calibration : str or path-like, optional
+        ``calibration.json`` (or its directory) of ``sitekit earl calibrate``: each image is
+        Gaussian-filtered with its site's chosen FWHM before extraction.
+    progress : callable, optional
+        Called as ``progress(n)`` when ``n`` more cases are finished (done earlier, extracted
+        or failed); the manifest's row count is the total.
+
+    Returns
+    -------
+    features : pandas.DataFrame
+        One row per extracted case in manifest order: the manifest's columns, then the
+        provenance columns ``sitekit_version``, ``pyradiomics_version``, ``params_hash``
+        (SHA-256 of the validated parameters), ``image_hash``, ``mask_hash`` (SHA-256 of
+        the files), ``label``, ``suv`` (``"bw"`` or ``"none"``), ``earl_fwhm_mm`` (NaN if
+        no filter), then the features named as pyradiomics names them
+        (``original_firstorder_Mean`` ...).  pyradiomics' ``diagnostics_*`` entries are
+        dropped.
+    errors : pandas.DataFrame
+        Columns ``subject_id``, ``site``, ``stage`` (``read``, ``check``, ``suv``,
+        ``filter``, ``extract``) and ``reason``; one row per failed case.
+
+    Raises
+    ------
+    ValidationError
+        Bad manifest, parameters or options; ``resume`` with other parameters.
+    UnknownSiteError
+        A manifest site missing from the EARL calibration.
+    OutputExistsError
+        ``out``, its errors file or an interrupted run's parts exist and neither
+        ``force`` nor ``resume`` is given.
+
+    Examples
+    --------
+    >>> from sitekit.features import extract
+    >>> features, errors = extract("sample_data/cohort/manifest.csv",
+    ...                            out="features.parquet")  # doctest: +SKIP
+    """
+    df, root = read_manifest(manifest, base_dir=base_dir)
+    p = load_params(params)
+    phash = params_hash(p)
+    workers = check_number(workers, name="workers", owner="extract", low=1, integer=True)
+    resume = check_bool(resume, name="resume", owner="extract")
+    force = check_bool(force, name="force", owner="extract")
+    if scheduler is not None and workers > 1:
+        raise ValidationError(
+            "Give either 'workers' (a local Dask cluster) or 'scheduler' (an existing one), not both."
+        )
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
+        raise ValidationError(f"The 'scheduler' parameter must be an address string. Got {scheduler!r}.")
+    if suv is not None:
+        suv = check_option(suv, ["bw", "none"], name="suv", owner="extract")
+    if progress is not None and not callable(progress):
+        raise ValidationError("The 'progress' parameter must be callable (progress(n)) or None.")
+
+    fwhm: dict[str, float] = {}
+    if earl_calibration is not None:
+        from sitekit.harmonize.earl import read_calibration
+
+        fwhm = read_calibration(earl_calibration)
+        missing = sorted(set(df["site"]) - set(fwhm))
+        if missing:
+            raise UnknownSiteError(
+                f"The EARL calibration '{earl_calibration}' has no filter for site(s) "
+                f"{', '.join(repr(s) for s in missing)} (it has {', '.join(sorted(fwhm))}); "
+                "calibrate those sites or drop the calibration."
+            )
+
+    # ---- outputs and resume state
+    parts = None
+    done: dict[str, dict] = {}
+    ids = list(df["subject_id"])
+    if out is None:
+        if resume:
+            raise ValidationError("'resume' needs 'out' (the features table of the run to resume).")
+    else:
+        out_path, err_path, parts_dir = output_paths(out)
+        if out_path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ValidationError(
+                f"Output '{out_path}' has an unknown suffix; use .parquet (or .csv, .tsv)."
+            )
+        if isinstance(manifest, str | Path) and Path(manifest).resolve() in (
+            out_path.resolve(), err_path.resolve()
+        ):
+            raise OutputExistsError(f"Output '{out_path}' would overwrite the manifest; choose another --out.")
+        if not resume and not force:
+            for path in (out_path, err_path):
+                if path.exists():
+                    raise OutputExistsError(
+                        f"Output '{path}' already exists; pass --force (force=True) to replace it, or "
+                        "--resume (resume=True) to extract only the cases not in it yet."
+                    )
+            if parts_dir.exists():
+                raise OutputExistsError(
+                    f"An interrupted run left '{parts_dir}'; pass --resume (resume=True) to continue "
+                    "it, or --force (force=True) to start over."
+                )
+        if force and not resume and parts_dir.exists():
+            shutil.rmtree(parts_dir)
+        parts = _Parts(parts_dir, phash)
+        parts.start(resume=resume)
+        if resume:
+            if out_path.exists():
+                done.update(_done_from_output(out_path, phash, set(ids)))
+            done.update(parts.done([i for i in ids if i not in done]))
+            parts.clear_errors()
+
+    # ---- tasks
+    default_label = _label_of(p, None)
+    tasks = []
+    for r in df.to_dict("records"):
+        sid = r["subject_id"]
+        if sid in done:
+            continue
+        label = r.get("label_value")
+        row_suv = suv or "none"
+        if "suv" in r and isinstance(r["suv"], str) and r["suv"].strip():
+            row_suv = r["suv"].strip().lower()
+        tasks.append({
+            "subject_id": sid,
+            "image": str(root / r["image"]),
+            "mask": str(root / r["mask"]),
+            "label": default_label if label is None or pd.isna(label) else int(label),
+            "suv": row_suv,
+            "fwhm": fwhm.get(r["site"]),
+            "params_hash": phash,
+        })
+    if progress is not None and done:
+        progress(len(done))
+
+    results: dict[str, dict] = {}
+
+    def on_result(result: dict) -> None:
+        results[result["subject_id"]] = result
+        if parts is not None:
+            parts.write(result)
+        if progress is not None:
+            progress(1)
+
+    if scheduler is None and workers == 1:
+        _run_serial(tasks, p, on_result)
+    else:
+        _run_dask(tasks, p, on_result, workers=workers, scheduler=scheduler)
+
+    # ---- consolidate
+    computed = dict(done)
+    computed.update({sid: r["values"] for sid, r in results.items() if r["ok"]})
+    features = _assemble(df, computed)
+    site_of = dict(zip(df["subject_id"], df["site"], strict=True))
+    err_rows = [
+        {"subject_id": sid, "site": site_of[sid], "stage": results[sid]["stage"],
+         "reason": results[sid]["reason"]}
+        for sid in ids if sid in results and not results[sid]["ok"]
+    ]
+    errors = pd.DataFrame(err_rows, columns=list(ERROR_COLUMNS))
+    if out is not None:
+        write_table(features, out_path, force=True)
+        write_table(errors, err_path, force=True)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(parts_dir)
+    return features, errors
+
+
+def _assemble(df: pd.DataFrame, computed: dict[str, dict]) -> pd.DataFrame:
+    """Manifest columns + provenance + features for the computed cases, in manifest order."""
+    keep = df[df["subject_id"].isin(computed)].reset_index(drop=True)
+    feature_cols: list[str] = []
+    seen = set(PROVENANCE_COLUMNS)
+    for sid in keep["subject_id"]:
+        for k in computed[sid]:
+            if k not in seen:
+                seen.add(k)
+                feature_cols.append(k)
+    cols = list(PROVENANCE_COLUMNS) + feature_cols
+    block = {}
+    for c in cols:
+        block[c] = [computed[sid].get(c, np.nan) for sid in keep["subject_id"]]
+    right = pd.DataFrame(block, columns=cols)
+    for c in feature_cols + ["earl_fwhm_mm"]:
+        right[c] = pd.to_numeric(right[c], errors="coerce").astype("float64")
+    right["label"] = pd.array(right["label"], dtype="Int64")
+    return pd.concat([keep, right], axis=1)
