@@ -24,6 +24,8 @@ __all__ = [
     "SitekitWarning",
     "DataWarning",
     "ExtractionError",
+    "ProtocolError",
+    "PrivacyError",
 ]
 
 
@@ -105,3 +107,14 @@ class SpheresNotFoundError(ValidationError):
         super().__init__(message)
         self.preview = preview
         self.found = found
+
+
+class ProtocolError(ValidationError):
+    """Federated ComBat files that do not fit together: another protocol version, mixed
+    rounds, different features or covariate encodings, a message the summaries did not answer.
+    """
+
+
+class PrivacyError(ValidationError):
+    """A federated summary would reveal too much: a site below the minimum size, or an array
+    with one entry per sample."""
