@@ -1,0 +1,524 @@
+"""CovBat: ComBat, then harmonisation of the site covariance (Chen et al., HBM 2022).
+
+ComBat removes the site's location and scale feature by feature but leaves the site's
+*covariance* (how features vary together) as it was.  CovBat takes the ComBat-adjusted,
+standardised residuals, finds their principal components across all sites, and removes
+the site location/scale of the leading component scores with a second (plain,
+covariate-free) ComBat; the scores are then rotated back and the covariate effects and
+pooled scale restored.  Both stages are ordinary :class:`~sitekit.harmonize.ComBat`
+models, so CovBat inherits their validation, NaN handling and persistence.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from sitekit._typing import PathLike
+from sitekit._validation import check_bool, check_number
+from sitekit._version import __version__
+from sitekit.exceptions import DataWarning, MissingFileError, ModelFileError, ValidationError
+from sitekit.harmonize import _combat
+from sitekit.harmonize._combat import ComBat
+from sitekit.harmonize._design import covariate_matrix, to_json_value
+from sitekit.io import atomic_output
+
+__all__ = ["CovBat"]
+
+
+class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """ComBat followed by harmonisation of the site covariance structure.
+
+    Steps (Chen et al. 2022):
+
+    1. ComBat with the given covariates; ``R = (Y* - alpha - C beta) / sqrt(sigma2)``, the
+       adjusted data as standardised residuals.
+    2. PCA of ``R`` over all training samples (centred): ``R = mu + S V'``.
+    3. The first ``k`` score columns of ``S`` are harmonised by a covariate-free ComBat
+       over the sites (``score_eb``/``score_parametric``); the other scores stay.
+    4. ``Y = alpha + C beta + sqrt(sigma2) (mu + S* V')``.
+
+    Parameters
+    ----------
+    n_components : int, float or None, default=0.95
+        Principal components whose site location/scale is harmonised: an int is a count,
+        a float in (0, 1] the smallest number of components explaining at least that
+        fraction of the residual variance (CovBat's ``percent.var``), ``None`` all of them.
+    parametric, mean_only, eb, ref_site, categorical, continuous, smooth, tol, max_iter
+        Passed to the first-stage :class:`~sitekit.harmonize.ComBat`.
+    score_eb : bool, default=False
+        Empirical-Bayes shrinkage in the score-stage ComBat (CovBat's default is off:
+        there are few scores to borrow strength from).
+    score_parametric : bool, default=True
+        Parametric priors in the score-stage ComBat (only with ``score_eb=True``).
+
+    Attributes
+    ----------
+    combat_ : ComBat
+        The first-stage model.
+    score_combat_ : ComBat
+        The score-stage model (on ``n_components_`` score columns).
+    components_ : ndarray of shape (n_features, n_features)
+        Principal axes of the standardised residuals, one per row.
+    pca_mean_ : ndarray of shape (n_features,)
+        Mean of the standardised residuals.
+    explained_variance_ratio_ : ndarray of shape (n_features,)
+    n_components_ : int
+        Number of harmonised components.
+    sites_ : ndarray
+        Site names seen in fit.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` was a DataFrame.
+
+    Notes
+    -----
+    NaN cells: the first stage handles them as ComBat does.  For the projection a missing
+    standardised residual is taken as 0 (the feature at its covariate-predicted value),
+    and the cell is NaN again in the output.  Features that ComBat returns unchanged
+    (constant within a site, or overall) are left out of the PCA and returned as ComBat
+    returned them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sitekit.harmonize import CovBat
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 6)); sites = np.repeat(["a", "b", "c"], 20)
+    >>> Xh = CovBat(n_components=3).fit_transform(X, sites=sites)
+    >>> Xh.shape
+    (60, 6)
+    """
+
+    def __init__(
+        self,
+        *,
+        n_components=0.95,
+        parametric: bool = True,
+        mean_only: bool = False,
+        eb: bool = True,
+        ref_site=None,
+        categorical=None,
+        continuous=None,
+        smooth=None,
+        score_eb: bool = False,
+        score_parametric: bool = True,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+    ) -> None:
+        self.n_components = n_components
+        self.parametric = parametric
+        self.mean_only = mean_only
+        self.eb = eb
+        self.ref_site = ref_site
+        self.categorical = categorical
+        self.continuous = continuous
+        self.smooth = smooth
+        self.score_eb = score_eb
+        self.score_parametric = score_parametric
+        self.tol = tol
+        self.max_iter = max_iter
+
+    # ------------------------------------------------------------------ helpers
+    def _combat_params(self) -> dict:
+        params = dict(
+            parametric=self.parametric, mean_only=self.mean_only, eb=self.eb,
+            ref_site=self.ref_site, categorical=self.categorical, continuous=self.continuous,
+            tol=self.tol, max_iter=self.max_iter,
+        )
+        if self.smooth is not None:
+            params["smooth"] = self.smooth
+        return params
+
+    def _score_params(self) -> dict:
+        return dict(parametric=self.score_parametric, eb=self.score_eb, ref_site=self.ref_site,
+                    tol=self.tol, max_iter=self.max_iter)
+
+    def _check_params(self) -> None:
+        n = self.n_components
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, numbers.Real):
+                raise ValidationError(
+                    "The 'n_components' parameter of CovBat must be None, an int >= 1 or a float "
+                    f"in (0, 1]. Got {n!r} instead."
+                )
+            if isinstance(n, numbers.Integral):
+                check_number(n, name="n_components", owner="CovBat", low=1, integer=True)
+            else:
+                check_number(n, name="n_components", owner="CovBat", low=0.0, high=1.0,
+                             low_inclusive=False)
+        for name in ("score_eb", "score_parametric"):
+            check_bool(getattr(self, name), name=name, owner="CovBat")
+
+    def _residuals(self, combat: ComBat, Y: np.ndarray, X, sites, covariates):
+        """Standardised residuals of ComBat-adjusted data, and the mean/scale to undo them."""
+        mean = combat_standardized_mean(combat, X, sites=sites, covariates=covariates)
+        scale = np.sqrt(np.asarray(combat.var_pooled_, dtype=float))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            R = (Y - mean) / scale
+        return R, mean, scale
+
+    # ------------------------------------------------------------------ API
+    def fit(self, X, y=None, *, sites, covariates=None) -> CovBat:
+        """Fit the ComBat stage, the PCA of its residuals and the score-stage ComBat.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : ignored
+        sites : array-like of shape (n_samples,)
+        covariates : pandas.DataFrame, optional
+
+        Returns
+        -------
+        self : CovBat
+        """
+        self._fit(X, sites=sites, covariates=covariates)
+        return self
+
+    def _fit(self, X, *, sites, covariates):
+        self._check_params()
+        combat = ComBat(**self._combat_params())
+        Y = combat.fit_transform(X, sites=sites, covariates=covariates)
+        Ya = np.asarray(Y, dtype=float)
+        R, mean, scale = self._residuals(combat, Ya, X, sites, covariates)
+        n_samples, n_features = R.shape
+        # features ComBat leaves untouched (zero variance) stay out of the PCA
+        usable = np.isfinite(scale) & (scale > 0) & (np.isfinite(R).sum(axis=0) > 1)
+        Rf = np.where(np.isfinite(R), R, 0.0)[:, usable]
+        mu = Rf.mean(axis=0)
+        _, s, Vt = np.linalg.svd(Rf - mu, full_matrices=False)
+        var = s**2 / max(n_samples - 1, 1)
+        ratio = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
+        k = self._choose_k(ratio)
+        components = np.zeros((Vt.shape[0], n_features))
+        components[:, usable] = Vt
+        pca_mean = np.zeros(n_features)
+        pca_mean[usable] = mu
+        scores = (Rf - mu) @ Vt[:k].T
+        score_combat = ComBat(**self._score_params())
+        new_scores = np.asarray(score_combat.fit_transform(scores, sites=sites), dtype=float)
+        self.combat_ = combat
+        self.score_combat_ = score_combat
+        self.components_ = components
+        self.pca_mean_ = pca_mean
+        self.explained_variance_ratio_ = ratio
+        self.n_components_ = int(k)
+        self.usable_features_ = usable
+        self.sites_ = np.asarray(combat.sites_)
+        self.n_features_in_ = combat.n_features_in_
+        if hasattr(combat, "feature_names_in_"):
+            self.feature_names_in_ = combat.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self._finish(X, Ya, R, mean, scale, scores, new_scores)
+
+    def _choose_k(self, ratio: np.ndarray) -> int:
+        n_max = ratio.size
+        n = self.n_components
+        if n is None:
+            return n_max
+        if isinstance(n, numbers.Integral):
+            if n > n_max:
+                warnings.warn(
+                    f"CovBat: n_components={n} exceeds the {n_max} available components; "
+                    f"using {n_max}.",
+                    DataWarning,
+                    stacklevel=3,
+                )
+            return int(min(n, n_max))
+        cum = np.cumsum(ratio)
+        return int(min(np.searchsorted(cum, float(n) - 1e-12) + 1, n_max))
+
+    def _finish(self, X, Ya, R, mean, scale, scores, new_scores):
+        k = self.n_components_
+        Vk = self.components_[:k][:, self.usable_features_]
+        out = Ya.copy()
+        Rf = np.where(np.isfinite(R), R, 0.0)[:, self.usable_features_]
+        R_new = Rf + (new_scores - scores) @ Vk
+        cols = np.flatnonzero(self.usable_features_)
+        adjusted = mean[:, cols] + scale[cols] * R_new
+        keep_nan = ~np.isfinite(Ya[:, cols])
+        out[:, cols] = np.where(keep_nan, Ya[:, cols], adjusted)
+        if isinstance(X, pd.DataFrame):
+            return pd.DataFrame(out, index=X.index, columns=X.columns)
+        return out
+
+    def fit_transform(self, X, y=None, *, sites, covariates=None):
+        """Fit and return the harmonised training data (same type as ``X``).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : ignored
+        sites : array-like of shape (n_samples,)
+        covariates : pandas.DataFrame, optional
+
+        Returns
+        -------
+        X_new : same type and shape as ``X``
+        """
+        return self._fit(X, sites=sites, covariates=covariates)
+
+    def transform(self, X, *, sites, covariates=None):
+        """Harmonise samples of the training sites with the fitted model.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        sites : array-like of shape (n_samples,)
+        covariates : pandas.DataFrame, optional
+
+        Returns
+        -------
+        X_new : same type and shape as ``X``
+        """
+        check_is_fitted(self, "combat_")
+        Y = self.combat_.transform(X, sites=sites, covariates=covariates)
+        Ya = np.asarray(Y, dtype=float)
+        R, mean, scale = self._residuals(self.combat_, Ya, X, sites, covariates)
+        k = self.n_components_
+        Rf = np.where(np.isfinite(R), R, 0.0)[:, self.usable_features_]
+        Vk = self.components_[:k][:, self.usable_features_]
+        scores = (Rf - self.pca_mean_[self.usable_features_]) @ Vk.T
+        new_scores = np.asarray(self.score_combat_.transform(scores, sites=sites), dtype=float)
+        return self._finish(X, Ya, R, mean, scale, scores, new_scores)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: PathLike, *, force: bool = False) -> Path:
+        """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (``.npz``), written atomically.
+        force : bool, default=False
+            Replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        check_is_fitted(self, "combat_")
+        a1, m1 = pack_combat(self.combat_)
+        a2, m2 = pack_combat(self.score_combat_)
+        arrays = {f"combat__{k}": v for k, v in a1.items()}
+        arrays.update({f"scores__{k}": v for k, v in a2.items()})
+        arrays["components"] = self.components_
+        arrays["pca_mean"] = self.pca_mean_
+        arrays["explained_variance_ratio"] = self.explained_variance_ratio_
+        arrays["usable_features"] = self.usable_features_.astype(np.uint8)
+        meta = {
+            "params": _json_params(self.get_params()),
+            "n_components": self.n_components_,
+            "combat": m1,
+            "score_combat": m2,
+        }
+        return save_model_file(path, "CovBat", meta, arrays, force=force)
+
+    @classmethod
+    def load(cls, path: PathLike) -> CovBat:
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        CovBat
+        """
+        meta, arrays = load_model_file(path, "CovBat")
+        try:
+            model = cls(**meta["params"])
+            model.combat_ = unpack_combat(_sub(arrays, "combat__"), meta["combat"])
+            model.score_combat_ = unpack_combat(_sub(arrays, "scores__"), meta["score_combat"])
+            model.components_ = np.asarray(arrays["components"], dtype=float)
+            model.pca_mean_ = np.asarray(arrays["pca_mean"], dtype=float)
+            model.explained_variance_ratio_ = np.asarray(arrays["explained_variance_ratio"], dtype=float)
+            model.usable_features_ = np.asarray(arrays["usable_features"]).astype(bool)
+            model.n_components_ = int(meta["n_components"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(
+                f"Model file '{path}' is not a valid CovBat model ({exc}); re-save it with CovBat.save."
+            ) from exc
+        n = model.combat_.n_features_in_
+        if model.components_.shape[1] != n or model.pca_mean_.shape != (n,):
+            raise ModelFileError(
+                f"Model file '{path}' is inconsistent: PCA arrays do not match {n} features."
+            )
+        model.sites_ = np.asarray(model.combat_.sites_)
+        model.n_features_in_ = n
+        if hasattr(model.combat_, "feature_names_in_"):
+            model.feature_names_in_ = model.combat_.feature_names_in_
+        return model
+
+
+def _sub(arrays: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _json_params(params: dict) -> dict:
+    """Estimator parameters as JSON values (tuples -> lists, numpy scalars -> Python)."""
+
+    def conv(v):
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [conv(x) for x in v]
+        if v is None or isinstance(v, str | bool | int | float):
+            return v
+        return to_json_value(v)
+
+    return {k: conv(v) for k, v in params.items()}
+
+
+# ---------------------------------------------------------------------- shared helpers
+# (used by CovBat and NestedComBat: composite models store their ComBat stages in one file)
+
+
+def combat_standardized_mean(combat: ComBat, X, *, sites, covariates=None) -> np.ndarray:
+    """``alpha + C beta`` of a fitted ComBat for the rows of ``X`` (covariate part kept).
+
+    ``covariates`` are aligned and encoded exactly as :meth:`ComBat.transform` does.
+    """
+    Y, _, _, _, covs = combat._prepare(X, sites, covariates, reset=False)
+    n = Y.shape[0]
+    C = covariate_matrix(covs, combat.covariate_encoding_, n_samples=n)
+    extra = combat._extra_design(covs, n)
+    if extra is not None and extra.shape[1]:
+        C = np.hstack([C, extra])
+    mean = np.broadcast_to(np.asarray(combat.grand_mean_, dtype=float), (n, Y.shape[1])).copy()
+    if C.shape[1]:
+        mean += C @ np.asarray(combat.beta_, dtype=float)
+    return mean
+
+
+def pack_combat(model: ComBat) -> tuple[dict, dict]:
+    """Arrays and JSON metadata of a fitted ComBat (the content of its own model file)."""
+    arrays = {name: np.asarray(getattr(model, name)) for name in _combat._ARRAYS}
+    for c in _combat._PRIOR_COLUMNS:
+        if c != "site":
+            arrays[f"priors.{c}"] = np.asarray(model.priors_[c].to_numpy())
+    extra_arrays = getattr(model, "_extra_arrays", None)
+    if extra_arrays is not None:
+        arrays.update(extra_arrays())
+    names = getattr(model, "feature_names_in_", None)
+    meta = {
+        "params": _json_params(model.get_params()),
+        "sites": [to_json_value(s) for s in model.sites_],
+        "ref": model._ref_index,
+        "n_features_in": int(model.n_features_in_),
+        "feature_names": None if names is None else [str(s) for s in names],
+        "covariate_encoding": model.covariate_encoding_,
+        "covariate_columns": list(model.covariate_columns_),
+    }
+    extra_meta = getattr(model, "_extra_metadata", None)
+    if extra_meta is not None:
+        meta["extra"] = extra_meta()
+    return arrays, meta
+
+
+def unpack_combat(arrays: dict, meta: dict) -> ComBat:
+    """Rebuild a fitted ComBat from :func:`pack_combat` output."""
+    est = ComBat(**meta["params"])
+    state = {
+        "sites": meta["sites"],
+        "ref": meta["ref"],
+        "covariate_encoding": meta["covariate_encoding"],
+        "covariate_columns": meta["covariate_columns"],
+        **{name: arrays[name] for name in _combat._ARRAYS},
+        "priors": {"site": meta["sites"]}
+        | {c: arrays[f"priors.{c}"] for c in _combat._PRIOR_COLUMNS if c != "site"},
+    }
+    est._set_state(state)
+    restore = getattr(est, "_restore_extra", None)
+    if restore is not None:
+        restore(arrays, meta.get("extra"))
+    est.n_features_in_ = int(meta["n_features_in"])
+    if meta["feature_names"] is not None:
+        est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
+    return est
+
+
+def save_model_file(path: PathLike, kind: str, meta: dict, arrays: dict, *, force: bool = False) -> Path:
+    """Write ``arrays`` plus a JSON ``metadata`` entry (format, versions, checksum) as .npz."""
+    meta = dict(meta)
+    meta.update({
+        "format": f"sitekit.harmonize.{kind}",
+        "format_version": _combat.MODEL_FORMAT_VERSION,
+        "sitekit_version": __version__,
+        "arrays_sha256": _combat._digest(arrays),
+    })
+    payload = dict(arrays)
+    payload["metadata"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    with atomic_output(path, force=force) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
+    return Path(path)
+
+
+def load_model_file(path: PathLike, kind: str) -> tuple[dict, dict]:
+    """Read and check a file written by :func:`save_model_file`; return (meta, arrays)."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"Model file '{p}' does not exist; check the path.")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise ModelFileError(
+            f"Model file '{p}' could not be read ({type(exc).__name__}: {exc}); it is truncated "
+            "or not a .npz model. Fit and save the model again."
+        ) from exc
+    if "metadata" not in data:
+        raise ModelFileError(f"Model file '{p}' has no metadata entry; it is not a sitekit model.")
+    try:
+        meta = json.loads(data.pop("metadata").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"Model file '{p}' has corrupt metadata: {exc}.") from exc
+    expected = f"sitekit.harmonize.{kind}"
+    if not isinstance(meta, dict) or meta.get("format") != expected:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise ModelFileError(
+            f"Model file '{p}' is not a sitekit {kind} model (format {got!r}); load it with the "
+            "class that saved it."
+        )
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > _combat.MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"Model file '{p}' has format version {version!r}, newer than this sitekit "
+            f"({__version__}) reads; upgrade sitekit."
+        )
+    if _combat._digest(data) != meta.get("arrays_sha256"):
+        raise ModelFileError(
+            f"Model file '{p}' failed its checksum: its arrays were modified after saving. Use "
+            "the original file or fit again."
+        )
+    return meta, data
+
+
+def model_file_kind(path: PathLike) -> str:
+    """The model class name stored in a sitekit model file (``"ComBat"``, ``"CovBat"`` ...)."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"Model file '{p}' does not exist; check the path.")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(z["metadata"].tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError,
+            UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"Model file '{p}' could not be read ({type(exc).__name__}); it is not a sitekit model."
+        ) from exc
+    fmt = meta.get("format", "") if isinstance(meta, dict) else ""
+    if not isinstance(fmt, str) or not fmt.startswith("sitekit.harmonize."):
+        raise ModelFileError(f"Model file '{p}' is not a sitekit harmonisation model.")
+    return fmt.rsplit(".", 1)[1]

@@ -1,0 +1,482 @@
+"""Nested / OPNested ComBat: sequential ComBat over several batch variables.
+
+Horng et al. (2022) harmonise over several batch variables (manufacturer, reconstruction,
+acquisition protocol ...) by running ComBat once per variable, one after the other, and
+choose the order that leaves the smallest batch effect ("OPNested ComBat").  This module
+composes the public :class:`~sitekit.harmonize.ComBat`: every step is an ordinary fitted
+ComBat model with the batch variable of that step as its site label.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from sitekit._typing import PathLike
+from sitekit._validation import check_bool, check_number, check_option
+from sitekit.exceptions import ModelFileError, ValidationError
+from sitekit.harmonize._combat import ComBat
+from sitekit.harmonize._covbat import (
+    _json_params,
+    load_model_file,
+    pack_combat,
+    save_model_file,
+    unpack_combat,
+)
+
+__all__ = ["NestedComBat", "batch_effect_test"]
+
+_MAX_EXHAUSTIVE = 4  # 4! = 24 orders; more batch variables use the greedy search
+
+
+def batch_effect_test(X, batches: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
+    """Per-feature Kruskal-Wallis test of every batch variable, Benjamini-Hochberg FDR.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Feature values; NaN cells are left out of that feature's test.
+    batches : pandas.DataFrame of shape (n_samples, n_batch_cols)
+        One column per batch variable.
+    alpha : float, default=0.05
+        FDR level for the ``significant`` column (BH within each batch variable).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (batch variable, feature), columns ``batch_col``, ``feature``,
+        ``statistic`` (Kruskal-Wallis H), ``p_value``, ``q_value`` (BH-adjusted within the
+        batch variable), ``significant`` (``q_value < alpha``).  Features that are constant
+        or have fewer than two groups with data get H = 0 and p = 1.
+    """
+    names = list(X.columns) if isinstance(X, pd.DataFrame) else None
+    arr = np.asarray(X, dtype=float)
+    if arr.ndim != 2:
+        raise ValidationError(f"X must be 2-dimensional; got an array of shape {arr.shape}.")
+    if names is None:
+        names = [f"x{g}" for g in range(arr.shape[1])]
+    if len(batches) != arr.shape[0]:
+        raise ValidationError(
+            f"'batches' has {len(batches)} rows but X has {arr.shape[0]}; pass one row per sample."
+        )
+    rows = []
+    for col in batches.columns:
+        H, p = _kruskal_columns(arr, batches[col].to_numpy())
+        q = stats.false_discovery_control(p) if p.size else p
+        rows.append(pd.DataFrame({
+            "batch_col": str(col), "feature": names, "statistic": H, "p_value": p,
+            "q_value": q, "significant": q < alpha,
+        }))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _kruskal_columns(arr: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kruskal-Wallis H and p for every column of ``arr`` at once (NaN cells left out).
+
+    Same numbers as :func:`scipy.stats.kruskal` (tie-corrected), vectorised over features.
+    """
+    finite = np.isfinite(arr)
+    ranks = stats.rankdata(np.where(finite, arr, np.nan), axis=0, nan_policy="omit")
+    ranks = np.where(finite, ranks, 0.0)
+    n_tot = finite.sum(axis=0).astype(float)
+    levels = pd.unique(labels)
+    ssum = np.zeros(arr.shape[1])
+    n_groups = np.zeros(arr.shape[1])
+    for lv in levels:
+        m = labels == lv
+        n_i = finite[m].sum(axis=0).astype(float)
+        r_i = ranks[m].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ssum += np.where(n_i > 0, r_i**2 / np.where(n_i > 0, n_i, 1.0), 0.0)
+        n_groups += n_i > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        H = 12.0 / (n_tot * (n_tot + 1.0)) * ssum - 3.0 * (n_tot + 1.0)
+        tie = np.ones(arr.shape[1])
+        for g in range(arr.shape[1]):
+            vals = arr[finite[:, g], g]
+            if vals.size > 1:
+                _, counts = np.unique(vals, return_counts=True)
+                if counts.max() > 1:
+                    tie[g] = 1.0 - ((counts**3 - counts).sum()) / (vals.size**3 - vals.size)
+        H = H / tie
+    ok = (n_groups >= 2) & np.isfinite(H) & (tie > 0)
+    H = np.where(ok, np.maximum(H, 0.0), 0.0)
+    p = np.where(ok, stats.chi2.sf(H, np.maximum(n_groups - 1, 1)), 1.0)
+    return H, p
+
+
+class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """ComBat over several batch variables, one after the other, in the best order.
+
+    Each batch variable (a column of ``batches``) is harmonised by an ordinary
+    :class:`~sitekit.harmonize.ComBat` step whose "site" is that variable, with the
+    biological ``covariates`` protected at every step.  With ``order="auto"`` every order
+    is tried (a greedy search for more than four variables) and the one that leaves the
+    fewest features with a significant batch effect (Kruskal-Wallis per feature and batch
+    variable, Benjamini-Hochberg FDR ``alpha``) wins; ties go to the lowest summed H
+    statistic (OPNested ComBat, Horng et al. 2022, with Kruskal-Wallis in place of their
+    Anderson-Darling tests).  The search uses the training data only.
+
+    Parameters
+    ----------
+    batch_cols : list of str
+        The batch variables, columns of ``batches``.
+    order : {"auto", "exhaustive", "greedy", "given"} or list of str, default="auto"
+        ``"exhaustive"`` tries every permutation, ``"greedy"`` adds at each step the
+        variable whose harmonisation leaves the smallest effect, ``"auto"`` is exhaustive
+        for up to four variables and greedy beyond, ``"given"`` (or an explicit list of
+        the batch columns) harmonises in that order without a search.
+    parametric, mean_only, eb, categorical, continuous, smooth, tol, max_iter
+        Passed to every :class:`~sitekit.harmonize.ComBat` step.
+    alpha : float, default=0.05
+        FDR level of the batch-effect tests that rank the orders.
+
+    Attributes
+    ----------
+    order_ : list of str
+        The order used.
+    steps_ : list of ComBat
+        The fitted ComBat model of each step, in ``order_``.
+    order_scores_ : pandas.DataFrame
+        Every order evaluated: ``order`` (comma-joined), ``n_significant`` (features with a
+        significant effect of at least one batch variable), ``sum_statistic``, ``chosen``.
+    batch_effects_ : pandas.DataFrame
+        :func:`batch_effect_test` of the harmonised training data.
+    levels_ : dict
+        The levels of every batch variable seen in training.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` was a DataFrame.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sitekit.harmonize import NestedComBat
+    >>> rng = np.random.default_rng(0)
+    >>> batches = pd.DataFrame({"vendor": rng.choice(["GE", "Siemens"], 80),
+    ...                         "recon": rng.choice(["OSEM", "PSF"], 80)})
+    >>> X = rng.normal(size=(80, 5)) + (batches["vendor"] == "GE").to_numpy()[:, None]
+    >>> model = NestedComBat(batch_cols=["vendor", "recon"]).fit(X, batches=batches)
+    >>> len(model.order_)
+    2
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_cols,
+        order="auto",
+        parametric: bool = True,
+        mean_only: bool = False,
+        eb: bool = True,
+        categorical=None,
+        continuous=None,
+        smooth=None,
+        alpha: float = 0.05,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+    ) -> None:
+        self.batch_cols = batch_cols
+        self.order = order
+        self.parametric = parametric
+        self.mean_only = mean_only
+        self.eb = eb
+        self.categorical = categorical
+        self.continuous = continuous
+        self.smooth = smooth
+        self.alpha = alpha
+        self.tol = tol
+        self.max_iter = max_iter
+
+    # ------------------------------------------------------------------ helpers
+    def _combat_params(self) -> dict:
+        params = dict(
+            parametric=self.parametric, mean_only=self.mean_only, eb=self.eb,
+            categorical=self.categorical, continuous=self.continuous,
+            tol=self.tol, max_iter=self.max_iter,
+        )
+        if self.smooth is not None:
+            params["smooth"] = self.smooth
+        return params
+
+    def _check_params(self) -> list[str]:
+        cols = self.batch_cols
+        if isinstance(cols, str):
+            cols = [cols]
+        if cols is None or len(cols) == 0:
+            raise ValidationError(
+                "The 'batch_cols' parameter of NestedComBat must list at least one batch column."
+            )
+        cols = [str(c) for c in cols]
+        if len(set(cols)) != len(cols):
+            raise ValidationError(f"The 'batch_cols' parameter of NestedComBat repeats a column: {cols}.")
+        if isinstance(self.order, str):
+            check_option(self.order, ["auto", "exhaustive", "greedy", "given"], name="order",
+                         owner="NestedComBat")
+        else:
+            given = [str(c) for c in self.order]
+            if sorted(given) != sorted(cols):
+                raise ValidationError(
+                    f"The 'order' parameter of NestedComBat must be a strategy name or a permutation "
+                    f"of batch_cols {cols}. Got {list(self.order)!r} instead."
+                )
+        check_number(self.alpha, name="alpha", owner="NestedComBat", low=0.0, high=1.0,
+                      low_inclusive=False)
+        for name in ("parametric", "mean_only", "eb"):
+            check_bool(getattr(self, name), name=name, owner="NestedComBat")
+        return cols
+
+    def _check_batches(self, batches, n_samples: int, cols: list[str]) -> pd.DataFrame:
+        if batches is None:
+            raise ValidationError(
+                "NestedComBat needs 'batches': a DataFrame with the batch columns "
+                f"{cols}, one row per sample."
+            )
+        if not isinstance(batches, pd.DataFrame):
+            arr = np.asarray(batches, dtype=object)
+            if arr.ndim == 1:
+                arr = arr[:, None]
+            if arr.shape[1] != len(cols):
+                raise ValidationError(
+                    f"'batches' must be a DataFrame with the columns {cols}; got an array with "
+                    f"{arr.shape[1]} columns."
+                )
+            batches = pd.DataFrame(arr, columns=cols)
+        missing = [c for c in cols if c not in batches.columns]
+        if missing:
+            raise ValidationError(
+                f"Batch column(s) {missing} not found in 'batches' (columns: {list(batches.columns)}); "
+                "check the 'batch_cols' parameter."
+            )
+        if len(batches) != n_samples:
+            raise ValidationError(
+                f"'batches' has {len(batches)} rows but X has {n_samples}; pass one row per sample."
+            )
+        out = batches[cols].reset_index(drop=True)
+        for c in cols:
+            if out[c].isna().any():
+                raise ValidationError(
+                    f"Batch column '{c}' has missing values in {int(out[c].isna().sum())} rows; "
+                    "every sample needs a batch label."
+                )
+            out[c] = out[c].astype(str)
+        return out
+
+    @staticmethod
+    def _score(effects: pd.DataFrame) -> tuple[int, float]:
+        per_feature = effects.groupby("feature", sort=False)["significant"].any()
+        return int(per_feature.sum()), float(effects["statistic"].sum())
+
+    def _fit_sequence(self, X, batches, covariates, order, cache):
+        """Fit the ComBat steps of ``order``, reusing fitted prefixes from ``cache``."""
+        key: tuple = ()
+        data = X
+        steps = []
+        for col in order:
+            key = key + (col,)
+            if key not in cache:
+                step = ComBat(**self._combat_params())
+                out = step.fit_transform(data, sites=batches[col].to_numpy(), covariates=covariates)
+                cache[key] = (step, out)
+            step, data = cache[key]
+            steps.append(step)
+        return steps, data
+
+    # ------------------------------------------------------------------ API
+    def fit(self, X, y=None, *, batches, covariates=None) -> NestedComBat:
+        """Choose the order and fit one ComBat step per batch variable.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : ignored
+        batches : pandas.DataFrame
+            Holds the ``batch_cols`` columns, one row per sample.
+        covariates : pandas.DataFrame, optional
+            Biological covariates protected at every step (see ComBat).
+
+        Returns
+        -------
+        self : NestedComBat
+        """
+        self._fit(X, batches=batches, covariates=covariates)
+        return self
+
+    def _fit(self, X, *, batches, covariates):
+        cols = self._check_params()
+        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+        if Xa.ndim != 2:
+            raise ValidationError(f"X must be 2-dimensional; got shape {Xa.shape}.")
+        batches = self._check_batches(batches, Xa.shape[0], cols)
+        cache: dict = {}
+        evaluated: dict = {}
+
+        def evaluate(order):
+            steps, out = self._fit_sequence(Xa, batches, covariates, order, cache)
+            effects = batch_effect_test(out, batches, alpha=self.alpha)
+            evaluated[tuple(order)] = (self._score(effects), steps, out, effects)
+            return evaluated[tuple(order)][0]
+
+        strategy = self.order if isinstance(self.order, str) else "given"
+        if strategy == "auto":
+            strategy = "exhaustive" if len(cols) <= _MAX_EXHAUSTIVE else "greedy"
+        if not isinstance(self.order, str):
+            candidates = [[str(c) for c in self.order]]
+        elif strategy == "given":
+            candidates = [cols]
+        elif strategy == "exhaustive":
+            candidates = [list(p) for p in itertools.permutations(cols)]
+        else:
+            candidates = None
+        if candidates is not None:
+            for cand in candidates:
+                evaluate(cand)
+        else:  # greedy: grow the order one variable at a time
+            chosen: list[str] = []
+            while len(chosen) < len(cols):
+                best = None
+                for col in cols:
+                    if col in chosen:
+                        continue
+                    prefix = chosen + [col]
+                    _, out = self._fit_sequence(Xa, batches, covariates, prefix, cache)
+                    score = self._score(batch_effect_test(out, batches, alpha=self.alpha))
+                    if best is None or score < best[0]:
+                        best = (score, col)
+                chosen.append(best[1])
+            evaluate(chosen)
+        best_order = min(evaluated, key=lambda k: evaluated[k][0])
+        (_, steps, out, effects) = evaluated[best_order]
+        self.order_ = list(best_order)
+        self.steps_ = steps
+        self.batch_effects_ = effects
+        self.order_scores_ = pd.DataFrame([
+            {"order": ",".join(k), "n_significant": v[0][0], "sum_statistic": v[0][1],
+             "chosen": k == best_order}
+            for k, v in evaluated.items()
+        ])
+        self.levels_ = {c: sorted(batches[c].unique().tolist()) for c in cols}
+        self.batch_cols_ = cols
+        first = steps[0]
+        self.n_features_in_ = first.n_features_in_
+        if hasattr(first, "feature_names_in_"):
+            self.feature_names_in_ = first.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return out
+
+    def fit_transform(self, X, y=None, *, batches, covariates=None):
+        """Fit, and return the harmonised training data (same type as ``X``).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        y : ignored
+        batches : pandas.DataFrame
+        covariates : pandas.DataFrame, optional
+
+        Returns
+        -------
+        X_new : same type and shape as ``X``
+        """
+        return self._fit(X, batches=batches, covariates=covariates)
+
+    def transform(self, X, *, batches, covariates=None):
+        """Harmonise new samples whose batch levels were all seen in training.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        batches : pandas.DataFrame
+            Holds the ``batch_cols`` columns.
+        covariates : pandas.DataFrame, optional
+
+        Returns
+        -------
+        X_new : same type and shape as ``X``
+        """
+        check_is_fitted(self, "steps_")
+        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+        if Xa.ndim != 2:
+            raise ValidationError(f"X must be 2-dimensional; got shape {Xa.shape}.")
+        batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
+        out = Xa
+        for col, step in zip(self.order_, self.steps_):
+            out = step.transform(out, sites=batches[col].to_numpy(), covariates=covariates)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: PathLike, *, force: bool = False) -> Path:
+        """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (``.npz``); written atomically.
+        force : bool, default=False
+            Replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        check_is_fitted(self, "steps_")
+        arrays: dict[str, np.ndarray] = {}
+        steps_meta = []
+        for i, step in enumerate(self.steps_):
+            a, m = pack_combat(step)
+            arrays.update({f"step{i}__{k}": v for k, v in a.items()})
+            steps_meta.append(m)
+        meta = {
+            "params": _json_params(self.get_params()),
+            "order": self.order_,
+            "batch_cols": self.batch_cols_,
+            "levels": self.levels_,
+            "steps": steps_meta,
+            "order_scores": json.loads(self.order_scores_.to_json(orient="records")),
+        }
+        return save_model_file(path, "NestedComBat", meta, arrays, force=force)
+
+    @classmethod
+    def load(cls, path: PathLike) -> NestedComBat:
+        """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        NestedComBat
+        """
+        meta, arrays = load_model_file(path, "NestedComBat")
+        try:
+            params = meta["params"]
+            model = cls(**params)
+            model.order_ = list(meta["order"])
+            model.batch_cols_ = list(meta["batch_cols"])
+            model.levels_ = {k: list(v) for k, v in meta["levels"].items()}
+            model.steps_ = []
+            for i, m in enumerate(meta["steps"]):
+                prefix = f"step{i}__"
+                sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+                model.steps_.append(unpack_combat(sub, m))
+            model.order_scores_ = pd.DataFrame(meta["order_scores"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(
+                f"Model file '{path}' is not a valid NestedComBat model ({exc}); re-save it with "
+                "NestedComBat.save."
+            ) from exc
+        first = model.steps_[0]
+        model.n_features_in_ = first.n_features_in_
+        if hasattr(first, "feature_names_in_"):
+            model.feature_names_in_ = first.feature_names_in_
+        return model
+
