@@ -1,0 +1,695 @@
+"""The ComBat harmoniser: a scikit-learn transformer over samples x features.
+
+The maths follow ``sva::ComBat`` (Johnson, Li & Rabinovic 2007) to machine precision; the
+numerical work happens in :mod:`sitekit.harmonize._eb` (pure functions on sufficient
+statistics) and the design in :mod:`sitekit.harmonize._design`.  This module does input
+handling (pandas alignment, validation, warnings), stores the fitted state and saves it.
+
+Extension points for later engines:
+
+* :meth:`ComBat._extra_design` returns extra design columns whose effects are preserved
+  (spline terms of ComBat-GAM); the default has none.
+* :meth:`ComBat._fit_arrays` runs the fit from validated arrays and returns the fitted state
+  as a dict; :meth:`ComBat._set_state` / :meth:`ComBat._state` convert between that dict
+  and the estimator (used by ``save``/``load`` and by federated fits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from sitekit._typing import PathLike
+from sitekit._validation import check_bool, check_number
+from sitekit._version import __version__
+from sitekit.exceptions import (
+    DataWarning,
+    MissingFileError,
+    ModelFileError,
+    SitekitWarning,
+    UnknownSiteError,
+    ValidationError,
+)
+from sitekit.harmonize import _eb
+from sitekit.harmonize._design import (
+    SiteCodes,
+    check_full_rank,
+    covariate_column_names,
+    covariate_matrix,
+    design_matrix,
+    encode_sites,
+    fit_covariate_encoding,
+    to_json_value,
+)
+from sitekit.io import atomic_output
+
+__all__ = ["ComBat", "combat", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
+
+MODEL_FORMAT = "sitekit.harmonize.ComBat"
+MODEL_FORMAT_VERSION = 1
+
+#: fitted array attributes saved in the model file (name -> attribute)
+_ARRAYS = (
+    "gamma_star_", "delta_star_", "gamma_hat_", "delta_hat_", "grand_mean_", "var_pooled_",
+    "beta_", "site_coef_", "n_per_site_", "adjusted_",
+)
+_PRIOR_COLUMNS = (
+    "site", "n_samples", "n_features_used", "gamma_bar", "tau2", "a_prior", "b_prior",
+    "eb", "mean_only", "n_iter", "converged",
+)
+
+
+def _names(values, limit: int = 10) -> str:
+    values = [str(v) for v in values]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(repr(v) for v in values[:limit]) + more
+
+
+def _align(obj, index: pd.Index | None, what: str, n: int):
+    """Align a Series/DataFrame ``obj`` to ``index`` (X's index); check the length."""
+    if isinstance(obj, pd.Series | pd.DataFrame) and index is not None:
+        if not obj.index.equals(index):
+            same = (
+                obj.index.is_unique
+                and index.is_unique
+                and len(obj.index) == len(index)
+                and obj.index.isin(index).all()
+            )
+            if not same:
+                missing = index.difference(obj.index)[:5].tolist() if index.is_unique else []
+                raise ValidationError(
+                    f"ComBat: the index of '{what}' does not match the index of X"
+                    + (f" (e.g. rows {missing} have no {what})" if missing else "")
+                    + f". Pass '{what}' with X's index, or as a plain array (.to_numpy()) "
+                    "to match rows by position."
+                )
+            obj = obj.reindex(index)
+    if len(obj) != n:
+        raise ValidationError(
+            f"ComBat: '{what}' has {len(obj)} rows but X has {n}; give one entry per sample."
+        )
+    return obj
+
+
+class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """ComBat harmonisation of site (batch) effects, with empirical-Bayes shrinkage.
+
+    Model: ``y_ijg = alpha_g + X_ij beta_g + gamma_ig + delta_ig eps_ijg`` for site ``i``,
+    sample ``j``, feature ``g``.  The site's location ``gamma`` and scale ``delta`` are
+    estimated per feature, shrunk towards their across-feature priors (empirical Bayes), and
+    removed; covariate effects ``beta`` are kept.  Results equal R's ``sva::ComBat`` to
+    machine precision (see the golden tests).
+
+    Parameters
+    ----------
+    parametric : bool, default=True
+        Parametric (normal / inverse-gamma priors) or non-parametric empirical Bayes.
+    mean_only : bool, default=False
+        Adjust the location only (``delta* = 1``).
+    eb : bool, default=True
+        Shrink the per-site estimates with empirical Bayes; ``False`` uses the raw per-site
+        location/scale estimates.
+    ref_site : str or int, default=None
+        Reference site: the grand mean and pooled variance are that site's, its rows come
+        back unchanged and the other sites are mapped onto it (M-ComBat).
+    categorical : list of str, default=None
+        Covariate columns to one-hot encode (treatment coding, first sorted level as
+        reference).  Columns not listed are detected from their dtype: numeric -> continuous,
+        anything else (str, category, bool) -> categorical.
+    continuous : list of str, default=None
+        Covariate columns to use as numbers even if their dtype says otherwise.
+    tol : float, default=1e-4
+        Relative convergence tolerance of the parametric EB iteration.
+    max_iter : int, default=1000
+        Iteration cap of the parametric EB (sva has none); reaching it warns.
+
+    Attributes
+    ----------
+    sites_ : ndarray of shape (n_sites,)
+        Known sites, sorted.
+    n_features_in_ : int
+        Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, defined only when X has string column names.
+    gamma_hat_, delta_hat_ : ndarray of shape (n_sites, n_features_in_)
+        Per-site location and scale of the standardised data (NaN where not estimable).
+    gamma_star_, delta_star_ : ndarray of shape (n_sites, n_features_in_)
+        The estimates used to adjust (after EB shrinkage).
+    grand_mean_ : ndarray of shape (n_features_in_,)
+        ``alpha``: sample-weighted mean of the site levels (the reference site's level with
+        ``ref_site``).
+    var_pooled_ : ndarray of shape (n_features_in_,)
+        Pooled residual variance (of the reference site with ``ref_site``).
+    beta_ : ndarray of shape (n_covariate_columns, n_features_in_)
+        Covariate effects (rows named by ``covariate_columns_``).
+    site_coef_ : ndarray of shape (n_sites, n_features_in_)
+        Fitted site levels (the site columns of the OLS coefficients).
+    n_per_site_ : ndarray of shape (n_sites, n_features_in_)
+        Observed (non-NaN) samples per site and feature.
+    adjusted_ : ndarray of bool, shape (n_sites, n_features_in_)
+        Cells that are adjusted; False for the reference site, constant features and
+        features a site never observed (those cells come back unchanged).
+    covariate_encoding_ : dict
+        How covariates enter the design (JSON-serialisable).
+    covariate_columns_ : list of str
+        Names of the covariate design columns.
+    priors_ : pandas.DataFrame
+        One row per site: ``site, n_samples, n_features_used, gamma_bar, tau2, a_prior,
+        b_prior, eb, mean_only, n_iter, converged``.
+
+    See Also
+    --------
+    combat : the function form.
+
+    Notes
+    -----
+    Missing values (NaN) are allowed: each feature is fitted on its observed cells (as
+    sva), and NaN comes back exactly where it went in.  Infinite values are an error.
+
+    In a :class:`~sklearn.pipeline.Pipeline` with metadata routing enabled
+    (``sklearn.set_config(enable_metadata_routing=True)``), request the site labels with
+    ``ComBat().set_fit_request(sites=True, covariates=True).set_transform_request(sites=True,
+    covariates=True)`` and pass ``sites=...`` to ``fit``/``cross_val_score(params=...)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sitekit.harmonize import ComBat
+    >>> rng = np.random.default_rng(0)
+    >>> sites = np.repeat(["a", "b", "c"], 20)
+    >>> X = rng.normal(size=(60, 5)) + (sites == "b")[:, None] * 2.0
+    >>> Xh = ComBat().fit_transform(X, sites=sites)
+    >>> bool(abs(Xh[sites == "b"].mean() - Xh[sites == "a"].mean()) < 0.5)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        parametric: bool = True,
+        mean_only: bool = False,
+        eb: bool = True,
+        ref_site=None,
+        categorical: list | None = None,
+        continuous: list | None = None,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+    ) -> None:
+        self.parametric = parametric
+        self.mean_only = mean_only
+        self.eb = eb
+        self.ref_site = ref_site
+        self.categorical = categorical
+        self.continuous = continuous
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> None:
+        owner = "ComBat"
+        check_bool(self.parametric, name="parametric", owner=owner)
+        check_bool(self.mean_only, name="mean_only", owner=owner)
+        check_bool(self.eb, name="eb", owner=owner)
+        check_number(self.tol, name="tol", owner=owner, low=0, low_inclusive=False)
+        check_number(self.max_iter, name="max_iter", owner=owner, low=1, integer=True)
+        for name in ("categorical", "continuous"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, str) or not hasattr(value, "__iter__")):
+                raise ValidationError(
+                    f"The '{name}' parameter of ComBat must be a list of column names. "
+                    f"Got {value!r} instead."
+                )
+
+    def _prepare(self, X, sites, covariates, *, reset: bool):
+        """Validate X, align sites and covariates; return (Y, index, columns, sites, covs)."""
+        if sites is None:
+            raise ValidationError(
+                "ComBat needs the site of every sample: pass sites=... (one label per row of X)."
+            )
+        index = columns = None
+        if isinstance(X, pd.DataFrame):
+            dup = X.columns[X.columns.duplicated()].unique().tolist()
+            if dup:
+                raise ValidationError(
+                    f"ComBat: X has duplicate column name(s) {_names(dup)}; rename them so every "
+                    "feature has its own name."
+                )
+            bad = [
+                c for c in X.columns
+                if not (pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]))
+            ]
+            if bad:
+                raise ValidationError(
+                    f"ComBat: feature column(s) {_names(bad)} are not numeric; pass only numeric "
+                    "features (sites and covariates go in sites=/covariates=)."
+                )
+            index, columns = X.index, X.columns
+        Y = validate_data(
+            self, X, reset=reset, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=1
+        )
+        bad_cols = np.flatnonzero(np.isinf(Y).any(axis=0))
+        if bad_cols.size:
+            names = [columns[j] for j in bad_cols] if columns is not None else bad_cols.tolist()
+            raise ValidationError(
+                f"ComBat: feature(s) {_names(names)} contain infinite values; replace them "
+                "(NaN is allowed and is passed through)."
+            )
+        n = Y.shape[0]
+        if isinstance(sites, pd.DataFrame):
+            if sites.shape[1] != 1:
+                raise ValidationError("ComBat: 'sites' must be one column of labels.")
+            sites = sites.iloc[:, 0]
+        if not isinstance(sites, pd.Series):
+            sites = np.asarray(sites, dtype=object)
+            if sites.ndim != 1:
+                raise ValidationError(
+                    f"ComBat: 'sites' must be 1-D (one label per sample); got shape {sites.shape}."
+                )
+        sites = _align(sites, index, "sites", n)
+        sites = np.asarray(sites, dtype=object)
+        if covariates is not None:
+            if isinstance(covariates, pd.Series):
+                covariates = covariates.to_frame()
+            elif not isinstance(covariates, pd.DataFrame):
+                arr = np.asarray(covariates, dtype=object)
+                if arr.ndim == 1:
+                    arr = arr[:, None]
+                covariates = pd.DataFrame(arr, columns=list(range(arr.shape[1]))).infer_objects()
+            covariates = _align(covariates, index, "covariates", n)
+            covariates = covariates.reset_index(drop=True)
+        return Y, index, columns, sites, covariates
+
+    def _extra_design(self, covariates: pd.DataFrame | None, n_samples: int) -> np.ndarray | None:
+        """Extra design columns whose effects are preserved (none; ComBat-GAM adds splines)."""
+        return None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, *, sites, covariates=None) -> ComBat:
+        """Estimate the site effects.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features, NaN allowed.
+        y : None
+            Ignored.
+        sites : array-like of shape (n_samples,)
+            Site of each sample (str or int).  A pandas Series is aligned on X's index.
+        covariates : DataFrame or array-like of shape (n_samples, n_covariates), default=None
+            Biological covariates whose effects are kept.  A DataFrame is aligned on X's index.
+
+        Returns
+        -------
+        self : ComBat
+        """
+        self._check_params()
+        Y, _, _, sites, covariates = self._prepare(X, sites, covariates, reset=True)
+        codes = encode_sites(sites)
+        state = self._fit_arrays(Y, codes, covariates)
+        self._set_state(state)
+        return self
+
+    def _fit_arrays(self, Y: np.ndarray, codes: SiteCodes, covariates) -> dict:
+        """Fit from validated arrays; return the fitted state as a dict of arrays/metadata."""
+        K, (N, F) = codes.n_sites, Y.shape
+        if K < 2:
+            raise ValidationError(
+                f"ComBat: all {N} samples come from one site ({codes.levels[0]!r}); there is "
+                "nothing to harmonise. Pass data from at least two sites."
+            )
+        ref = None
+        if self.ref_site is not None:
+            try:
+                ref = encode_sites([self.ref_site], levels=codes.levels).codes[0]
+            except UnknownSiteError:
+                raise UnknownSiteError(
+                    f"The 'ref_site' parameter of ComBat must be one of the sites "
+                    f"{codes.levels}. Got {self.ref_site!r} instead."
+                ) from None
+        counts = codes.counts()
+        lonely = [codes.levels[i] for i in np.flatnonzero(counts == 1)]
+        if lonely and not self.mean_only:
+            warnings.warn(
+                f"Site(s) {_names(lonely)} have a single sample: their scale cannot be "
+                "estimated, so only their location is adjusted (mean-only for those sites).",
+                DataWarning,
+                stacklevel=3,
+            )
+        encoding = fit_covariate_encoding(
+            covariates, categorical=self.categorical, continuous=self.continuous
+        )
+        C = covariate_matrix(covariates, encoding, n_samples=N)
+        extra = self._extra_design(covariates, N)
+        D = design_matrix(codes, C, extra)
+        cov_names = covariate_column_names(encoding)
+        extra_names = [f"extra{k}" for k in range(0 if extra is None else extra.shape[1])]
+        check_full_rank(D, [str(s) for s in codes.levels] + cov_names + extra_names, n_sites=K)
+
+        cp = _eb.ols_cross_products(Y, D)
+        B = _eb.solve_ols(cp)
+        mom = _eb.residual_moments(Y, D, B, codes.codes, K, missing=cp.missing)
+        n = mom.n
+        site_coef = B[:K]
+        beta = B[K:]
+
+        present = n > 0
+        # grand mean: sample-weighted site levels (sva: n_i / N), over the sites observing g
+        if ref is not None:
+            grand_mean = np.where(present[ref], site_coef[ref], np.nan)
+        else:
+            w = counts[:, None] * present
+            with np.errstate(invalid="ignore", divide="ignore"):
+                grand_mean = (w * np.where(present, site_coef, 0.0)).sum(axis=0) / w.sum(axis=0)
+        var_pooled = _eb.pooled_variance(n, mom.r1, mom.r2, ref=ref)
+
+        # features left unchanged, with the reason
+        all_nan = ~present.any(axis=0)
+        with np.errstate(invalid="ignore"):
+            const_all = (np.nanmax(np.where(present, mom.ymax, -np.inf), axis=0)
+                         == np.nanmin(np.where(present, mom.ymin, np.inf), axis=0)) & ~all_nan
+            const_site = ((mom.ymax == mom.ymin) & (n >= 2)).any(axis=0) & ~const_all & ~all_nan
+        no_ref = np.zeros(F, dtype=bool) if ref is None else (~present[ref] & ~all_nan)
+        bad_var = ~(var_pooled > 0) & ~all_nan & ~const_all & ~const_site & ~no_ref
+        skip = all_nan | const_all | const_site | no_ref | bad_var
+        feat_names = self._feature_labels(F)
+        for mask, why in (
+            (all_nan, "are missing (NaN) in every sample"),
+            (const_all, "are constant"),
+            (const_site, "are constant within a site"),
+            (no_ref, "have no observed value in the reference site"),
+            (bad_var, "have zero residual variance after the covariates"),
+        ):
+            if mask.any():
+                warnings.warn(
+                    f"Feature(s) {_names(feat_names[mask])} {why}; they are returned unchanged.",
+                    DataWarning,
+                    stacklevel=3,
+                )
+        site_missing = ~present & ~skip[None, :]
+        for i in np.flatnonzero(site_missing.any(axis=1)):
+            warnings.warn(
+                f"Site {codes.levels[i]!r} has no observed value of feature(s) "
+                f"{_names(feat_names[site_missing[i]])}; new samples of that site keep those "
+                "features unchanged.",
+                DataWarning,
+                stacklevel=3,
+            )
+
+        use = present & ~skip[None, :]
+        safe_var = np.where(skip, 1.0, var_pooled)
+        offset = np.where(present, site_coef - np.where(skip, 0.0, grand_mean), 0.0)
+        s1, s2, m2 = _eb.standardized_moments(n, mom.r1, mom.r2, offset, safe_var)
+        fit = _eb.fit_eb(
+            n, s1, s2, m2=m2, use=use, parametric=self.parametric, mean_only=self.mean_only,
+            eb=self.eb, ref=ref, tol=self.tol, max_iter=self.max_iter,
+        )
+        if self.eb:
+            noeb = [codes.levels[i] for i in range(K) if i != ref and use[i].any() and not fit.eb_used[i]]
+            if noeb:
+                warnings.warn(
+                    f"Empirical-Bayes priors could not be estimated for site(s) {_names(noeb)} "
+                    "(fewer than two usable features, or no spread across features); their "
+                    "location/scale estimates are used unshrunk (as eb=False).",
+                    DataWarning,
+                    stacklevel=3,
+                )
+        slow = [codes.levels[i] for i in np.flatnonzero(~fit.converged)]
+        if slow:
+            warnings.warn(
+                f"The parametric EB iteration did not reach tol={self.tol} within "
+                f"max_iter={self.max_iter} for site(s) {_names(slow)}; raise max_iter.",
+                SitekitWarning,
+                stacklevel=3,
+            )
+        adjusted = use.copy()
+        if ref is not None:
+            adjusted[ref] = False
+        priors = {
+            "site": list(codes.levels),
+            "n_samples": counts.astype(np.int64),
+            "n_features_used": use.sum(axis=1).astype(np.int64),
+            "gamma_bar": fit.gamma_bar,
+            "tau2": fit.tau2,
+            "a_prior": fit.a_prior,
+            "b_prior": fit.b_prior,
+            "eb": fit.eb_used,
+            "mean_only": fit.mean_only_site,
+            "n_iter": fit.n_iter,
+            "converged": fit.converged,
+        }
+        return {
+            "sites": list(codes.levels),
+            "ref": None if ref is None else int(ref),
+            "covariate_encoding": encoding,
+            "covariate_columns": cov_names + extra_names,
+            "gamma_star_": fit.gamma_star,
+            "delta_star_": fit.delta_star,
+            "gamma_hat_": fit.gamma_hat,
+            "delta_hat_": fit.delta_hat,
+            "grand_mean_": np.where(skip, np.nan, grand_mean),
+            "var_pooled_": np.where(skip, np.nan, var_pooled),
+            "beta_": beta,
+            "site_coef_": site_coef,
+            "n_per_site_": n,
+            "adjusted_": adjusted,
+            "priors": priors,
+        }
+
+    def _feature_labels(self, n_features: int) -> np.ndarray:
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None and len(names) == n_features:
+            return np.asarray(names, dtype=object)
+        return np.asarray([f"x{j}" for j in range(n_features)], dtype=object)
+
+    def _set_state(self, state: dict) -> None:
+        self.sites_ = np.asarray(state["sites"], dtype=object)
+        self._ref_index = state["ref"]
+        self.covariate_encoding_ = state["covariate_encoding"]
+        self.covariate_columns_ = list(state["covariate_columns"])
+        for name in _ARRAYS:
+            setattr(self, name, state[name])
+        self.priors_ = pd.DataFrame({k: state["priors"][k] for k in _PRIOR_COLUMNS})
+
+    # ------------------------------------------------------------------ transform
+    def transform(self, X, *, sites, covariates=None):
+        """Remove the fitted site effects from (new) samples of known sites.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features, NaN allowed (passed through).
+        sites : array-like of shape (n_samples,)
+            Site of each sample; every site must be among ``sites_``.
+        covariates : DataFrame or array-like, default=None
+            The same covariate columns as in fit (required if fit had covariates).
+
+        Returns
+        -------
+        X_new : ndarray or DataFrame of shape (n_samples, n_features)
+            Harmonised features; a DataFrame (same index and columns) for DataFrame input.
+
+        Raises
+        ------
+        UnknownSiteError
+            A site, or a categorical covariate level, that fit never saw.
+        """
+        check_is_fitted(self, "gamma_star_")
+        Y, index, columns, sites, covariates = self._prepare(X, sites, covariates, reset=False)
+        codes = encode_sites(sites, levels=list(self.sites_))
+        C = covariate_matrix(covariates, self.covariate_encoding_, n_samples=Y.shape[0])
+        extra = self._extra_design(covariates, Y.shape[0])
+        if extra is not None and extra.shape[1]:
+            C = np.hstack([C, extra])
+        out = _eb.adjust(
+            Y, codes.codes, grand_mean=np.nan_to_num(self.grand_mean_),
+            var_pooled=np.nan_to_num(self.var_pooled_, nan=1.0), gamma_star=self.gamma_star_,
+            delta_star=self.delta_star_, keep=~self.adjusted_, C=C, beta=self.beta_,
+        )
+        if columns is not None:
+            return pd.DataFrame(out, index=index, columns=columns, copy=False)
+        return out
+
+    def fit_transform(self, X, y=None, *, sites, covariates=None):
+        """Fit, then harmonise the same samples (equals ``fit(X, ...).transform(X, ...)``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+        sites : array-like of shape (n_samples,)
+        covariates : DataFrame or array-like, default=None
+
+        Returns
+        -------
+        X_new : ndarray or DataFrame of shape (n_samples, n_features)
+        """
+        return self.fit(X, sites=sites, covariates=covariates).transform(
+            X, sites=sites, covariates=covariates
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: PathLike, *, force: bool = False) -> Path:
+        """Save the fitted model as ``.npz`` (arrays) with a JSON metadata entry.
+
+        No pickle is involved: the file loads with ``allow_pickle=False``.  The metadata hold
+        the sitekit version, the format version, the parameters, site names, feature names,
+        the covariate encoding and a SHA-256 of the arrays (to detect tampering).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (conventionally ``*.npz``).
+        force : bool, default=False
+            Replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        check_is_fitted(self, "gamma_star_")
+        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        priors = {
+            c: self.priors_[c].to_numpy()
+            for c in _PRIOR_COLUMNS
+            if c != "site"
+        }
+        for c, v in priors.items():
+            arrays[f"priors.{c}"] = np.asarray(v)
+        names = getattr(self, "feature_names_in_", None)
+        params = {k: (to_json_value(v) if not isinstance(v, list | tuple) else [to_json_value(x) for x in v])
+                  for k, v in self.get_params().items()}
+        meta = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "sitekit_version": __version__,
+            "params": params,
+            "sites": [to_json_value(s) for s in self.sites_],
+            "ref": self._ref_index,
+            "n_features_in": int(self.n_features_in_),
+            "feature_names": None if names is None else [str(s) for s in names],
+            "covariate_encoding": self.covariate_encoding_,
+            "covariate_columns": self.covariate_columns_,
+            "arrays_sha256": _digest(arrays),
+        }
+        arrays["metadata"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        with atomic_output(path, force=force) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: PathLike) -> ComBat:
+        """Load a model written by :meth:`save`.
+
+        Raises
+        ------
+        MissingFileError
+            ``path`` does not exist.
+        ModelFileError
+            The file is truncated, not a sitekit ComBat model, tampered with, or written by a
+            newer format version.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise MissingFileError(f"Model file '{p}' does not exist; check the path.")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+            raise ModelFileError(
+                f"Model file '{p}' could not be read ({type(exc).__name__}: {exc}); it is "
+                "truncated or not a .npz model. Fit and save the model again."
+            ) from exc
+        if "metadata" not in data:
+            raise ModelFileError(f"Model file '{p}' has no metadata entry; it is not a sitekit model.")
+        try:
+            meta = json.loads(data.pop("metadata").tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"Model file '{p}' has corrupt metadata: {exc}.") from exc
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+            raise ModelFileError(
+                f"Model file '{p}' is not a sitekit ComBat model (format "
+                f"{meta.get('format') if isinstance(meta, dict) else None!r})."
+            )
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+            raise ModelFileError(
+                f"Model file '{p}' has format version {version!r}, newer than this sitekit "
+                f"({__version__}) reads (version {MODEL_FORMAT_VERSION}); upgrade sitekit "
+                f"(the file was written by sitekit {meta.get('sitekit_version')!r})."
+            )
+        if _digest(data) != meta.get("arrays_sha256"):
+            raise ModelFileError(
+                f"Model file '{p}' failed its checksum: its arrays were modified after saving. "
+                "Use the original file or fit again."
+            )
+        try:
+            est = cls(**meta["params"])
+            state = {
+                "sites": meta["sites"],
+                "ref": meta["ref"],
+                "covariate_encoding": meta["covariate_encoding"],
+                "covariate_columns": meta["covariate_columns"],
+                **{name: data[name] for name in _ARRAYS},
+                "priors": {"site": meta["sites"]}
+                | {c: data[f"priors.{c}"] for c in _PRIOR_COLUMNS if c != "site"},
+            }
+            est._set_state(state)
+            est.n_features_in_ = int(meta["n_features_in"])
+            if meta["feature_names"] is not None:
+                est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"Model file '{p}' is incomplete: {exc!r}.") from exc
+        return est
+
+
+def _digest(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def combat(X, *, sites, covariates=None, **params):
+    """Harmonise ``X`` across sites with ComBat in one call.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    sites : array-like of shape (n_samples,)
+    covariates : DataFrame or array-like, default=None
+    **params
+        Parameters of :class:`ComBat` (``parametric``, ``mean_only``, ``eb``,
+        ``ref_site``, ``categorical``, ``continuous``, ``tol``, ``max_iter``).
+
+    Returns
+    -------
+    X_new : ndarray or DataFrame of shape (n_samples, n_features)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sitekit.harmonize import combat
+    >>> X = np.random.default_rng(0).normal(size=(40, 3))
+    >>> combat(X, sites=[0, 1] * 20).shape
+    (40, 3)
+    """
+    return ComBat(**params).fit_transform(X, sites=sites, covariates=covariates)

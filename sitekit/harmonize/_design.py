@@ -1,0 +1,342 @@
+"""Design matrices for the ComBat family: site one-hot columns, covariates, extra terms.
+
+The design of ComBat is ``D = [S | C | E]``:
+
+* ``S`` (n_samples x n_sites): one-hot site indicators, no intercept (the site columns
+  span the intercept);
+* ``C`` (n_samples x n_cov): covariate columns -- continuous covariates as they are,
+  categorical covariates in treatment coding (one column per level except the first,
+  levels sorted), exactly the column space of R's ``model.matrix(~ a + b)`` without its
+  intercept, so fitted values agree with ``sva::ComBat(mod=...)``;
+* ``E`` (n_samples x n_extra): optional extra columns supplied by a caller, e.g. the
+  spline basis of ComBat-GAM.  They are treated exactly like covariate columns (their
+  effects are kept, not removed).
+
+The covariate *encoding* is a plain JSON-serialisable dict, so that a fitted model can be
+saved without pickle and re-applied to new samples:
+
+``{"columns": [{"name": "age", "kind": "continuous"},
+               {"name": "sex", "kind": "categorical", "levels": ["F", "M"]}]}``
+
+Levels are stored as JSON values (str, int, float or bool) in their sorted order; the
+first level is the reference level and gets no column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sitekit.exceptions import ConfoundingError, UnknownSiteError, ValidationError
+
+__all__ = [
+    "SiteCodes",
+    "encode_sites",
+    "fit_covariate_encoding",
+    "covariate_matrix",
+    "covariate_column_names",
+    "design_matrix",
+    "check_full_rank",
+    "to_json_value",
+]
+
+
+def to_json_value(value):
+    """Return ``value`` as a plain Python scalar that :mod:`json` can store."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _sorted_levels(values: Sequence) -> list:
+    uniq = list(pd.unique(pd.Series(list(values), dtype=object)))
+    try:
+        return sorted(uniq)
+    except TypeError:  # mixed types: sort by their text
+        return sorted(uniq, key=str)
+
+
+@dataclass(frozen=True)
+class SiteCodes:
+    """Sites as integer codes.
+
+    Attributes
+    ----------
+    levels : list
+        The site names in sorted order (JSON scalars).
+    codes : ndarray of shape (n_samples,), dtype intp
+        ``levels[codes[j]]`` is the site of sample ``j``.
+    """
+
+    levels: list
+    codes: np.ndarray
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.levels)
+
+    def counts(self) -> np.ndarray:
+        """Number of samples per site, in the order of ``levels``."""
+        return np.bincount(self.codes, minlength=self.n_sites)
+
+    def onehot(self, dtype=np.float64) -> np.ndarray:
+        """The (n_samples, n_sites) indicator matrix."""
+        out = np.zeros((self.codes.size, self.n_sites), dtype=dtype)
+        out[np.arange(self.codes.size), self.codes] = 1
+        return out
+
+
+def encode_sites(sites, *, levels: list | None = None, owner: str = "ComBat") -> SiteCodes:
+    """Encode site labels as integer codes.
+
+    Parameters
+    ----------
+    sites : array-like of shape (n_samples,)
+        Site labels (str or int).  Missing labels are an error.
+    levels : list, optional
+        The known sites of a fitted model.  A label not among them raises
+        :class:`~sitekit.exceptions.UnknownSiteError` listing the known ones.  Without it
+        the levels are the sorted unique labels.
+    owner : str
+        Name used in error messages.
+    """
+    values = pd.Series(np.asarray(sites, dtype=object).ravel(), dtype=object)
+    if values.isna().any():
+        bad = np.flatnonzero(values.isna().to_numpy())[:5].tolist()
+        raise ValidationError(
+            f"{owner}: 'sites' has missing labels (rows {bad}); give every sample a site."
+        )
+    values = values.map(to_json_value)
+    if levels is None:
+        levels = _sorted_levels(values)
+    lookup = {lev: i for i, lev in enumerate(levels)}
+    # labels may arrive as text after a round trip through a table: accept '3' for 3
+    text_lookup = {str(lev): i for i, lev in enumerate(levels)}
+    codes = np.empty(values.size, dtype=np.intp)
+    unknown = []
+    for j, v in enumerate(values):
+        i = lookup.get(v)
+        if i is None:
+            i = text_lookup.get(str(v))
+        if i is None:
+            unknown.append(v)
+            continue
+        codes[j] = i
+    if unknown:
+        uniq = _sorted_levels(unknown)
+        raise UnknownSiteError(
+            f"{owner}: site(s) {uniq} were not seen in fit; the known sites are {list(levels)}. "
+            "Fit on data that includes these sites (adapting to unseen sites needs their own "
+            "location/scale estimate)."
+        )
+    return SiteCodes(levels=list(levels), codes=codes)
+
+
+def _is_categorical_dtype(series: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
+
+
+def fit_covariate_encoding(
+    covariates: pd.DataFrame | None,
+    *,
+    categorical: Sequence | None = None,
+    continuous: Sequence | None = None,
+    owner: str = "ComBat",
+) -> dict:
+    """Decide how each covariate column enters the design.
+
+    Parameters
+    ----------
+    covariates : DataFrame or None
+        One column per covariate (already aligned with the samples).
+    categorical, continuous : sequence of column names, optional
+        Force columns to be categorical (one-hot, treatment coding) or continuous.  Columns
+        not listed are auto-detected: numeric (not bool) -> continuous, everything else ->
+        categorical.
+    owner : str
+        Name used in error messages.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable encoding described in the module docstring.
+    """
+    if covariates is None or covariates.shape[1] == 0:
+        return {"columns": []}
+    names = [to_json_value(c) for c in covariates.columns]
+    categorical = [to_json_value(c) for c in (categorical or [])]
+    continuous = [to_json_value(c) for c in (continuous or [])]
+    both = sorted(set(categorical) & set(continuous), key=str)
+    if both:
+        raise ValidationError(
+            f"{owner}: column(s) {both} are listed both as categorical and continuous; keep one."
+        )
+    missing = [c for c in categorical + continuous if c not in names]
+    if missing:
+        raise ValidationError(
+            f"{owner}: covariate column(s) {missing} named in 'categorical'/'continuous' are not "
+            f"among the covariates {names}."
+        )
+    columns = []
+    for name, col in zip(names, covariates.columns):
+        series = covariates[col]
+        if series.isna().any():
+            raise ValidationError(
+                f"{owner}: covariate '{name}' has {int(series.isna().sum())} missing value(s); "
+                "covariates must be complete (drop or impute those samples)."
+            )
+        if name in categorical or (name not in continuous and _is_categorical_dtype(series)):
+            levels = _sorted_levels(series.map(to_json_value))
+            columns.append({"name": name, "kind": "categorical", "levels": levels})
+        else:
+            values = pd.to_numeric(series, errors="coerce")
+            if values.isna().any():
+                raise ValidationError(
+                    f"{owner}: covariate '{name}' is declared continuous but has non-numeric "
+                    "values; declare it categorical instead."
+                )
+            if not np.all(np.isfinite(values.to_numpy(dtype=np.float64))):
+                raise ValidationError(f"{owner}: covariate '{name}' has infinite values.")
+            columns.append({"name": name, "kind": "continuous"})
+    return {"columns": columns}
+
+
+def covariate_column_names(encoding: dict) -> list[str]:
+    """Names of the design columns a covariate encoding produces (``sex[M]`` style)."""
+    out = []
+    for spec in encoding["columns"]:
+        if spec["kind"] == "continuous":
+            out.append(str(spec["name"]))
+        else:
+            out.extend(f"{spec['name']}[{lev}]" for lev in spec["levels"][1:])
+    return out
+
+
+def covariate_matrix(
+    covariates: pd.DataFrame | None, encoding: dict, *, n_samples: int, owner: str = "ComBat"
+) -> np.ndarray:
+    """Build the covariate block ``C`` of the design from a fitted encoding.
+
+    Raises
+    ------
+    ValidationError
+        A covariate column of the encoding is missing, or has missing values.
+    UnknownSiteError
+        A categorical level that was not seen in fit (its effect is unknown).
+    """
+    specs = encoding["columns"]
+    if not specs:
+        return np.zeros((n_samples, 0))
+    if covariates is None:
+        raise ValidationError(
+            f"{owner} was fitted with covariates {[s['name'] for s in specs]}; pass them as "
+            "covariates= for these samples too."
+        )
+    lookup = {to_json_value(c): c for c in covariates.columns}
+    blocks = []
+    for spec in specs:
+        name = spec["name"]
+        if name not in lookup:
+            raise ValidationError(
+                f"{owner}: covariate column '{name}' used in fit is missing from covariates "
+                f"(got {list(lookup)})."
+            )
+        series = covariates[lookup[name]]
+        if series.isna().any():
+            raise ValidationError(
+                f"{owner}: covariate '{name}' has {int(series.isna().sum())} missing value(s); "
+                "covariates must be complete."
+            )
+        if spec["kind"] == "continuous":
+            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+            if not np.all(np.isfinite(values)):
+                raise ValidationError(
+                    f"{owner}: covariate '{name}' must be numeric and finite."
+                )
+            blocks.append(values[:, None])
+        else:
+            levels = spec["levels"]
+            index = {lev: i for i, lev in enumerate(levels)}
+            text_index = {str(lev): i for i, lev in enumerate(levels)}
+            vals = series.map(to_json_value).tolist()
+            codes = np.empty(len(vals), dtype=np.intp)
+            unseen = []
+            for j, v in enumerate(vals):
+                i = index.get(v, text_index.get(str(v)))
+                if i is None:
+                    unseen.append(v)
+                else:
+                    codes[j] = i
+            if unseen:
+                raise UnknownSiteError(
+                    f"{owner}: categorical covariate '{name}' has level(s) "
+                    f"{_sorted_levels(unseen)} not seen in fit (known levels: {levels}); "
+                    "their effect cannot be kept. Refit with samples of these levels."
+                )
+            block = np.zeros((len(vals), len(levels) - 1))
+            rows = np.flatnonzero(codes > 0)
+            block[rows, codes[rows] - 1] = 1.0
+            blocks.append(block)
+    return np.hstack(blocks) if blocks else np.zeros((n_samples, 0))
+
+
+def design_matrix(
+    sites: SiteCodes, covariates: np.ndarray | None = None, extra: np.ndarray | None = None
+) -> np.ndarray:
+    """Stack ``[site one-hot | covariates | extra]`` into the ComBat design.
+
+    Parameters
+    ----------
+    sites : SiteCodes
+    covariates : ndarray of shape (n_samples, n_cov), optional
+        From :func:`covariate_matrix`.
+    extra : ndarray of shape (n_samples, n_extra), optional
+        Further columns whose effects are preserved (e.g. spline terms).
+    """
+    blocks = [sites.onehot()]
+    for b in (covariates, extra):
+        if b is not None and b.shape[1]:
+            blocks.append(np.asarray(b, dtype=np.float64))
+    return np.hstack(blocks)
+
+
+def check_full_rank(design: np.ndarray, names: Sequence[str], *, n_sites: int, owner: str = "ComBat") -> None:
+    """Raise :class:`~sitekit.exceptions.ConfoundingError` if ``design`` is rank deficient.
+
+    The message names the covariate columns that are confounded with site (a column that
+    lies in the span of the site indicators and the other columns), or with each other.
+    """
+    p = design.shape[1]
+    if np.linalg.matrix_rank(design) == p:
+        return
+    cov_names = list(names)[n_sites:]
+    # a covariate column is confounded with site if it is constant within every site
+    S = design[:, :n_sites]
+    counts = S.sum(axis=0)
+    with_site = []
+    for k, name in enumerate(cov_names):
+        col = design[:, n_sites + k]
+        site_means = (S.T @ col) / np.maximum(counts, 1)
+        if np.allclose(S @ site_means, col):
+            with_site.append(name)
+    if with_site:
+        raise ConfoundingError(
+            f"{owner}: covariate column(s) {with_site} are confounded with site (constant within "
+            "every site), so their effect cannot be told apart from the site effect. Remove them "
+            "from the covariates."
+        )
+    # otherwise the covariates are collinear among themselves (or jointly with site)
+    culprits = []
+    for k, name in enumerate(cov_names):
+        reduced = np.delete(design, n_sites + k, axis=1)
+        if np.linalg.matrix_rank(reduced) == np.linalg.matrix_rank(design):
+            culprits.append(name)
+    raise ConfoundingError(
+        f"{owner}: the design is not of full rank; covariate column(s) {culprits} are "
+        "collinear with site and/or each other. Remove one of them from the covariates."
+    )

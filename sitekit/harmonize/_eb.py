@@ -1,0 +1,631 @@
+"""The numerical core of ComBat as pure numpy functions on sufficient statistics.
+
+Everything here is vectorised over features; the only Python loops run over sites
+(a handful) or over row chunks of the data matrix (to bound memory).  The functions take
+and return plain arrays so that other engines can reuse them unchanged:
+
+* a local fit (:class:`sitekit.harmonize.ComBat`) calls them on one in-memory matrix;
+* an out-of-core / cluster fit computes the same sums block by block and adds them up;
+* a federated fit lets every site compute its own sums and sends only those.
+
+The pipeline, for samples x features data ``Y`` (n x F), design ``D`` (n x p, see
+:mod:`sitekit.harmonize._design`) and sites ``0..K-1``:
+
+1. :func:`ols_cross_products` -- ``D'D`` and ``D'Y`` (NaN cells count as absent: features
+   with missing cells get their own ``D'D``).  Sums over row blocks or over sites add up.
+2. :func:`solve_ols` -- ``B = (D'D)^-1 D'Y`` per feature (p x F).
+3. :func:`residual_moments` -- per site and feature: n, sum R, sum R^2 of the residuals
+   ``R = Y - D B``.  Again additive over row blocks/sites.
+4. :func:`pooled_variance` and :func:`standardized_moments` -- ``sigma^2`` per feature and
+   the per-site sufficient statistics of ``Z = (Y - alpha - C beta) / sigma``:
+   ``n``, ``s1 = sum Z``, ``s2 = sum Z^2`` and the centred ``m2 = sum (Z - mean Z)^2``.
+5. :func:`fit_eb` -- gamma/delta hat, priors, and gamma/delta star (parametric,
+   non-parametric, mean-only or no EB), from ``(n, s1, s2)`` alone.
+6. :func:`adjust` -- apply the fitted location/scale to a data matrix, chunk by chunk.
+
+Shapes: per-site-and-feature arrays are (K, F); per-site priors are (K,); per-feature
+arrays are (F,).  Cells that cannot be estimated (no sample of that site has the feature)
+hold NaN in the ``*_hat`` arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "CrossProducts",
+    "EBFit",
+    "ols_cross_products",
+    "solve_ols",
+    "SiteMoments",
+    "residual_moments",
+    "pooled_variance",
+    "standardized_moments",
+    "estimate_priors",
+    "fit_eb",
+    "parametric_eb",
+    "nonparametric_eb",
+    "adjust",
+    "row_chunks",
+]
+
+#: target number of float64 cells held in one temporary block (32 MB)
+_BLOCK_CELLS = 4_000_000
+#: floor of |gamma| in the relative convergence test of the parametric iteration
+_GAMMA_EPS = 1e-8
+
+
+def row_chunks(n_rows: int, n_cols: int, block_cells: int = _BLOCK_CELLS):
+    """Yield ``slice`` objects covering ``range(n_rows)`` in blocks of about ``block_cells`` cells."""
+    step = max(1, block_cells // max(1, n_cols))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(n_rows, start + step))
+
+
+# --------------------------------------------------------------------------- OLS
+@dataclass
+class CrossProducts:
+    """Cross-products of a design ``D`` (n x p) and data ``Y`` (n x F).
+
+    Attributes
+    ----------
+    dtd : ndarray of shape (p, p)
+        ``D'D`` over all rows (used by features without missing cells).
+    dty : ndarray of shape (p, F)
+        ``D'Y`` with missing cells counted as 0.
+    missing : ndarray of int, shape (k,)
+        Indices of the features that have missing cells.
+    dtd_missing : ndarray of shape (k, p, p)
+        ``D'D`` over the observed rows of each of those features.
+
+    Two ``CrossProducts`` of disjoint row sets add up (``a + b``): this is how a block-wise
+    or federated engine combines them (the ``missing`` sets are merged).
+    """
+
+    dtd: np.ndarray
+    dty: np.ndarray
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    dtd_missing: np.ndarray | None = None
+
+    def __add__(self, other: CrossProducts) -> CrossProducts:
+        p, F = self.dty.shape
+        missing = np.union1d(self.missing, other.missing).astype(np.intp)
+        dtd_missing = np.empty((missing.size, p, p))
+        for cp, out in ((self, 0), (other, 1)):
+            pos = np.searchsorted(missing, cp.missing)
+            block = np.broadcast_to(cp.dtd, (missing.size, p, p)).copy()
+            if cp.missing.size:
+                block[pos] = cp.dtd_missing
+            if out == 0:
+                dtd_missing[...] = block
+            else:
+                dtd_missing += block
+        return CrossProducts(self.dtd + other.dtd, self.dty + other.dty, missing, dtd_missing)
+
+
+def ols_cross_products(Y: np.ndarray, D: np.ndarray, *, observed: np.ndarray | None = None) -> CrossProducts:
+    """Compute ``D'D`` and ``D'Y`` treating NaN cells of ``Y`` as absent.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n, F)
+        Data, NaN for missing cells.
+    D : ndarray of shape (n, p)
+        Design.
+    observed : ndarray of bool, shape (F,), optional
+        ``True`` for features known to have no missing cell (skips the NaN scan).
+
+    Returns
+    -------
+    CrossProducts
+    """
+    n, F = Y.shape
+    p = D.shape[1]
+    has_nan = np.zeros(F, dtype=bool)
+    dty = np.zeros((p, F))
+    for sl in row_chunks(n, F):
+        block = Y[sl]
+        nan = np.isnan(block)
+        col_nan = nan.any(axis=0)
+        if col_nan.any():
+            has_nan |= col_nan
+            block = np.where(nan, 0.0, block)
+        dty += D[sl].T @ block
+    missing = np.flatnonzero(has_nan)
+    dtd_missing = None
+    if missing.size:
+        pairs = (D[:, :, None] * D[:, None, :]).reshape(n, p * p)
+        dtd_missing = np.zeros((missing.size, p * p))
+        for sl in row_chunks(n, missing.size):
+            obs = ~np.isnan(Y[sl][:, missing])
+            dtd_missing += obs.T.astype(np.float64) @ pairs[sl]
+        dtd_missing = dtd_missing.reshape(missing.size, p, p)
+    return CrossProducts(D.T @ D, dty, missing, dtd_missing)
+
+
+def solve_ols(cp: CrossProducts) -> np.ndarray:
+    """Least-squares coefficients ``B = (D'D)^-1 D'Y`` per feature, shape (p, F).
+
+    A design column that is all zero on a feature's observed rows (a site without any
+    observation of that feature) gets coefficient 0: it is dropped for that feature and
+    the other coefficients are those of the reduced design.
+    """
+    B = np.linalg.solve(cp.dtd, cp.dty) if cp.dty.size else np.zeros_like(cp.dty)
+    if cp.missing.size:
+        A = cp.dtd_missing.copy()
+        diag = np.einsum("kii->ki", A)
+        empty = diag == 0
+        if empty.any():
+            k, j = np.nonzero(empty)
+            A[k, j, j] = 1.0  # D'Y is 0 there, so the coefficient solves to 0
+        B[:, cp.missing] = np.linalg.solve(A, cp.dty[:, cp.missing].T[..., None])[..., 0].T
+    return B
+
+
+@dataclass
+class SiteMoments:
+    """Per-site sums of the residuals ``R = Y - D B``, each of shape (K, F).
+
+    Attributes
+    ----------
+    n : observed (non-NaN) cells per site and feature.
+    r1, r2 : sum of R and of R^2 over the observed cells.
+    ymin, ymax : smallest and largest observed raw value (NaN where none); a feature is
+        constant within a site exactly when ``ymin == ymax`` there.
+
+    Moments of disjoint row sets add up (``n``, ``r1``, ``r2``; ``ymin``/``ymax`` combine
+    with ``np.fmin``/``np.fmax``).
+    """
+
+    n: np.ndarray
+    r1: np.ndarray
+    r2: np.ndarray
+    ymin: np.ndarray
+    ymax: np.ndarray
+
+
+def _site_rows(codes: np.ndarray, site: int):
+    idx = np.flatnonzero(codes == site)
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1), idx.size
+    return idx, idx.size
+
+
+def residual_moments(
+    Y: np.ndarray,
+    D: np.ndarray,
+    B: np.ndarray,
+    codes: np.ndarray,
+    n_sites: int,
+    *,
+    missing: np.ndarray | None = None,
+) -> SiteMoments:
+    """Per site and feature: count, sum and sum of squares of ``R = Y - D B`` (NaN skipped).
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n, F)
+    D : ndarray of shape (n, p)
+    B : ndarray of shape (p, F)
+    codes : ndarray of int, shape (n,)
+        Site code of each row, ``0 <= code < n_sites``.
+    n_sites : int
+    missing : ndarray of int, optional
+        Features that have NaN cells (``CrossProducts.missing``); when given, the NaN scan is
+        limited to them.  ``None`` scans every feature.
+
+    Returns
+    -------
+    SiteMoments
+    """
+    N, F = Y.shape
+    n = np.zeros((n_sites, F))
+    r1 = np.zeros((n_sites, F))
+    r2 = np.zeros((n_sites, F))
+    ymin = np.full((n_sites, F), np.nan)
+    ymax = np.full((n_sites, F), np.nan)
+    for i in range(n_sites):
+        rows, size = _site_rows(codes, i)
+        if size == 0:
+            continue
+        if isinstance(rows, slice):
+            chunks = [slice(rows.start + c.start, rows.start + c.stop) for c in row_chunks(size, F)]
+        else:
+            chunks = [rows[c] for c in row_chunks(size, F)]
+        for rs in chunks:
+            Yb = Y[rs]
+            ymin[i] = np.fmin(ymin[i], np.fmin.reduce(Yb, axis=0))
+            ymax[i] = np.fmax(ymax[i], np.fmax.reduce(Yb, axis=0))
+            R = Yb - D[rs] @ B
+            cnt = R.shape[0]
+            if missing is None:
+                nan = np.isnan(R)
+                has = nan.any()
+            else:
+                has = missing.size > 0
+                if has:
+                    nan_m = np.isnan(R[:, missing])
+                    has = nan_m.any()
+            if has:
+                if missing is None:
+                    n[i] += cnt - nan.sum(axis=0)
+                    R[nan] = 0.0
+                else:
+                    n[i] += cnt
+                    n[i, missing] -= nan_m.sum(axis=0)
+                    sub = R[:, missing]
+                    sub[nan_m] = 0.0
+                    R[:, missing] = sub
+            else:
+                n[i] += cnt
+            r1[i] += R.sum(axis=0)
+            r2[i] += np.einsum("ij,ij->j", R, R)
+    return SiteMoments(n, r1, r2, ymin, ymax)
+
+
+def pooled_variance(n: np.ndarray, r1: np.ndarray, r2: np.ndarray, *, ref: int | None = None) -> np.ndarray:
+    """Pooled residual variance per feature (denominator: the number of observed cells).
+
+    ``sigma^2_g = sum_sites sum_j R^2 / sum_sites n`` (as ``sva::ComBat`` on complete data:
+    mean of squared residuals over all samples), or over the reference site only.
+    ``r1`` is accepted for symmetry with :func:`residual_moments` (it is ~0 at the OLS fit).
+    """
+    if ref is not None:
+        num, den = r2[ref], n[ref]
+    else:
+        num, den = r2.sum(axis=0), n.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def standardized_moments(
+    n: np.ndarray, r1: np.ndarray, r2: np.ndarray, offset: np.ndarray, var: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums of ``Z = (R + offset) / sigma`` per site and feature from residual sums.
+
+    Parameters
+    ----------
+    n, r1, r2 : ndarray of shape (K, F)
+        From :func:`residual_moments`.
+    offset : ndarray of shape (K, F)
+        ``B_site - alpha``: the site's fitted level minus the grand mean.
+    var : ndarray of shape (F,)
+        Pooled variance.
+
+    Returns
+    -------
+    s1, s2, m2 : ndarray of shape (K, F)
+        ``sum Z``, ``sum Z^2`` and the centred ``sum (Z - mean Z)^2`` (computed without
+        cancellation; pass it to :func:`fit_eb` as ``m2`` when available).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(var)
+        s1 = (r1 + n * offset) / sd
+        s2 = (r2 + 2 * offset * r1 + n * offset**2) / var
+        m2 = np.maximum(r2 - np.where(n > 0, r1**2 / np.where(n > 0, n, 1), 0.0), 0.0) / var
+    return s1, s2, m2
+
+
+# --------------------------------------------------------------------------- EB
+@dataclass
+class EBFit:
+    """Result of :func:`fit_eb`; per-site-and-feature arrays are (K, F), priors (K,).
+
+    Attributes
+    ----------
+    n : per-cell sample counts.
+    gamma_hat, delta_hat : per-cell location (mean of Z) and scale (variance of Z, ddof=1);
+        NaN where not estimable (n == 0, or n < 2 for delta; delta_hat is 1 under mean-only).
+    gamma_star, delta_star : the (EB-shrunk) estimates used to adjust.
+    gamma_bar, tau2 : normal prior of gamma per site (mean, variance over features).
+    a_prior, b_prior : inverse-gamma prior of delta per site (NaN when not used).
+    n_iter : parametric iterations per site (0 when not iterated).
+    eb_used : whether EB shrinkage was applied to each site (False when the priors could not
+        be estimated, e.g. fewer than two features).
+    mean_only_site : whether each site was fitted location-only (``mean_only`` or < 2 samples).
+    converged : whether each site's parametric iteration met ``tol`` within ``max_iter``.
+    """
+
+    n: np.ndarray
+    gamma_hat: np.ndarray
+    delta_hat: np.ndarray
+    gamma_star: np.ndarray
+    delta_star: np.ndarray
+    gamma_bar: np.ndarray
+    tau2: np.ndarray
+    a_prior: np.ndarray
+    b_prior: np.ndarray
+    n_iter: np.ndarray
+    eb_used: np.ndarray
+    mean_only_site: np.ndarray
+    converged: np.ndarray
+
+
+def estimate_priors(gamma_hat: np.ndarray, delta_hat: np.ndarray, use: np.ndarray):
+    """Method-of-moments hyper-priors per site over the features where ``use`` is True.
+
+    ``gamma ~ N(gamma_bar, tau2)``; ``delta ~ InvGamma(a, b)`` with mean V and variance S2
+    of ``delta_hat``: ``a = (2 S2 + V^2) / S2``, ``b = (V S2 + V^3) / S2`` (as ``sva``).
+
+    Returns
+    -------
+    gamma_bar, tau2, a_prior, b_prior : ndarray of shape (K,)
+        NaN where fewer than two usable features.
+    """
+
+    def _mean_var(x, m):
+        cnt = m.sum(axis=1)
+        x0 = np.where(m, x, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = x0.sum(axis=1) / cnt
+            var = (np.where(m, x - mean[:, None], 0.0) ** 2).sum(axis=1) / (cnt - 1)
+        mean[cnt < 1] = np.nan
+        var[cnt < 2] = np.nan
+        return mean, var
+
+    gmask = use & np.isfinite(gamma_hat)
+    dmask = use & np.isfinite(delta_hat)
+    gamma_bar, tau2 = _mean_var(gamma_hat, gmask)
+    V, S2 = _mean_var(delta_hat, dmask)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = (2 * S2 + V**2) / S2
+        b = (V * S2 + V**3) / S2
+    return gamma_bar, tau2, a, b
+
+
+def parametric_eb(
+    n, s1, s2, gamma_hat, delta_hat, gamma_bar, tau2, a, b, *, tol=1e-4, max_iter=1000
+):
+    """Parametric EB for one site, vectorised over its features.
+
+    Iterates ``gamma* = (n tau2 gamma_hat + delta* gamma_bar) / (n tau2 + delta*)`` and
+    ``delta* = (0.5 sum (Z - gamma*)^2 + b) / (n/2 + a - 1)`` from ``gamma* = gamma_hat``,
+    ``delta* = delta_hat`` until ``max(|d gamma| / (|gamma| + 1e-8), |d delta| / delta)
+    <= tol`` (sva divides by the signed gamma, which lets negative gammas stop early).
+    ``sum (Z - g)^2 = s2 - 2 g s1 + n g^2`` needs only the sufficient statistics.
+
+    Parameters
+    ----------
+    n, s1, s2, gamma_hat, delta_hat : ndarray of shape (F,)
+    gamma_bar, tau2, a, b : float
+    tol : float
+    max_iter : int
+
+    Returns
+    -------
+    gamma_star, delta_star : ndarray of shape (F,)
+    n_iter : int
+    converged : bool
+    """
+    g_old, d_old = gamma_hat.copy(), delta_hat.copy()
+    it, change = 0, np.inf
+    if gamma_hat.size == 0:
+        return g_old, d_old, 0, True
+    while change > tol and it < max_iter:
+        g_new = (tau2 * n * gamma_hat + d_old * gamma_bar) / (tau2 * n + d_old)
+        sum2 = s2 - 2 * g_new * s1 + n * g_new**2
+        d_new = (0.5 * sum2 + b) / (n / 2 + a - 1)
+        change = max(
+            np.max(np.abs(g_new - g_old) / (np.abs(g_old) + _GAMMA_EPS)),
+            np.max(np.abs(d_new - d_old) / d_old),
+        )
+        g_old, d_old = g_new, d_new
+        it += 1
+    return g_old, d_old, it, bool(change <= tol)
+
+
+def nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, *, block_cells: int = _BLOCK_CELLS):
+    """Non-parametric EB for one site, vectorised over its features, in the log domain.
+
+    For target feature g, the weight of every other feature g' is the Gaussian likelihood of
+    the site's values of g under ``N(gamma_hat_g', delta_hat_g')``:
+    ``log w = -n_g/2 log(2 pi delta_g') - (m2_g + n_g (mean_g - gamma_g')^2) / (2 delta_g')``;
+    ``gamma*_g`` and ``delta*_g`` are the ``w``-weighted means of ``gamma_hat`` and
+    ``delta_hat`` over ``g' != g`` (log-sum-exp, so no underflow at any sample size).
+
+    Parameters
+    ----------
+    n, s1, m2, gamma_hat, delta_hat : ndarray of shape (F,)
+        Only usable features (finite ``gamma_hat`` and ``delta_hat``, ``n >= 1``).
+
+    Returns
+    -------
+    gamma_star, delta_star : ndarray of shape (F,)
+    """
+    F = gamma_hat.size
+    g_star = np.empty(F)
+    d_star = np.empty(F)
+    if F < 2:
+        return gamma_hat.copy(), delta_hat.copy()
+    mean = s1 / n
+    log2pid = np.log(2 * np.pi * delta_hat)
+    inv2d = 0.5 / delta_hat
+    for sl in row_chunks(F, F, block_cells):
+        rows = np.arange(sl.start, sl.stop)
+        diff = mean[sl, None] - gamma_hat[None, :]
+        L = -(0.5 * n[sl, None]) * log2pid[None, :] - (m2[sl, None] + n[sl, None] * diff**2) * inv2d
+        L[rows - sl.start, rows] = -np.inf
+        L -= L.max(axis=1, keepdims=True)
+        np.exp(L, out=L)
+        total = L.sum(axis=1)
+        g_star[sl] = (L @ gamma_hat) / total
+        d_star[sl] = (L @ delta_hat) / total
+    return g_star, d_star
+
+
+def fit_eb(
+    n: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    *,
+    m2: np.ndarray | None = None,
+    use: np.ndarray | None = None,
+    parametric: bool = True,
+    mean_only: bool = False,
+    eb: bool = True,
+    ref: int | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> EBFit:
+    """Location/scale estimates and their empirical-Bayes shrinkage from sufficient statistics.
+
+    Parameters
+    ----------
+    n, s1, s2 : ndarray of shape (K, F)
+        Per site and feature: number of observed samples, ``sum Z`` and ``sum Z^2`` of the
+        standardised data.
+    m2 : ndarray of shape (K, F), optional
+        Centred ``sum (Z - mean Z)^2``; more precise than ``s2 - s1^2/n`` (used if given).
+    use : ndarray of bool, shape (F,) or (K, F), optional
+        Features (cells) that enter the priors and get adjusted; e.g. ``False`` for constant
+        features.  Cells with ``n == 0`` are never used.
+    parametric, mean_only, eb : bool
+        Parametric or non-parametric EB; location only (``delta* = 1``); ``eb=False`` keeps
+        the per-site estimates unshrunk.
+    ref : int, optional
+        Reference site: its ``gamma* = 0`` and ``delta* = 1``.
+    tol, max_iter : float, int
+        Convergence of the parametric iteration.
+
+    Returns
+    -------
+    EBFit
+
+    Notes
+    -----
+    A site with fewer than two observed samples of a feature has no ``delta_hat`` there; a
+    site with fewer than two samples overall is fitted location-only (``delta* = 1``,
+    ``gamma* = (tau2 gamma_hat + gamma_bar) / (tau2 + 1)`` as sva's mean-only rule).
+    Other cells with ``n == 1`` (missing values) get the same location-only rule.
+    When a site's priors cannot be estimated (fewer than two usable features, or zero
+    spread), its estimates are left unshrunk and ``eb_used`` is False for it.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    s1 = np.asarray(s1, dtype=np.float64)
+    s2 = np.asarray(s2, dtype=np.float64)
+    K, F = n.shape
+    use = np.ones((K, F), dtype=bool) if use is None else np.broadcast_to(use, (K, F))
+    use = use & (n > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gamma_hat = np.where(n > 0, s1 / np.where(n > 0, n, 1), np.nan)
+        if m2 is None:
+            m2 = np.maximum(s2 - np.where(n > 0, s1 * gamma_hat, 0.0), 0.0)
+        m2 = np.where(n > 0, m2, np.nan)
+        delta_hat = np.where(n > 1, m2 / np.where(n > 1, n - 1, 1), np.nan)
+    site_n = n.max(axis=1)
+    mean_only_site = np.full(K, bool(mean_only)) | (site_n < 2)
+    cell_mean_only = mean_only_site[:, None] | (n < 2)
+    delta_hat = np.where(cell_mean_only & (n > 0), 1.0, delta_hat)
+    dmask = use & ~cell_mean_only
+    gamma_bar, tau2, _, _ = estimate_priors(gamma_hat, delta_hat, use)
+    _, _, a, b = estimate_priors(gamma_hat, delta_hat, dmask)
+
+    gamma_star = np.where(use, gamma_hat, 0.0)
+    delta_star = np.where(use, delta_hat, 1.0)
+    n_iter = np.zeros(K, dtype=np.int64)
+    eb_used = np.zeros(K, dtype=bool)
+    converged = np.ones(K, dtype=bool)
+    for i in range(K):
+        if i == ref:
+            continue
+        u = use[i]
+        mo = cell_mean_only[i] & u
+        full = u & ~cell_mean_only[i]
+        if not eb or not u.any():
+            continue
+        prior_ok = np.isfinite(tau2[i]) and tau2[i] > 0
+        scale_ok = not full.any() or (np.isfinite(a[i]) and np.isfinite(b[i]) and a[i] > 0)
+        if not (prior_ok and scale_ok) or u.sum() < 2:
+            continue
+        eb_used[i] = True
+        if parametric:
+            if mo.any():
+                gamma_star[i, mo] = (tau2[i] * gamma_hat[i, mo] + gamma_bar[i]) / (tau2[i] + 1)
+                delta_star[i, mo] = 1.0
+            if full.any():
+                g, d, it, ok = parametric_eb(
+                    n[i, full], s1[i, full], m2[i, full] + s1[i, full] * gamma_hat[i, full],
+                    gamma_hat[i, full], delta_hat[i, full], gamma_bar[i], tau2[i], a[i], b[i],
+                    tol=tol, max_iter=max_iter,
+                )
+                gamma_star[i, full], delta_star[i, full] = g, d
+                n_iter[i], converged[i] = it, ok
+        else:
+            g, d = nonparametric_eb(n[i, u], s1[i, u], m2[i, u], gamma_hat[i, u], delta_hat[i, u])
+            gamma_star[i, u] = g
+            delta_star[i, u] = np.where(mo[u], 1.0, d)
+    if ref is not None:
+        gamma_star[ref] = 0.0
+        delta_star[ref] = 1.0
+    if mean_only:
+        delta_star[:] = 1.0
+    if not eb:
+        a[:] = np.nan
+        b[:] = np.nan
+    return EBFit(
+        n=n, gamma_hat=gamma_hat, delta_hat=delta_hat, gamma_star=gamma_star,
+        delta_star=delta_star, gamma_bar=gamma_bar, tau2=tau2, a_prior=a, b_prior=b,
+        n_iter=n_iter, eb_used=eb_used, mean_only_site=mean_only_site, converged=converged,
+    )
+
+
+# --------------------------------------------------------------------------- apply
+def adjust(
+    Y: np.ndarray,
+    codes: np.ndarray,
+    *,
+    grand_mean: np.ndarray,
+    var_pooled: np.ndarray,
+    gamma_star: np.ndarray,
+    delta_star: np.ndarray,
+    keep: np.ndarray,
+    C: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Apply fitted location/scale estimates to ``Y``, row block by row block.
+
+    ``Y* = sigma (Z - gamma*) / sqrt(delta*) + m`` with ``m = alpha + C beta`` and
+    ``Z = (Y - m) / sigma``, computed as ``Y* = s Y + (1 - s) m - sigma gamma* s`` with
+    ``s = 1 / sqrt(delta*)``.  Cells where ``keep`` is True (reference site, constant
+    features, cells never observed in fit) come back bit-identical.  NaN stays NaN.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n, F)
+    codes : ndarray of int, shape (n,)
+        Site code of each row.
+    grand_mean, var_pooled : ndarray of shape (F,)
+    gamma_star, delta_star, keep : ndarray of shape (K, F)
+    C : ndarray of shape (n, q), optional
+        Covariate (and extra) design columns of the rows.
+    beta : ndarray of shape (q, F), optional
+        Their effects.
+    out : ndarray of shape (n, F), optional
+        Output buffer (may be ``Y`` itself for an in-place update).
+
+    Returns
+    -------
+    ndarray of shape (n, F)
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(keep, 1.0, 1.0 / np.sqrt(delta_star))
+        shift = np.where(keep, 0.0, (1.0 - scale) * grand_mean - np.sqrt(var_pooled) * gamma_star * scale)
+    one_minus = 1.0 - scale
+    covs = C is not None and beta is not None and C.shape[1] > 0
+    if out is None:
+        out = np.empty(Y.shape, dtype=np.float64)
+    N, F = Y.shape
+    for sl in row_chunks(N, F):
+        c = codes[sl]
+        blk = np.take(scale, c, axis=0)
+        np.multiply(Y[sl], blk, out=out[sl])
+        out[sl] += np.take(shift, c, axis=0)
+        if covs:
+            m = C[sl] @ beta
+            np.take(one_minus, c, axis=0, out=blk)
+            m *= blk
+            out[sl] += m
+    return out
