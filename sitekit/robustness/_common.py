@@ -1,0 +1,96 @@
+"""Input handling shared by the model-robustness modules (sites, stress, adversarial, suite)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+from sklearn.base import is_classifier
+
+from sitekit._validation import check_random_state
+from sitekit.exceptions import ValidationError
+
+__all__: list[str] = []
+
+
+def as_frame(X, *, name: str = "X") -> pd.DataFrame:
+    """Return ``X`` as a float DataFrame (columns ``x0, x1, ...`` for arrays); reject NaN/inf."""
+    if isinstance(X, pd.DataFrame):
+        df = X
+    else:
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise ValidationError(
+                f"'{name}' must be 2-D (samples x features). Got an array of shape {arr.shape}."
+            )
+        df = pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+    non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if non_numeric:
+        raise ValidationError(
+            f"'{name}' has non-numeric feature columns {non_numeric[:5]}; "
+            "pass only the numeric feature columns."
+        )
+    if df.shape[0] == 0 or df.shape[1] == 0:
+        raise ValidationError(f"'{name}' is empty (shape {df.shape}).")
+    values = df.to_numpy(dtype=float)
+    if not np.all(np.isfinite(values)):
+        bad = df.columns[~np.isfinite(values).all(axis=0)].tolist()
+        raise ValidationError(
+            f"'{name}' has missing or infinite values in columns {bad[:5]}; impute or drop them first."
+        )
+    return df.astype(float)
+
+
+def as_sites(sites, n: int) -> np.ndarray:
+    """Return site labels as an object array of strings of length ``n``."""
+    if sites is None:
+        raise ValidationError("'sites' is required: pass one site label per row of X.")
+    arr = np.asarray(sites, dtype=object)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValidationError(
+            f"'sites' must have one label per row of X ({n}). Got shape {arr.shape}."
+        )
+    if pd.isna(pd.Series(arr)).any():
+        raise ValidationError("'sites' has missing labels; give every row a site.")
+    return np.array([str(s) for s in arr], dtype=object)
+
+
+def as_target(y, n: int) -> np.ndarray:
+    """Return ``y`` as a 1-D array of length ``n``."""
+    arr = np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValidationError(f"'y' must have one value per row of X ({n}). Got shape {arr.shape}.")
+    if pd.isna(pd.Series(arr)).any():
+        raise ValidationError("'y' has missing values; drop those rows first.")
+    return arr
+
+
+def seed_from(random_state) -> int:
+    """Draw an int seed (for scikit-learn / legacy APIs) from sitekit's random_state."""
+    return int(check_random_state(random_state).integers(0, 2**31 - 1))
+
+
+def positive_score(estimator, X) -> np.ndarray:
+    """Continuous output of a fitted model.
+
+    Binary classifiers: probability of the second class (``classes_[1]``) when
+    ``predict_proba`` exists, else ``decision_function``.  Multiclass: the probability
+    matrix.  Regressors: ``predict``.
+    """
+    if not is_classifier(estimator):
+        return np.asarray(estimator.predict(X), dtype=float)
+    if hasattr(estimator, "predict_proba"):
+        proba = np.asarray(estimator.predict_proba(X), dtype=float)
+        return proba[:, 1] if proba.shape[1] == 2 else proba
+    return np.asarray(estimator.decision_function(X), dtype=float)
+
+
+def check_positive_int(value, *, name: str, owner: str = "", low: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``low``."""
+    where = f" of {owner}" if owner else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValidationError(
+            f"The '{name}' parameter{where} must be an integer >= {low}. Got {value!r} instead."
+        )
+    return int(value)
