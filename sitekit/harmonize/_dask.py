@@ -1,0 +1,318 @@
+"""ComBat on dask collections: out-of-core and on a cluster, same numbers as in memory.
+
+:class:`~sitekit.harmonize.ComBat` hands dask arrays and dask DataFrames to this module.
+
+* **fit** is three passes over the data, each a map-reduce of sufficient statistics
+  (:mod:`sitekit.harmonize._eb`): (0) the site labels and covariates -- small, one value per
+  sample -- are gathered to build the design exactly as the in-memory fit does; (1) every
+  row block computes ``D'D`` and ``D'Y`` (with per-feature ``D'D`` where values are missing),
+  summed in a tree, giving the regression coefficients; (2) every row block computes per
+  site and feature the count, sum and sum of squares of the residuals, summed in a tree,
+  giving the pooled variance and the per-site sums of ``Z`` and ``Z**2`` on which the
+  empirical-Bayes step runs.  Only the (row blocks x features) data is ever read twice; no
+  block of more than one partition is held at once.
+* **transform** is lazy and blockwise: every partition is harmonised by the fitted model's
+  in-memory ``transform``; the result is a dask collection of the same kind and partitioning.
+
+Works with the default (threaded) scheduler and with a ``distributed.Client`` (whatever
+scheduler is active when the work is computed).  Rows of ``X``, ``sites`` and ``covariates``
+are matched by position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from sitekit.exceptions import ValidationError
+
+__all__ = ["is_dask_collection", "fit", "transform", "transform_frame", "progress_callback"]
+
+_PROGRESS: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
+    "sitekit_dask_progress", default=None
+)
+
+
+def is_dask_collection(obj) -> bool:
+    """True for dask arrays, DataFrames and Series (without importing dask otherwise)."""
+    return type(obj).__module__.split(".")[0] == "dask" and hasattr(obj, "__dask_graph__")
+
+
+@contextlib.contextmanager
+def progress_callback(compute: Callable) -> Iterator[None]:
+    """Route this module's computations through ``compute(list_of_collections) -> results``.
+
+    The CLI uses it to show dask's progress (a ``ProgressBar`` on the local scheduler,
+    ``distributed.progress`` on a cluster); library code never prints.
+    """
+    token = _PROGRESS.set(compute)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _compute(*objs):
+    import dask
+
+    hook = _PROGRESS.get()
+    if hook is not None:
+        return tuple(hook(list(objs)))
+    return dask.compute(*objs)
+
+
+# --------------------------------------------------------------------------- row blocks
+class _Blocks:
+    """``X`` cut into row blocks, with the (small, in-memory) sites and covariates."""
+
+    def __init__(self, X, sites, covariates):
+        import dask.array as da
+        import dask.dataframe as dd
+
+        if isinstance(X, dd.DataFrame):
+            self.kind = "frame"
+            self.parts = list(X.to_delayed())
+            self.columns = list(X.columns)
+            bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X.dtypes[c])]
+            if bad:
+                raise ValidationError(
+                    f"Feature column(s) {[str(b) for b in bad[:10]]} are not numeric; select the "
+                    "feature columns of the dask DataFrame."
+                )
+            lengths = None
+        elif isinstance(X, da.Array):
+            if X.ndim != 2:
+                raise ValidationError(
+                    f"X must be 2-D (samples x features); got a {X.ndim}-D dask array."
+                )
+            self.kind = "array"
+            if len(X.chunks[1]) > 1:
+                X = X.rechunk({1: -1})
+            if any(np.isnan(c) for c in X.chunks[0]):
+                X = X.compute_chunk_sizes()
+            self.parts = [b[0] for b in X.to_delayed()]
+            self.columns = None
+            lengths = list(X.chunks[0])
+        else:
+            raise ValidationError(
+                f"The dask engine takes a dask Array or DataFrame; got {type(X).__name__}."
+            )
+        self.X = X
+        self.n_features = X.shape[1] if self.kind == "array" else len(self.columns)
+        # pass 0: labels and covariates are one value per sample: gather them
+        todo, where = [], {}
+        for name, obj in (("sites", sites), ("covariates", covariates)):
+            if is_dask_collection(obj):
+                where[name] = len(todo)
+                todo.append(obj)
+        if lengths is None:
+            where["lengths"] = len(todo)
+            todo.append(X.map_partitions(len, meta=(None, "int64")))
+        got = _compute(*todo) if todo else ()
+        if "sites" in where:
+            sites = got[where["sites"]]
+        if "covariates" in where:
+            covariates = got[where["covariates"]]
+        if lengths is None:
+            lengths = [int(v) for v in np.asarray(got[where["lengths"]])]
+        self.lengths = lengths
+        self.n_samples = int(sum(lengths))
+        self.sites = _as_labels(sites, self.n_samples)
+        self.covariates = _as_covariates(covariates, self.n_samples)
+        bounds = np.cumsum([0, *lengths])
+        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _as_labels(sites, n: int) -> np.ndarray:
+    if sites is None:
+        raise ValidationError("ComBat needs 'sites': one site label per sample.")
+    values = sites.to_numpy() if isinstance(sites, pd.Series | pd.Index) else np.asarray(sites)
+    values = values.ravel()
+    if values.size != n:
+        raise ValidationError(f"'sites' has {values.size} labels but X has {n} rows.")
+    return values
+
+
+def _as_covariates(covariates, n: int) -> pd.DataFrame | None:
+    if covariates is None:
+        return None
+    frame = covariates.to_frame() if isinstance(covariates, pd.Series) else pd.DataFrame(covariates)
+    if len(frame) != n:
+        raise ValidationError(f"'covariates' has {len(frame)} rows but X has {n}.")
+    return frame.reset_index(drop=True)
+
+
+def _as_matrix(block) -> np.ndarray:
+    if isinstance(block, pd.DataFrame):
+        Y = block.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        Y = np.asarray(block, dtype=np.float64)
+    if np.isinf(Y).any():
+        raise ValidationError(
+            "X holds infinite values; ComBat accepts NaN for missing values but not inf."
+        )
+    return Y
+
+
+def _design_block(codes: np.ndarray, C: np.ndarray, n_sites: int) -> np.ndarray:
+    D = np.zeros((codes.size, n_sites + C.shape[1]))
+    D[np.arange(codes.size), codes] = 1.0
+    D[:, n_sites:] = C
+    return D
+
+
+def _block_cross_products(block, codes, C, n_sites):
+    from sitekit.harmonize._eb import ols_cross_products
+
+    return ols_cross_products(_as_matrix(block), _design_block(codes, C, n_sites))
+
+
+def _block_moments(block, codes, C, beta, n_sites, missing):
+    from sitekit.harmonize._eb import residual_moments
+
+    D = _design_block(codes, C, n_sites)
+    return residual_moments(_as_matrix(block), D, beta, codes, n_sites, missing=missing)
+
+
+def _add(a, b):
+    from sitekit.harmonize._eb import SiteMoments
+
+    if isinstance(a, SiteMoments):
+        return SiteMoments(
+            a.n + b.n, a.r1 + b.r1, a.r2 + b.r2, np.fmin(a.ymin, b.ymin), np.fmax(a.ymax, b.ymax)
+        )
+    return a + b
+
+
+def _tree_sum(parts: list):
+    from dask import delayed
+
+    add = delayed(_add, pure=True)
+    while len(parts) > 1:
+        parts = [
+            add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return parts[0]
+
+
+# --------------------------------------------------------------------------- fit / transform
+def fit(estimator, X, *, sites, covariates=None):
+    """Fit ``estimator`` (a ComBat) on a dask array or DataFrame by map-reduce.
+
+    Parameters
+    ----------
+    estimator : ComBat
+        Unfitted; its parameters are used as in :meth:`ComBat.fit`.
+    X : dask.array.Array or dask.dataframe.DataFrame of shape (n_samples, n_features)
+        Features (NaN = missing).
+    sites : array-like or dask Series/Array of shape (n_samples,)
+        Site labels, matched to the rows of ``X`` by position.
+    covariates : DataFrame or dask DataFrame, optional
+        Covariates, matched by position.
+
+    Returns
+    -------
+    ComBat
+        ``estimator``, fitted; identical (to rounding) to an in-memory fit on the same data.
+    """
+    from dask import delayed
+
+    from sitekit.harmonize._eb import solve_ols
+    from sitekit.harmonize.federated import _prepare_design, fit_from_moments
+
+    blocks = _Blocks(X, sites, covariates)
+    prep = _prepare_design(estimator, blocks.sites, blocks.covariates, blocks.n_samples)
+    K = prep["n_sites"]
+    codes, C = prep["codes"], prep["C"]
+    # pass 1: cross-products -> coefficients
+    parts = [
+        delayed(_block_cross_products, pure=True)(x, codes[sl], C[sl], K)
+        for x, sl in zip(blocks.parts, blocks.slices)
+    ]
+    (cp,) = _compute(_tree_sum(parts))
+    beta = solve_ols(cp)
+    # pass 2: residual moments per site -> variance, Z sums -> EB
+    beta_d = delayed(beta, pure=True)
+    missing = delayed(cp.missing, pure=True)
+    parts = [
+        delayed(_block_moments, pure=True)(x, codes[sl], C[sl], beta_d, K, missing)
+        for x, sl in zip(blocks.parts, blocks.slices)
+    ]
+    (moments,) = _compute(_tree_sum(parts))
+    return fit_from_moments(
+        estimator,
+        sites=prep["levels"],
+        site_counts=np.bincount(codes, minlength=K),
+        encoding=prep["encoding"],
+        features=blocks.columns,
+        n_features=blocks.n_features,
+        beta=beta,
+        moments=moments,
+        extra_names=prep["extra_names"],
+    )
+
+
+def _transform_block(model, block, sites, covariates):
+    if covariates is not None and isinstance(block, pd.DataFrame):
+        covariates = covariates.set_axis(block.index)
+    return model.transform(block, sites=sites, covariates=covariates)
+
+
+def transform(estimator, X, *, sites, covariates=None):
+    """Harmonise a dask array or DataFrame lazily, block by block.
+
+    Returns
+    -------
+    dask.array.Array or dask.dataframe.DataFrame
+        Same kind, shape and partitioning as ``X``; nothing is computed until asked.
+    """
+    import dask.array as da
+    import dask.dataframe as dd
+    from dask import delayed
+
+    blocks = _Blocks(X, sites, covariates)
+    model = delayed(estimator, pure=True)
+    out = []
+    for x, sl in zip(blocks.parts, blocks.slices):
+        cov = None if blocks.covariates is None else blocks.covariates.iloc[sl]
+        out.append(delayed(_transform_block, pure=True)(model, x, blocks.sites[sl], cov))
+    if blocks.kind == "frame":
+        meta = blocks.X._meta.astype(np.float64)
+        divisions = blocks.X.divisions
+        return dd.from_delayed(out, meta=meta, divisions=divisions, verify_meta=False)
+    return da.concatenate(
+        [
+            da.from_delayed(o, shape=(length, blocks.n_features), dtype=np.float64)
+            for o, length in zip(out, blocks.lengths)
+        ],
+        axis=0,
+    )
+
+
+def _harmonize_partition(part: pd.DataFrame, model, site_col, covariate_cols, features):
+    covs = part[covariate_cols] if covariate_cols else None
+    Y = part[features]
+    out = part.copy()
+    out[features] = model.transform(Y, sites=part[site_col].to_numpy(), covariates=covs)
+    return out
+
+
+def transform_frame(estimator, frame, *, site_col, covariate_cols, features):
+    """Harmonise the feature columns of a dask DataFrame that also holds sites, covariates
+    and pass-through columns (all kept, in order); lazy, one task per partition."""
+    meta = frame._meta.copy()
+    for f in features:
+        meta[f] = meta[f].astype(np.float64)
+    return frame.map_partitions(
+        _harmonize_partition,
+        estimator,
+        site_col,
+        list(covariate_cols or []),
+        list(features),
+        meta=meta,
+    )
