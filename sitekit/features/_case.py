@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -50,7 +51,9 @@ def get_extractor(params: dict):
     key = canonical_json(params)
     ext = _EXTRACTORS.get(key)
     if ext is None:
-        with quiet_radiomics():
+        with quiet_radiomics(), warnings.catch_warnings():
+            # pykwalify loads pyradiomics' schema functions with the deprecated load_module()
+            warnings.simplefilter("ignore", DeprecationWarning)
             from radiomics.featureextractor import RadiomicsFeatureExtractor
 
             ext = RadiomicsFeatureExtractor(params)

@@ -38,6 +38,9 @@ ERROR_COLUMNS = ("subject_id", "site", "stage", "reason")
 
 _PARTS_FORMAT = "sitekit-extract-parts"
 
+#: How long to try connecting to a Dask scheduler given by address.
+SCHEDULER_TIMEOUT = "20s"
+
 
 def output_paths(out: PathLike) -> tuple[Path, Path, Path]:
     """``(features, errors, parts directory)`` paths of an extraction output.
@@ -77,7 +80,7 @@ def process_case(task: Mapping, params: dict) -> dict:
             "image_hash": file_hash(task["image"]),
             "mask_hash": file_hash(task["mask"]),
             "label": int(task["label"]),
-            "suv": task["suv"],
+            "suv_conversion": task["suv"],
             "earl_fwhm_mm": np.nan if task["fwhm"] is None else float(task["fwhm"]),
         }
         if task["suv"] == "bw":
@@ -204,7 +207,7 @@ def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) 
     cluster = None
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ValidationError(
                 f"Cannot connect to the Dask scheduler at '{scheduler}': {exc}. Check the address "
@@ -302,7 +305,7 @@ def extract(
         One row per extracted case in manifest order: the manifest's columns, then the
         provenance columns ``sitekit_version``, ``pyradiomics_version``, ``params_hash``
         (SHA-256 of the validated parameters), ``image_hash``, ``mask_hash`` (SHA-256 of
-        the files), ``label``, ``suv`` (``"bw"`` or ``"none"``), ``earl_fwhm_mm`` (NaN if
+        the files), ``label``, ``suv_conversion`` (``"bw"`` or ``"none"``), ``earl_fwhm_mm`` (NaN if
         no filter), then the features named as pyradiomics names them
         (``original_firstorder_Mean`` ...).  pyradiomics' ``diagnostics_*`` entries are
         dropped.

@@ -22,7 +22,7 @@ PROVENANCE_COLUMNS = (
     "image_hash",
     "mask_hash",
     "label",
-    "suv",
+    "suv_conversion",
     "earl_fwhm_mm",
 )
 

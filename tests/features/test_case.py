@@ -17,6 +17,8 @@ from sitekit.exceptions import (
 )
 from sitekit.features import DEFAULT_PARAMS, extract_case, load_params, params_hash
 
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
 
 def _raw(image, mask, params, label=1):
     out = RadiomicsFeatureExtractor(params).execute(image, mask, label=label)
