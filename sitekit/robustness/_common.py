@@ -94,3 +94,40 @@ def check_positive_int(value, *, name: str, owner: str = "", low: int = 1) -> in
             f"The '{name}' parameter{where} must be an integer >= {low}. Got {value!r} instead."
         )
     return int(value)
+
+
+def within_subject_sd(stability, X: pd.DataFrame) -> np.ndarray:
+    """Per-feature within-subject SD, in the column order of ``X``.
+
+    ``stability`` is a Series/mapping of within-subject SDs by feature, a table with columns
+    ``feature`` and ``within_sd``, or a stability table with ``feature`` and ``icc`` (as
+    returned by :func:`sitekit.robustness.stability.feature_stability`), in which case
+    ``within_sd = SD(X) * sqrt(1 - ICC)`` (ICC = between / total variance).
+    """
+    sd = X.std(ddof=1)
+    if isinstance(stability, pd.DataFrame):
+        if "feature" not in stability.columns:
+            raise ValidationError(
+                "The stability table needs a 'feature' column and 'within_sd' or 'icc'."
+            )
+        table = stability.drop_duplicates("feature").set_index("feature")
+        if "within_sd" in table.columns:
+            ser = table["within_sd"].astype(float)
+        elif "icc" in table.columns:
+            icc = table["icc"].astype(float).clip(upper=1.0)
+            ser = sd.reindex(icc.index) * np.sqrt(1.0 - icc)
+        else:
+            raise ValidationError(
+                "The stability table needs a 'within_sd' or an 'icc' column next to 'feature'."
+            )
+    else:
+        ser = pd.Series(stability, dtype=float)
+    missing = [c for c in X.columns if c not in ser.index]
+    if missing:
+        raise ValidationError(
+            f"The stability table has no row for feature(s) {missing[:5]}; give one per column of X."
+        )
+    out = ser.loc[list(X.columns)].to_numpy(dtype=float)
+    if not np.all(np.isfinite(out)) or np.any(out < 0):
+        raise ValidationError("Within-subject SDs must be finite and non-negative.")
+    return out

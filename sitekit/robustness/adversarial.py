@@ -29,7 +29,13 @@ from sklearn.utils.validation import check_is_fitted
 from sitekit._typing import RandomState
 from sitekit._validation import check_number, check_option
 from sitekit.exceptions import ValidationError
-from sitekit.robustness._common import as_frame, as_target, check_positive_int, seed_from
+from sitekit.robustness._common import (
+    as_frame,
+    as_target,
+    check_positive_int,
+    seed_from,
+    within_subject_sd,
+)
 
 __all__ = ["linear_decision", "minimal_perturbation", "adversarial_budget", "resolve_scale"]
 
@@ -111,13 +117,16 @@ def linear_decision(estimator, n_features: int) -> tuple[np.ndarray, np.ndarray]
 # ---------------------------------------------------------------------------- scale
 def resolve_scale(scale, X: pd.DataFrame) -> np.ndarray:
     """Per-feature scale vector: None -> ones; "std" -> SD of X; a mapping/Series by feature
-    name; or an array of length n_features.  Zero/negative/missing scales are rejected."""
+    name; a stability table (see ``within_subject_sd``); or an array of length n_features.
+    Zero/negative/missing scales are rejected."""
     p = X.shape[1]
     if scale is None:
         return np.ones(p)
     if isinstance(scale, str):
         check_option(scale, ("std",), name="scale")
         s = X.std(ddof=1).to_numpy(dtype=float)
+    elif isinstance(scale, pd.DataFrame):
+        s = within_subject_sd(scale, X)
     elif isinstance(scale, pd.Series | dict):
         ser = pd.Series(scale, dtype=float)
         missing = [c for c in X.columns if c not in ser.index]
@@ -319,10 +328,11 @@ def minimal_perturbation(
         ``"exact"``: closed form for linear decision functions (after affine preprocessing);
         ``"hopskipjump"``: black-box decision-based attack (an upper bound of the minimum);
         ``"auto"``: exact when possible.
-    scale : None, "std", array-like of shape (n_features,) or Series by feature, default=None
+    scale : None, "std", array-like, Series/mapping by feature or DataFrame, default=None
         Units of the distance: a perturbation ``delta`` counts as ``||delta / scale||``.
-        None measures in the units of X; ``"std"`` in per-feature SDs of X; pass the
-        within-subject SD of a stability study for test-retest units.
+        None measures in the units of X; ``"std"`` in per-feature SDs of X; a Series of
+        within-subject SDs or a stability table (``feature`` + ``within_sd`` or ``icc``,
+        then ``SD(X) * sqrt(1 - ICC)``) for test-retest units.
     random_state : None, int or numpy Generator, default=None
         Seeds HopSkipJump (which uses numpy's global RNG: its state is saved and restored).
     max_iter, max_eval, init_eval, init_size : int
