@@ -1,0 +1,172 @@
+"""`sitekit federated ...`: ComBat across sites that share summaries, never rows."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from sitekit.cli._common import force_option, print_table, show_warnings
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _select_features(df, site_col: str, covariates: list[str], features: list[str], exclude: list[str]):
+    import pandas as pd
+
+    from sitekit.exceptions import ValidationError
+
+    missing = [c for c in [site_col, *covariates, *features, *exclude] if c not in df.columns]
+    if missing:
+        raise ValidationError(
+            f"Column(s) {missing} are not in the table; its columns are {list(df.columns)[:20]}."
+        )
+    if features:
+        return features
+    skip = {site_col, *covariates, *exclude}
+    chosen = [
+        c for c in df.columns
+        if c not in skip
+        and pd.api.types.is_numeric_dtype(df[c])
+        and not pd.api.types.is_bool_dtype(df[c])
+        and not (str(c).lower() == "id" or str(c).lower().endswith("_id"))
+    ]
+    if not chosen:
+        raise ValidationError(
+            "The table has no numeric feature columns besides the site and covariates; "
+            "name them with --features."
+        )
+    return chosen
+
+
+def register(cli: click.Group) -> None:
+    @cli.group("federated")
+    def federated() -> None:
+        """Federated ComBat: every site summarises its own table, a coordinator combines the
+        summaries, and each site harmonises its rows locally with the resulting model.
+
+        \b
+        Round 1   (each site)    sitekit federated summarize TABLE --site-col site --out S1.npz
+                  (coordinator)  sitekit federated combine S1_*.npz --out MSG1.npz
+        Round 2   (each site)    sitekit federated summarize TABLE --site-col site \\
+                                     --round-message MSG1.npz --out S2.npz
+                  (coordinator)  sitekit federated combine S2_*.npz --round-message MSG1.npz \\
+                                     --out MODEL.npz
+        Apply     (each site)    sitekit harmonize apply TABLE --model MODEL.npz --out OUT.csv
+        """
+
+    @federated.command("summarize")
+    @click.argument("table", type=click.Path(exists=True))
+    @click.option("--site-col", required=True, help="Column holding the site label (one site per table).")
+    @click.option("--covariates", default=None, help="Comma-separated covariate columns whose effects are kept.")
+    @click.option("--categorical", default=None, help="Covariates to treat as categorical (default: by dtype).")
+    @click.option("--continuous", default=None, help="Covariates to treat as continuous (default: by dtype).")
+    @click.option("--features", default=None,
+                  help="Comma-separated feature columns (default: every numeric column that is not "
+                       "the site, a covariate or an id column).")
+    @click.option("--exclude", default=None, help="Comma-separated numeric columns that are not features.")
+    @click.option("--round-message", "round_message", type=click.Path(exists=True, dir_okay=False),
+                  default=None, help="The coordinator's round-1 message (makes the round-2 summary).")
+    @click.option("--min-site-size", type=click.IntRange(2), default=10, show_default=True,
+                  help="Refuse to summarise a site with fewer samples.")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+                  help="Summary file to send to the coordinator (.npz).")
+    @force_option
+    def summarize(table, site_col, covariates, categorical, continuous, features, exclude,
+                  round_message, min_site_size, out, force) -> None:
+        """Compute this site's aggregates for one round and print exactly what they contain.
+
+        No row of TABLE leaves the site: the summary holds sums over the site's samples
+        (design cross-products in round 1, residual sums in round 2), checked to have no
+        array with one entry per sample.
+
+        \b
+        Example:
+          sitekit federated summarize site_a.csv --site-col site --covariates age,sex --out a1.npz
+        """
+        from sitekit.harmonize.federated import describe_summary, load_federated, summarize_site
+        from sitekit.io import read_table
+
+        df = read_table(table)
+        covs = _split(covariates)
+        message = None
+        if round_message is not None:
+            message = load_federated(round_message)
+            feats = list(message.meta["features"])
+        else:
+            feats = _select_features(df, site_col, covs, _split(features), _split(exclude))
+        if site_col not in df.columns:
+            from sitekit.exceptions import ValidationError
+
+            raise ValidationError(f"Site column '{site_col}' is not in '{table}'.")
+        with show_warnings():
+            summary = summarize_site(
+                df[feats] if message is None else df,
+                sites=df[site_col].to_numpy(),
+                covariates=df[covs] if covs else None,
+                categorical=_split(categorical) or None,
+                continuous=_split(continuous) or None,
+                message=message,
+                min_site_size=min_site_size,
+            )
+        summary.save(out, force=force)
+        meta = summary.meta
+        click.echo(
+            f"Round-{meta['round']} summary of site {meta['site']!r} written to {out}. "
+            "Exactly this leaves the site:"
+        )
+        print_table(describe_summary(summary), title="arrays (sums over the site's samples)")
+        shown = {k: v for k, v in meta.items() if k != "features"}
+        click.echo("metadata: " + json.dumps(shown, sort_keys=True))
+        click.echo(f"features ({len(meta['features'])}): " + ", ".join(map(str, meta["features"])))
+
+    @federated.command("combine")
+    @click.argument("summaries", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+    @click.option("--round-message", "round_message", type=click.Path(exists=True, dir_okay=False),
+                  default=None, help="The round-1 message the round-2 summaries answered.")
+    @click.option("--nonparametric", is_flag=True, default=None, help="Non-parametric empirical Bayes.")
+    @click.option("--mean-only", "mean_only", is_flag=True, default=None, help="Adjust the location only.")
+    @click.option("--no-eb", "no_eb", is_flag=True, help="No empirical-Bayes shrinkage.")
+    @click.option("--ref-site", default=None, help="Reference site (its rows come back unchanged).")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+                  help="Round-1 message (after round 1) or ComBat model (after round 2), .npz.")
+    @force_option
+    def combine(summaries, round_message, nonparametric, mean_only, no_eb, ref_site, out, force) -> None:
+        """Combine the site summaries of one round.
+
+        After round 1 OUT is the message every site needs for its round-2 summary; after
+        round 2 OUT is an ordinary ComBat model, equal to one fitted on the pooled table,
+        that each site applies with `sitekit harmonize apply`.
+
+        \b
+        Example:
+          sitekit federated combine a1.npz b1.npz c1.npz --out msg1.npz
+          sitekit federated combine a2.npz b2.npz c2.npz --round-message msg1.npz --out model.npz
+        """
+        from sitekit.harmonize.federated import RoundMessage, combine as combine_rounds, load_federated
+
+        loaded = [load_federated(p) for p in summaries]
+        message = load_federated(round_message) if round_message else None
+        with show_warnings():
+            result = combine_rounds(
+                loaded,
+                message=message,
+                parametric=None if nonparametric is None else not nonparametric,
+                mean_only=mean_only,
+                eb=False if no_eb else None,
+                ref_site=ref_site,
+            )
+        result.save(out, force=force)
+        if isinstance(result, RoundMessage):
+            click.echo(
+                f"Round-1 message for {len(loaded)} sites {result.meta['sites']} written to {out}; "
+                "send it to every site for its round-2 summary."
+            )
+        else:
+            click.echo(
+                f"ComBat model fitted from {len(loaded)} sites ({', '.join(map(str, result.sites_))}; "
+                f"{result.n_features_in_} features) written to {out}; each site runs "
+                "`sitekit harmonize apply TABLE --model` with it."
+            )
