@@ -145,7 +145,8 @@ def register(cli: click.Group) -> None:
           sitekit federated combine a1.npz b1.npz c1.npz --out msg1.npz
           sitekit federated combine a2.npz b2.npz c2.npz --round-message msg1.npz --out model.npz
         """
-        from sitekit.harmonize.federated import RoundMessage, combine as combine_rounds, load_federated
+        from sitekit.harmonize.federated import RoundMessage, load_federated
+        from sitekit.harmonize.federated import combine as combine_rounds
 
         loaded = [load_federated(p) for p in summaries]
         message = load_federated(round_message) if round_message else None
