@@ -1,0 +1,57 @@
+"""``sitekit extract``: pyradiomics features for every case of a manifest."""
+
+from __future__ import annotations
+
+import click
+
+from sitekit.cli._common import force_option, print_table, progress, show_warnings
+
+
+def register(cli: click.Group) -> None:
+    """Add ``sitekit extract`` to the command line."""
+
+    @cli.command("extract")
+    @click.argument("manifest", type=click.Path(dir_okay=False))
+    @click.option("--out", required=True, type=click.Path(dir_okay=False),
+                  help="Features table to write (.parquet). Errors go to <stem>.errors.csv.")
+    @click.option("--params", type=click.Path(dir_okay=False), default=None,
+                  help="pyradiomics parameter file (YAML/JSON). Default: the shipped PET file "
+                       "(2 mm isotropic, bin width 0.25 SUV).")
+    @click.option("--workers", type=int, default=1, show_default=True,
+                  help="Local Dask worker processes (1 = run in this process).")
+    @click.option("--scheduler", default=None, metavar="ADDRESS",
+                  help="Use a running Dask scheduler (tcp://host:8786) instead of --workers.")
+    @click.option("--resume", is_flag=True,
+                  help="Skip cases already in --out or done by an interrupted run; retry failed ones.")
+    @click.option("--earl-calibration", type=click.Path(), default=None, metavar="FILE",
+                  help="calibration.json of `sitekit earl calibrate`: post-filter each site's images.")
+    @click.option("--suv", type=click.Choice(["bw"]), default=None,
+                  help="Convert images (PET DICOM series) to body-weight SUV from their headers.")
+    @force_option
+    def extract_command(manifest, out, params, workers, scheduler, resume, earl_calibration, suv,
+                        force):
+        """Extract radiomics features for every case of MANIFEST with pyradiomics.
+
+        \b
+        MANIFEST is a CSV/TSV with the columns subject_id, site, image, mask (paths
+        relative to the manifest) and optionally label_value and suv; other columns are
+        copied to the output. A case that fails (missing or corrupt file, geometry
+        mismatch, empty mask, absent label) is listed in the errors file and the run
+        goes on. An interrupted run continues with --resume.
+        """
+        from sitekit.features import extract, output_paths, read_manifest
+
+        cases, _ = read_manifest(manifest)
+        with show_warnings(), progress("Extracting", len(cases)) as advance:
+            features, errors = extract(
+                manifest, params=params, workers=workers, scheduler=scheduler, out=out,
+                resume=resume, force=force, suv=suv, earl_calibration=earl_calibration,
+                progress=advance,
+            )
+        _, err_path, _ = output_paths(out)
+        n_feat = sum(c.startswith("original_") for c in features.columns)
+        click.echo(f"{len(features)} case(s) with {n_feat} features -> {out}")
+        if len(errors):
+            print_table(errors, title=f"{len(errors)} case(s) failed (also in {err_path})")
+        else:
+            click.echo(f"No failed cases ({err_path} is empty).")
