@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import math
 import numbers
+import tomllib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
+from sitekit._typing import PathLike
 from sitekit._validation import check_number, check_option, check_random_state
-from sitekit.exceptions import DataWarning, ValidationError
+from sitekit.exceptions import CorruptFileError, DataWarning, MissingFileError, ValidationError
 
 __all__ = [
     "Perturbation",
@@ -62,6 +65,7 @@ __all__ = [
     "get_chain",
     "replay",
     "perturbation_from_config",
+    "load_perturbations",
 ]
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -1256,3 +1260,52 @@ def replay(records: Sequence[Mapping], image: sitk.Image, mask: sitk.Image):
             )
         img, m, _ = step(img, m)
     return img, m
+
+
+def load_perturbations(path: PathLike, *, random_state=None) -> Perturbation:
+    """Read a perturbation TOML file and build the perturbation it describes.
+
+    The file holds either a named chain::
+
+        chain = "NTCV"
+
+    or a list of steps, applied in the order given (each ``name`` is a class of this module,
+    the other keys its parameters; ranges as two-element lists)::
+
+        [[perturbation]]
+        name = "RandomGaussianNoise"
+        cov = [0.05, 0.15]
+
+        [[perturbation]]
+        name = "RandomMaskVolume"
+        fraction = [-0.2, 0.2]
+
+    An optional top-level ``random_state`` seeds the chain; otherwise ``random_state`` does.
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    CorruptFileError
+        The file is not valid TOML.
+    ValidationError
+        Unknown chain codes, class names or parameters.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(
+            f"Perturbation file '{p}' does not exist; write a TOML file with chain = \"NTCV\" or "
+            "[[perturbation]] tables (see the README)."
+        )
+    try:
+        config = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"Perturbation file '{p}' is not valid TOML: {exc}") from exc
+    if not config:
+        raise ValidationError(
+            f"Perturbation file '{p}' is empty; give chain = \"NTCV\" or [[perturbation]] tables."
+        )
+    try:
+        return perturbation_from_config(config, random_state=random_state)
+    except ValidationError as exc:
+        raise ValidationError(f"Perturbation file '{p}': {exc}") from exc

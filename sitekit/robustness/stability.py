@@ -32,6 +32,7 @@ __all__ = [
     "koo_li_class",
     "feature_stability",
     "StabilityResult",
+    "OUTPUT_FILES",
 ]
 
 #: Canonical ICC forms (Shrout & Fleiss) and their McGraw & Wong aliases.
@@ -412,6 +413,82 @@ class StabilityResult:
         """Names of the features flagged robust."""
         return self.table.loc[self.table["robust"], "feature"].tolist()
 
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (what ``summary.json`` holds)."""
+        from sitekit._version import __version__
+
+        table = self.table
+        counts = table["koo_li"].value_counts()
+        return {
+            "sitekit_version": __version__,
+            **{k: v for k, v in self.settings.items() if k != "perturbation"},
+            "n_features": int(len(table)),
+            "n_robust": int(table["robust"].sum()),
+            "robust_fraction": float(table["robust"].mean()) if len(table) else 0.0,
+            "koo_li_counts": {c: int(counts.get(c, 0))
+                              for c in ("excellent", "good", "moderate", "poor", "undefined")},
+            "median_icc": float(table["icc"].median()) if table["icc"].notna().any() else None,
+            "perturbation": self.settings.get("perturbation"),
+        }
+
+    def save(self, out_dir: PathLike, *, force: bool = False) -> dict[str, Path]:
+        """Write the results into ``out_dir`` (created if needed), each file atomically.
+
+        Files: ``stability.csv`` (:attr:`table`), ``robust_features.txt`` (one name a line),
+        ``perturbations.jsonl`` (one record a line: ``subject_id``, ``copy``, ``seed``,
+        ``steps``) and ``summary.json`` (:meth:`summary`).
+
+        Parameters
+        ----------
+        out_dir : path-like
+        force : bool, default=False
+            Replace existing files; without it an existing file raises
+            :class:`~sitekit.exceptions.OutputExistsError` before anything is written.
+
+        Returns
+        -------
+        dict of str to Path
+        """
+        import json
+
+        from sitekit.exceptions import OutputExistsError
+        from sitekit.io import atomic_output
+
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise OutputExistsError(f"Output '{out}' exists and is not a directory; choose a folder for --out.")
+        paths = {name: out / name for name in OUTPUT_FILES}
+        if not force:
+            existing = [str(p) for p in paths.values() if p.exists()]
+            if existing:
+                raise OutputExistsError(
+                    f"Output(s) {existing} already exist; pass --force (force=True) to replace them."
+                )
+        with atomic_output(paths["stability.csv"], force=force) as tmp:
+            self.table.to_csv(tmp, index=False)
+        with atomic_output(paths["robust_features.txt"], force=force) as tmp:
+            tmp.write_text("".join(f"{f}\n" for f in self.robust_features), encoding="utf-8")
+        with atomic_output(paths["perturbations.jsonl"], force=force) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in self.records:
+                    fh.write(json.dumps(rec, default=_json_default) + "\n")
+        with atomic_output(paths["summary.json"], force=force) as tmp:
+            tmp.write_text(json.dumps(self.summary(), indent=2, default=_json_default) + "\n",
+                           encoding="utf-8")
+        return paths
+
+
+#: Files written by :meth:`StabilityResult.save`.
+OUTPUT_FILES = ("stability.csv", "robust_features.txt", "perturbations.jsonl", "summary.json")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
 
 def _read_manifest(manifest, root) -> tuple[pd.DataFrame, Path]:
     from sitekit.io import read_table
@@ -445,6 +522,10 @@ def _resolve(base: Path, value) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _case_job(subject_id, image_path: str, mask_path: str, config: dict, seeds: list[int],
               params: dict, label: int) -> tuple[list[dict | None], list[dict], list[str]]:
     """Perturb one case len(seeds) times and extract; runs in a worker process too."""
@@ -465,7 +546,7 @@ def _case_job(subject_id, image_path: str, mask_path: str, config: dict, seeds: 
     for j, seed in enumerate(seeds):
         pert = template.clone(random_state=seed) if isinstance(template, RandomPerturbation) else template
         img, m, steps = pert(image, mask)
-        recs.append({"subject_id": subject_id, "copy": j, "seed": int(seed), "steps": steps})
+        recs.append({"subject_id": _plain(subject_id), "copy": j, "seed": int(seed), "steps": steps})
         try:
             feats.append(extract_case(img, m, params=params, label=1))
         except ExtractionError as exc:
@@ -501,10 +582,12 @@ def feature_stability(
     manifest : path-like or DataFrame
         Columns ``subject_id``, ``image``, ``mask`` (paths relative to the manifest's folder, or
         to ``root``); other columns (``site`` ...) are ignored.
-    perturbation : Perturbation, str or dict
+    perturbation : Perturbation, str, path or dict
         A perturbation object (usually a random one or a :class:`Compose`), a chain name such as
-        ``"NTCV"`` (see :func:`~sitekit.robustness.perturbations.get_chain`), or a configuration
-        as parsed from a perturbation TOML file.
+        ``"NTCV"`` (see :func:`~sitekit.robustness.perturbations.get_chain`), a perturbation TOML
+        file (``.toml``, see :func:`~sitekit.robustness.perturbations.load_perturbations`) or a
+        configuration as parsed from one.  Its own ``random_state`` is replaced: copy ``j`` of
+        case ``i`` is seeded from ``random_state`` (via ``SeedSequence(random_state).spawn``).
     n : int, default=20
         Perturbed copies per case (at least 2).
     params : path-like, dict or None, default=None
@@ -540,8 +623,12 @@ def feature_stability(
         A perturbed copy could not be extracted (its case is left out of the ICC of every
         feature), or a feature has no variance.
     """
-    from sitekit.features import load_params
-    from sitekit.robustness.perturbations import Perturbation, perturbation_from_config
+    from sitekit.features import load_params, params_hash
+    from sitekit.robustness.perturbations import (
+        Perturbation,
+        load_perturbations,
+        perturbation_from_config,
+    )
 
     n = int(check_number(n, name="n", owner="feature_stability", low=2, integer=True))
     workers = int(check_number(workers, name="workers", owner="feature_stability", low=1, integer=True))
@@ -549,6 +636,10 @@ def feature_stability(
     canonical = ICC_FORMS[check_option(form, list(ICC_FORMS), name="form", owner="feature_stability")]
     if isinstance(perturbation, Perturbation):
         config = perturbation.to_config()
+    elif isinstance(perturbation, Path) or (
+        isinstance(perturbation, str) and perturbation.lower().endswith(".toml")
+    ):
+        config = load_perturbations(perturbation).to_config()
     else:
         config = perturbation_from_config(perturbation).to_config()
     perturbation_from_config(config)  # validates the whole chain before any work
@@ -640,5 +731,7 @@ def feature_stability(
         "perturbation": config,
         "n_cases": len(df),
         "failures": len(errors),
+        "manifest": None if isinstance(manifest, pd.DataFrame) else str(manifest),
+        "params_hash": params_hash(p),
     }
     return StabilityResult(table=table, records=records, values=values, settings=settings)
