@@ -1,0 +1,247 @@
+"""``build_report``: result folders -> sections -> :class:`Report`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from sitekit._typing import PathLike
+from sitekit.io import read_table
+from sitekit.reports import _sections as S
+from sitekit.reports._results import ResultFolder, collect_provenance, discover_results
+from sitekit.reports.html import Report, Section
+
+__all__ = ["build_report", "load_section"]
+
+_ORDER = {"earl": 0, "harmonize": 1, "extract": 2, "stability": 3, "suite": 4}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _first(folder: ResultFolder, *names: str) -> Path | None:
+    for n in names:
+        p = folder.path / n
+        if p.exists():
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------------- EARL
+def _earl(folder: ResultFolder, show_ids: bool) -> Section:
+    check = None
+    p = _first(folder, "check.csv")
+    if p is not None:
+        check = read_table(p)
+        if "rc" not in check.columns:
+            check = None
+    calibration = None
+    notes: list[str] = []
+    cp = _first(folder, "calibration.json")
+    if cp is not None:
+        d = _json(cp)
+        calibration = {}
+        for site, entry in (d.get("sites") or {}).items():
+            e = dict(entry)
+            e.setdefault("standard", d.get("standard", ""))
+            calibration[str(site)] = e
+    curves = None
+    cv = _first(folder, "curves.csv", "rc_vs_fwhm.csv", "calibration_curves.csv")
+    if cv is not None:
+        curves = read_table(cv)
+        if {"fwhm_mm", "sphere_mm", "rc"} - set(curves.columns):
+            curves = None
+    meas = _first(folder, "measurements.csv")
+    measurements = read_table(meas) if meas is not None else None
+    return S.earl_section(check, calibration=calibration, curves=curves,
+                          measurements=measurements, notes=notes)
+
+
+# ------------------------------------------------------------------------ harmonisation
+def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
+    from sitekit.harmonize import ComBat
+
+    model_path = next(p for p in folder.files if p.suffix == ".npz")
+    model = ComBat.load(model_path)
+    meta = {}
+    for name in ("run.json", "harmonize.json", "metadata.json", "diagnostics.json"):
+        if (folder.path / name).exists():
+            meta = _json(folder.path / name)
+            break
+    tables = [p for p in folder.files if p.suffix in (".csv", ".tsv", ".parquet")]
+    names = getattr(model, "feature_names_in_", None)
+    features = [] if names is None else [str(f) for f in names]
+    after_path = None
+    before_path = None
+    for key in ("input", "table", "input_table"):
+        if isinstance(meta.get(key), str) and Path(meta[key]).exists():
+            before_path = Path(meta[key])
+    for key in ("output", "out", "harmonized", "harmonised"):
+        if isinstance(meta.get(key), str) and Path(meta[key]).exists():
+            after_path = Path(meta[key])
+    for p in tables:
+        stem = p.stem.lower()
+        if before_path is None and stem in {"input", "before", "features", "raw"}:
+            before_path = p
+        elif after_path is None and ("harmon" in stem or stem in {"after", "output"}):
+            after_path = p
+    if after_path is None or before_path is None:
+        sec = Section("harmonisation", "Harmonisation")
+        sec.add_text(f"Model {model_path.name} found but the input or harmonised table is missing "
+                     f"from {folder.path.name}; only the model is summarised.", "warning")
+        sec.add_table(model.priors_, "Empirical-Bayes priors per site.")
+        sec.results = {"priors": model.priors_}
+        return sec
+    before = read_table(before_path)
+    after = read_table(after_path)
+    site_col = meta.get("site_col") or next((c for c in ("site", "Site", "batch") if c in after.columns), None)
+    if site_col is None:
+        raise ValueError(f"No site column in '{after_path}'.")
+    feats = [f for f in features if f in before.columns and f in after.columns] or [
+        c for c in after.columns if c in before.columns and c != site_col
+        and pd.api.types.is_float_dtype(after[c])]
+    enc = getattr(model, "covariate_encoding_", None)
+    cov_cols = [str(c["name"]) if isinstance(c, dict) else str(c)
+                for c in (enc.get("columns", []) if isinstance(enc, dict) else [])]
+    cov = before[[c for c in cov_cols if c in before.columns]] if cov_cols else None
+    params = {k: v for k, v in model.get_params().items() if v is not None}
+    if len(before) != len(after):
+        raise ValueError(f"'{before_path.name}' and '{after_path.name}' have different row counts.")
+    return S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
+                                   covariates=cov, model=model, params=params)
+
+
+# --------------------------------------------------------------------------- extraction
+def _extract(folder: ResultFolder, show_ids: bool) -> Section:
+    pq = next(p for p in folder.files if p.suffix == ".parquet")
+    features = read_table(pq)
+    err = next((p for p in folder.files if "error" in p.name and p.suffix in (".csv", ".tsv", ".parquet")), None)
+    errors = read_table(err) if err is not None and err.stat().st_size > 0 else None
+    return S.extraction_section(features, errors, show_ids=show_ids)
+
+
+# ----------------------------------------------------------------------- stability
+def _stability_frames(folders: list[ResultFolder]):
+    frames, robust, summaries = [], [], {}
+    for f in folders:
+        st = read_table(f.path / "stability.csv")
+        summary = _json(f.path / "summary.json") if (f.path / "summary.json").exists() else {}
+        if "perturbation" not in st.columns:
+            name = summary.get("perturbation") or summary.get("chain") or f.path.name
+            st["perturbation"] = name if isinstance(name, str) else f.path.name
+        frames.append(st)
+        rf = f.path / "robust_features.txt"
+        if rf.exists():
+            robust.append({ln.strip() for ln in rf.read_text().splitlines() if ln.strip()})
+        if summary:
+            summaries[f.path.name] = summary
+    st = pd.concat(frames, ignore_index=True)
+    rob = sorted(set.intersection(*robust)) if robust and len(robust) == len(folders) else None
+    return st, rob, summaries
+
+
+def _stability(folders: list[ResultFolder], show_ids: bool) -> Section:
+    st, rob, summaries = _stability_frames(folders)
+    threshold = 0.9
+    for s in summaries.values():
+        if isinstance(s.get("threshold"), int | float):
+            threshold = float(s["threshold"])
+    summary = next(iter(summaries.values())) if len(summaries) == 1 else {
+        "runs": ", ".join(summaries)} if summaries else None
+    return S.stability_section(st, threshold=threshold, robust=rob, summary=summary)
+
+
+# ---------------------------------------------------------------------------- suite
+def _suite(folder: ResultFolder, show_ids: bool) -> Section:
+    res = folder.meta.get("results") or _json(folder.path / "results.json")
+    checks = res.get("checks")
+    checks = pd.DataFrame(checks) if checks is not None else None
+    verdict = res.get("verdict")
+    if isinstance(verdict, dict):
+        verdict = verdict.get("status") or verdict.get("verdict") or ("pass" if verdict.get("passed") else "fail")
+    if isinstance(verdict, bool):
+        verdict = "pass" if verdict else "fail"
+
+    def table(*names):
+        p = _first(folder, *names)
+        return read_table(p) if p is not None else None
+
+    loso = table("loso.csv", "leave_one_site_out.csv", "sites.csv")
+    stress = table("stress.csv", "stress_test.csv")
+    adv = table("adversarial.csv", "minimal_perturbation.csv")
+    return S.suite_section(checks, verdict=verdict, loso=loso, stress=stress, adversarial=adv,
+                           show_ids=show_ids)
+
+
+_LOADERS = {"earl": _earl, "harmonize": _harmonize, "extract": _extract, "suite": _suite}
+
+
+def load_section(folder: ResultFolder, *, show_ids: bool = False) -> Section:
+    """Build the section of one recognised result folder."""
+    if folder.kind == "stability":
+        return _stability([folder], show_ids)
+    return _LOADERS[folder.kind](folder, show_ids)
+
+
+def build_report(results_dir: PathLike, *, show_ids: bool = False, title: str | None = None,
+                 command_line: str | None = None) -> Report:
+    """Build the report of every sitekit result folder under ``results_dir``.
+
+    Parameters
+    ----------
+    results_dir : str or path-like
+        The output folder of one sitekit command, or a folder holding several (as
+        ``sitekit demo`` writes).
+    show_ids : bool, default=False
+        Show subject identifiers (hidden by default).
+    title : str, default=None
+    command_line : str, default=None
+        Recorded in the Provenance section.
+
+    Returns
+    -------
+    Report
+        Sections in the order EARL, harmonisation, extraction, feature robustness, model
+        robustness; a section that cannot be built becomes a warning in the report.
+    """
+    folders = discover_results(results_dir)
+    sections: list[Section] = []
+    problems: list[str] = []
+    stab = [f for f in folders if f.kind == "stability"]
+    items: list[tuple[str, object]] = [(f.kind, f) for f in folders if f.kind != "stability"]
+    if stab:
+        items.append(("stability", stab))
+    items.sort(key=lambda kv: _ORDER[kv[0]])
+    for kind, obj in items:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if kind == "stability":
+                    sec = _stability(obj, show_ids)
+                else:
+                    sec = load_section(obj, show_ids=show_ids)
+            for w in caught:
+                if issubclass(w.category, UserWarning) and "sitekit" in type(w.message).__module__:
+                    sec.add_text(f"Warning: {w.message}", "warning")
+        except Exception as exc:  # noqa: BLE001 - one bad folder must not hide the others
+            where = obj[0].path if isinstance(obj, list) else obj.path
+            problems.append(f"The {kind} results in '{Path(where).name}' could not be read: "
+                            f"{type(exc).__name__}: {exc}")
+            continue
+        sections.append(sec)
+    prov = collect_provenance(folders, command_line=command_line,
+                              extra={"results_dir": Path(results_dir).name,
+                                     "subject_ids_shown": show_ids})
+    params = {}
+    for s in sections:
+        p = s.results.get("params") if isinstance(s.results, dict) else None
+        if p:
+            params[s.id] = ", ".join(f"{k}={v}" for k, v in p.items())
+    if params:
+        prov["parameters"] = params
+    report = Report(title or "sitekit report", sections, provenance=prov, warnings=problems)
+    return report
