@@ -698,15 +698,14 @@ def combine(
     """
     summaries = list(summaries)
     first_round = summaries[0].round if summaries and isinstance(summaries[0], SiteSummary) else 1
+    _validate_round(summaries, first_round)
     if first_round == 1:
         if message is not None:
             raise ProtocolError(
                 "Round-1 summaries are combined without a message; --round-message belongs to "
                 "the round-2 combine."
             )
-        _validate_round(summaries, 1)
         return _combine_round1(summaries, parametric, mean_only, eb, ref_site)
-    _validate_round(summaries, 2)
     if message is None:
         raise ProtocolError(
             "Round-2 summaries need the round-1 message they answered: pass it as message= "
