@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -37,6 +39,10 @@ __all__ = ["extract", "output_paths", "ERROR_COLUMNS"]
 ERROR_COLUMNS = ("subject_id", "site", "stage", "reason")
 
 _PARTS_FORMAT = "sitekit-extract-parts"
+
+#: Part files are flushed after this many seconds or this many finished cases.
+FLUSH_SECONDS = 5.0
+FLUSH_CASES = 500
 
 #: How long to try connecting to a Dask scheduler given by address.
 SCHEDULER_TIMEOUT = "20s"
@@ -105,11 +111,20 @@ def process_case(task: Mapping, params: dict) -> dict:
 
 # ------------------------------------------------------------------ part files
 class _Parts:
-    """Per-case results as files in ``<out>.parts/``: ``ok-<key>.parquet`` / ``err-<key>.json``."""
+    """Finished cases as Parquet part files in ``<out>.parts/``, written in small batches.
+
+    Results are buffered and flushed to a new ``ok-<n>.parquet`` (and ``err-<n>.json``) when
+    :data:`FLUSH_SECONDS` have passed or :data:`FLUSH_CASES` results are waiting, and on any
+    exit (including Ctrl-C).  A hard kill loses at most the last few seconds of work; a
+    part file is never rewritten, so a resumed run leaves earlier parts untouched.
+    """
 
     def __init__(self, directory: Path, phash: str) -> None:
         self.dir = directory
         self.phash = phash
+        self._ok: list[dict] = []
+        self._err: list[dict] = []
+        self._last = time.monotonic()
 
     def start(self, *, resume: bool) -> None:
         meta = self.dir / "run.json"
@@ -129,41 +144,48 @@ class _Parts:
             meta.write_text(json.dumps({"format": _PARTS_FORMAT, "version": 1,
                                         "params_hash": self.phash, "sitekit_version": __version__}))
 
-    def ok_path(self, sid: str) -> Path:
-        return self.dir / f"ok-{_part_key(sid)}.parquet"
+    def add(self, result: dict) -> None:
+        if result["ok"]:
+            self._ok.append({"subject_id": result["subject_id"]} | result["values"])
+        else:
+            self._err.append({k: result[k] for k in ("subject_id", "stage", "reason")})
+        if (len(self._ok) + len(self._err) >= FLUSH_CASES
+                or time.monotonic() - self._last >= FLUSH_SECONDS):
+            self.flush()
 
-    def err_path(self, sid: str) -> Path:
-        return self.dir / f"err-{_part_key(sid)}.json"
+    def _name(self, prefix: str, suffix: str) -> Path:
+        return self.dir / f"{prefix}-{time.time_ns():020d}-{os.getpid()}{suffix}"
 
-    def write(self, result: dict) -> None:
+    def flush(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        sid = result["subject_id"]
-        if result["ok"]:
-            row = {"subject_id": [sid]} | {k: [v] for k, v in result["values"].items()}
-            with atomic_output(self.ok_path(sid), force=True) as tmp:
-                pq.write_table(pa.Table.from_pydict(row), tmp)
-            self.err_path(sid).unlink(missing_ok=True)
-        else:
-            with atomic_output(self.err_path(sid), force=True) as tmp:
-                tmp.write_text(json.dumps({k: result[k] for k in ("subject_id", "stage", "reason")}))
+        if self._ok:
+            table = pa.Table.from_pandas(pd.DataFrame.from_records(self._ok), preserve_index=False)
+            with atomic_output(self._name("ok", ".parquet"), force=True) as tmp:
+                pq.write_table(table, tmp)
+            self._ok = []
+        if self._err:
+            with atomic_output(self._name("err", ".json"), force=True) as tmp:
+                tmp.write_text(json.dumps(self._err))
+            self._err = []
+        self._last = time.monotonic()
 
-    def done(self, ids) -> dict[str, dict]:
+    def done(self, ids: set[str]) -> dict[str, dict]:
         """Results of earlier runs for ``ids`` (subject_id -> values)."""
         import pyarrow.parquet as pq
 
-        out = {}
-        for sid in ids:
-            p = self.ok_path(sid)
-            if p.exists():
-                try:
-                    row = pq.read_table(p).to_pylist()[0]
-                except Exception:  # noqa: BLE001 - a damaged part is simply redone
-                    p.unlink(missing_ok=True)
-                    continue
-                if row.pop("subject_id") == sid and row.get("params_hash") == self.phash:
-                    out[sid] = row
+        out: dict[str, dict] = {}
+        for p in sorted(self.dir.glob("ok-*.parquet")):
+            try:
+                rows = pq.read_table(p).to_pylist()
+            except Exception:  # noqa: BLE001 - a damaged part is simply redone
+                p.unlink(missing_ok=True)
+                continue
+            for row in rows:
+                sid = str(row.pop("subject_id"))
+                if sid in ids and row.get("params_hash") == self.phash:
+                    out[sid] = {k: v for k, v in row.items() if v is not None}
         return out
 
     def clear_errors(self) -> None:
@@ -395,7 +417,7 @@ def extract(
         if resume:
             if out_path.exists():
                 done.update(_done_from_output(out_path, phash, set(ids)))
-            done.update(parts.done([i for i in ids if i not in done]))
+            done.update(parts.done({i for i in ids if i not in done}))
             parts.clear_errors()
 
     # ---- tasks
@@ -426,14 +448,18 @@ def extract(
     def on_result(result: dict) -> None:
         results[result["subject_id"]] = result
         if parts is not None:
-            parts.write(result)
+            parts.add(result)
         if progress is not None:
             progress(1)
 
-    if scheduler is None and workers == 1:
-        _run_serial(tasks, p, on_result)
-    else:
-        _run_dask(tasks, p, on_result, workers=workers, scheduler=scheduler)
+    try:
+        if scheduler is None and workers == 1:
+            _run_serial(tasks, p, on_result)
+        else:
+            _run_dask(tasks, p, on_result, workers=workers, scheduler=scheduler)
+    finally:
+        if parts is not None:  # keep what is done, also on Ctrl-C
+            parts.flush()
 
     # ---- consolidate
     computed = dict(done)
