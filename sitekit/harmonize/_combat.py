@@ -261,8 +261,13 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Y = validate_data(
             self, X, reset=reset, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=1
         )
-        bad_cols = np.flatnonzero(np.isinf(Y).any(axis=0))
-        if bad_cols.size:
+        # a block sum is finite unless the block holds NaN or inf (cheap, no temporary)
+        has_inf = any(
+            not np.isfinite(Y[sl].sum()) and np.isinf(Y[sl]).any()
+            for sl in _eb.row_chunks(*Y.shape)
+        )
+        if has_inf:
+            bad_cols = np.flatnonzero(np.isinf(Y).any(axis=0))
             names = [columns[j] for j in bad_cols] if columns is not None else bad_cols.tolist()
             raise ValidationError(
                 f"ComBat: feature(s) {_names(names)} contain infinite values; replace them "

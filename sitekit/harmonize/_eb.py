@@ -127,12 +127,18 @@ def ols_cross_products(Y: np.ndarray, D: np.ndarray, *, observed: np.ndarray | N
     dty = np.zeros((p, F))
     for sl in row_chunks(n, F):
         block = Y[sl]
-        nan = np.isnan(block)
-        col_nan = nan.any(axis=0)
+        part = D[sl].T @ block
+        # a NaN cell propagates into its column of D'Y (every row has a site indicator),
+        # so the NaN scan is only needed for the columns whose product came out NaN
+        col_nan = np.isnan(part).any(axis=0)
         if col_nan.any():
-            has_nan |= col_nan
-            block = np.where(nan, 0.0, block)
-        dty += D[sl].T @ block
+            cols = np.flatnonzero(col_nan)
+            sub = block[:, cols]
+            nan = np.isnan(sub)
+            has_nan[cols] |= nan.any(axis=0)
+            sub[nan] = 0.0
+            part[:, cols] = D[sl].T @ sub
+        dty += part
     missing = np.flatnonzero(has_nan)
     dtd_missing = None
     if missing.size:
@@ -208,6 +214,9 @@ def residual_moments(
     ----------
     Y : ndarray of shape (n, F)
     D : ndarray of shape (n, p)
+        Design whose first ``n_sites`` columns are the site indicators (as built by
+        :func:`sitekit.harmonize._design.design_matrix`); the fitted value of a row of site
+        ``i`` is then ``B[i] + D[row, n_sites:] @ B[n_sites:]``.
     B : ndarray of shape (p, F)
     codes : ndarray of int, shape (n,)
         Site code of each row, ``0 <= code < n_sites``.
@@ -226,6 +235,8 @@ def residual_moments(
     r2 = np.zeros((n_sites, F))
     ymin = np.full((n_sites, F), np.nan)
     ymax = np.full((n_sites, F), np.nan)
+    Dc, Bc = D[:, n_sites:], B[n_sites:]
+    has_cov = Dc.shape[1] > 0
     for i in range(n_sites):
         rows, size = _site_rows(codes, i)
         if size == 0:
@@ -238,7 +249,9 @@ def residual_moments(
             Yb = Y[rs]
             ymin[i] = np.fmin(ymin[i], np.fmin.reduce(Yb, axis=0))
             ymax[i] = np.fmax(ymax[i], np.fmax.reduce(Yb, axis=0))
-            R = Yb - D[rs] @ B
+            R = Yb - B[i]
+            if has_cov:
+                R -= Dc[rs] @ Bc
             cnt = R.shape[0]
             if missing is None:
                 nan = np.isnan(R)
