@@ -66,6 +66,12 @@ def _mean_squares(y: np.ndarray) -> dict[str, np.ndarray]:
     ssj = n * ((col - grand) ** 2).sum(axis=0)
     resid = y - row[:, None, :] - col[None, :, :] + grand
     sse = (resid**2).sum(axis=0).sum(axis=0)
+    # exact agreement is exact zero variance (no rounding residue from the means)
+    agree = (y == y[:, :1, :]).all(axis=(0, 1))
+    constant = agree & (y == y[:1, :1, :]).all(axis=(0, 1))
+    ssj = np.where(agree, 0.0, ssj)
+    sse = np.where(agree, 0.0, sse)
+    ssb = np.where(constant, 0.0, ssb)
     return {
         "msb": ssb / (n - 1),
         "msj": ssj / (k - 1),
