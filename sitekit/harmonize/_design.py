@@ -48,7 +48,7 @@ def to_json_value(value):
     """Return ``value`` as a plain Python scalar that :mod:`json` can store."""
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
 
