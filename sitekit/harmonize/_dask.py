@@ -103,22 +103,29 @@ class _Blocks:
             )
         self.X = X
         self.n_features = X.shape[1] if self.kind == "array" else len(self.columns)
-        # pass 0: labels and covariates are one value per sample: gather them
-        todo, where = [], {}
+        # pass 0: labels and covariates are one value per sample: gather them (reading only
+        # their columns); partition lengths come with them when they are partitioned like X
+        import dask
+        from dask import delayed
+
+        todo, names = [], []
         for name, obj in (("sites", sites), ("covariates", covariates)):
-            if is_dask_collection(obj):
-                where[name] = len(todo)
-                todo.append(obj)
+            if isinstance(obj, dd.DataFrame | dd.Series):
+                todo.append([obj.map_partitions(len), obj])
+                names.append(name)
+            elif is_dask_collection(obj):
+                todo.append([None, obj])
+                names.append(name)
+        got = dict(zip(names, _compute(*todo))) if todo else {}
+        for name, values in got.items():
+            if values[0] is not None and len(values[0]) == len(self.parts) and lengths is None:
+                lengths = [int(v) for v in np.asarray(values[0])]
+            if name == "sites":
+                sites = values[-1]
+            else:
+                covariates = values[-1]
         if lengths is None:
-            where["lengths"] = len(todo)
-            todo.append(X.map_partitions(len, meta=(None, "int64")))
-        got = _compute(*todo) if todo else ()
-        if "sites" in where:
-            sites = got[where["sites"]]
-        if "covariates" in where:
-            covariates = got[where["covariates"]]
-        if lengths is None:
-            lengths = [int(v) for v in np.asarray(got[where["lengths"]])]
+            lengths = [int(v) for v in dask.compute(*[delayed(len)(p) for p in self.parts])]
         self.lengths = lengths
         self.n_samples = int(sum(lengths))
         self.sites = _as_labels(sites, self.n_samples)
