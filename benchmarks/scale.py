@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         print(f"{'step':<44}{'wall s':>10}{'peak RSS GB':>14}")
         print(f"{'dask fit (2 passes over the data)':<44}{t_fit:>10.1f}{fit_peak / 1e9:>14.2f}")
         print(f"{'dask transform + write Parquet':<44}{t_tr:>10.1f}{total_peak / 1e9:>14.2f}")
-        print(f"{'in-memory ComBat, 10 % slice ({:,} rows)'.format(len(local)):<44}{t_mem:>10.1f}{'':>14}")
+        print(f"{f'in-memory ComBat, 10 % slice ({len(local):,} rows)':<44}{t_mem:>10.1f}{'':>14}")
         print()
         print(f"peak RSS of all processes: {total_peak / 1e9:.2f} GB (largest single process "
               f"{single_peak / 1e9:.2f} GB) for {gb:.2f} GB of data: ratio data/peak "
