@@ -256,15 +256,18 @@ def icc(
         results[f]["n_raters"] = np.full(p, k, dtype=int)
     # complete subjects per feature; features sharing a pattern are computed together
     complete = ~np.isnan(y).any(axis=1)  # (n, p)
-    patterns, inverse = np.unique(complete.T, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
+    if complete.all():  # the usual case: one vectorised call on the whole array
+        patterns, inverse = np.ones((1, n), dtype=bool), np.zeros(p, dtype=int)
+    else:
+        patterns, inverse = np.unique(complete.T, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).reshape(-1)
     too_few = []
     for g, pattern in enumerate(patterns):
         cols = np.flatnonzero(inverse == g)
         if pattern.sum() < 2:
             too_few.extend(names[c] for c in cols)
             continue
-        sub = y[pattern][:, :, cols]
+        sub = y if len(patterns) == 1 else y[pattern][:, :, cols]
         res = _icc_forms(sub, confidence)
         for f in forms:
             for c, arr in res[f].items():

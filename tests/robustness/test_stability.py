@@ -296,3 +296,22 @@ def test_feature_stability_input_errors(cohort, tmp_path):
         feature_stability(cohort, "N", n=1, params=PARAMS)
     with pytest.raises(ValidationError, match="Unknown perturbation code"):
         feature_stability(cohort, "NX", n=2, params=PARAMS)
+
+
+def test_icc_invariances_property():
+    """ICC is invariant to subject order, rater order and a positive affine change of units."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(seed=st.integers(0, 10_000), scale=st.floats(0.01, 100.0), shift=st.floats(-1e3, 1e3))
+    def check(seed, scale, shift):
+        y = ratings(9, 4, 3, seed)
+        rng = np.random.default_rng(seed)
+        base = icc(y, form="all")
+        moved = y[rng.permutation(9)][:, rng.permutation(4)] * scale + shift
+        other = icc(moved, form="all")
+        np.testing.assert_allclose(other["icc"], base["icc"], rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(other["ci_low"], base["ci_low"], rtol=1e-7, atol=1e-9)
+
+    check()
