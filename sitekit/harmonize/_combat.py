@@ -161,6 +161,9 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         How covariates enter the design (JSON-serialisable).
     covariate_columns_ : list of str
         Names of the covariate design columns.
+    n_iter_ : int
+        Largest number of parametric EB iterations over the sites (0 when nothing iterates:
+        non-parametric, mean-only or ``eb=False``).
     priors_ : pandas.DataFrame
         One row per site: ``site, n_samples, n_features_used, gamma_bar, tau2, a_prior,
         b_prior, eb, mean_only, n_iter, converged``.
@@ -488,6 +491,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         for name in _ARRAYS:
             setattr(self, name, state[name])
         self.priors_ = pd.DataFrame({k: state["priors"][k] for k in _PRIOR_COLUMNS})
+        self.n_iter_ = int(self.priors_["n_iter"].max())
 
     # ------------------------------------------------------------------ transform
     def transform(self, X, *, sites, covariates=None):
