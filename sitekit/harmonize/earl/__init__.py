@@ -1,7 +1,23 @@
-"""EARL-style accreditation of PET scanners with the NEMA NU 2 / IEC body phantom."""
+"""EARL-style accreditation of PET scanners with the NEMA NU 2 / IEC body phantom.
 
-from sitekit.harmonize.earl._fill import FillDescription, decay_correct, read_fill
-from sitekit.harmonize.earl._filter import apply_filter, read_calibration
+Measure a phantom scan (:func:`measure`), check it against EARL1/EARL2 (:func:`check`,
+:func:`verdict`), find the harmonising Gaussian post-filter (:func:`calibrate`) and apply it
+to patient images (:func:`apply_filter`, :func:`read_calibration`).
+"""
+
+from sitekit.harmonize.earl._calibrate import (
+    CalibrationResult,
+    calibrate,
+    calibration_json,
+    calibration_qc,
+)
+from sitekit.harmonize.earl._check import check, verdict
+from sitekit.harmonize.earl._fill import Compartment, FillDescription, decay_correct, read_fill
+from sitekit.harmonize.earl._filter import (
+    apply_filter,
+    read_calibration,
+    read_calibration_file,
+)
 from sitekit.harmonize.earl._geometry import (
     F18_HALF_LIFE_S,
     LUNG_INSERT_DIAMETER_MM,
@@ -10,16 +26,42 @@ from sitekit.harmonize.earl._geometry import (
     SPHERE_PLANE_FROM_LID_MM,
     PhantomGeometry,
 )
+from sitekit.harmonize.earl._image import read_phantom
+from sitekit.harmonize.earl._localise import Localisation, locate_spheres, preview_image
+from sitekit.harmonize.earl._measure import PhantomMeasurement, measure, measure_phantom, read_centres
+from sitekit.harmonize.earl._physics import analytic_recovery, sphere_centre_recovery, sphere_profile
+from sitekit.harmonize.earl._standards import Standard, load_standard
 
 __all__ = [
     "apply_filter",
     "read_calibration",
+    "read_calibration_file",
+    "measure",
+    "measure_phantom",
+    "check",
+    "verdict",
+    "calibrate",
+    "calibration_json",
+    "calibration_qc",
+    "CalibrationResult",
+    "PhantomMeasurement",
+    "Localisation",
+    "locate_spheres",
+    "preview_image",
+    "read_phantom",
+    "read_centres",
+    "load_standard",
+    "Standard",
+    "analytic_recovery",
+    "sphere_centre_recovery",
+    "sphere_profile",
     "F18_HALF_LIFE_S",
     "LUNG_INSERT_DIAMETER_MM",
     "RING_RADIUS_MM",
     "SPHERE_DIAMETERS_MM",
     "SPHERE_PLANE_FROM_LID_MM",
     "PhantomGeometry",
+    "Compartment",
     "FillDescription",
     "decay_correct",
     "read_fill",
