@@ -1,0 +1,66 @@
+"""The dask engine on a distributed LocalCluster (2 workers, 1 thread each).
+
+One cluster for the whole module (starting one costs seconds); small data.
+"""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+from sitekit.harmonize import _dask
+from sitekit.harmonize._combat import ComBat
+
+from .conftest import assert_close, make_cohort
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        memory_limit="1GB",
+    )
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def parquet_table(tmp_path_factory):
+    X, sites, cov = make_cohort(n_per_site=(60, 45, 70, 50), n_features=15, nan_fraction=0.03, seed=21)
+    table = pd.concat([cov.assign(site=sites), X], axis=1)
+    path = tmp_path_factory.mktemp("scale") / "table"
+    path.mkdir()
+    for k, start in enumerate(range(0, len(table), 40)):
+        table.iloc[start : start + 40].to_parquet(path / f"part-{k:03d}.parquet")
+    return path, table, list(X.columns)
+
+
+@pytest.mark.parametrize("params", [{}, {"parametric": False, "ref_site": "B"}])
+def test_parquet_on_local_cluster_equals_in_memory(client, parquet_table, params):
+    path, table, feats = parquet_table
+    covs = table[["age", "sex"]]
+    expected = ComBat(**params).fit_transform(
+        table[feats], sites=table["site"].to_numpy(), covariates=covs
+    )
+    ddf = dd.read_parquet(path)
+    assert ddf.npartitions > 1
+    with distributed.get_task_stream(client) as ts:
+        model = _dask.fit(ComBat(**params), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
+        out = _dask.transform_frame(
+            model, ddf, site_col="site", covariate_cols=["age", "sex"], features=feats
+        ).compute()
+    workers = {t["worker"] for t in ts.data}
+    assert len(workers) == 2, "both workers took part"
+    assert list(out.columns) == list(table.columns)
+    assert out["site"].tolist() == table["site"].tolist()  # rows in input order
+    assert_close(out[feats].to_numpy(), expected.to_numpy(), rel=1e-10)
+    np.testing.assert_allclose(model.delta_star_, ComBat(**params).fit(
+        table[feats], sites=table["site"].to_numpy(), covariates=covs).delta_star_, rtol=1e-9)
