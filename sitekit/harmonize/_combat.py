@@ -552,7 +552,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLike, *, force: bool = False) -> Path:
+    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
         """Save the fitted model as ``.npz`` (arrays) with a JSON metadata entry.
 
         No pickle is involved: the file loads with ``allow_pickle=False``.  The metadata hold
@@ -565,6 +565,10 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Output file (conventionally ``*.npz``).
         force : bool, default=False
             Replace an existing file.
+        metadata : dict, optional
+            Extra JSON-serialisable information stored with the model (e.g. the CLI records
+            the site and covariate column names); after :meth:`load` it is
+            ``file_metadata_["extra"]``.
 
         Returns
         -------
@@ -594,8 +598,13 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "covariate_encoding": self.covariate_encoding_,
             "covariate_columns": self.covariate_columns_,
             "arrays_sha256": _digest(arrays),
+            "extra": metadata or {},
         }
-        arrays["metadata"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        try:
+            text = json.dumps(meta, allow_nan=True)
+        except TypeError as exc:
+            raise ValidationError(f"ComBat.save: 'metadata' must be JSON-serialisable ({exc}).") from exc
+        arrays["metadata"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         with atomic_output(path, force=force) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         return Path(path)
@@ -603,6 +612,9 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     @classmethod
     def load(cls, path: PathLike) -> ComBat:
         """Load a model written by :meth:`save`.
+
+        The returned estimator is fitted; its ``file_metadata_`` holds the file's metadata
+        (sitekit version, parameters, sites, features, covariate encoding, ``extra``).
 
         Raises
         ------
@@ -659,6 +671,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             }
             est._set_state(state)
             est.n_features_in_ = int(meta["n_features_in"])
+            est.file_metadata_ = meta
             if meta["feature_names"] is not None:
                 est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
         except (KeyError, TypeError, ValueError) as exc:
