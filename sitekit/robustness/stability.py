@@ -267,7 +267,7 @@ def icc(
         if pattern.sum() < 2:
             too_few.extend(names[c] for c in cols)
             continue
-        sub = y if len(patterns) == 1 else y[pattern][:, :, cols]
+        sub = y if pattern.all() and len(cols) == p else y[pattern][:, :, cols]
         res = _icc_forms(sub, confidence)
         for f in forms:
             for c, arr in res[f].items():

@@ -90,6 +90,16 @@ def test_icc_nan_omit_matches_pingouin():
         assert ours.loc[("feature_1", form), "n_subjects"] == 15
 
 
+def test_icc_same_missing_subject_in_every_feature():
+    # regression (issue 6): one incomplete pattern shared by all features
+    y = ratings(8, 3, 4, seed=2)
+    y[3, 1, :] = np.nan
+    res = icc(y)
+    expected = icc(np.delete(y, 3, axis=0))
+    np.testing.assert_allclose(res["icc"], expected["icc"], rtol=1e-12)
+    assert (res["n_subjects"] == 7).all()
+
+
 def test_icc_long_frame_equals_array_and_aliases():
     y = ratings(12, 4, 5, seed=3)
     n, k, p = y.shape
