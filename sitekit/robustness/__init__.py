@@ -1,0 +1,49 @@
+"""Robustness: of features (image perturbations, ICC) and of models (sites, stress, adversarial).
+
+Model-robustness names re-exported here (see ``docs/robustness_models.md``):
+
+* :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects` -- generalisation
+  across sites and site leakage (:mod:`sitekit.robustness.sites`);
+* :func:`stress_test` with :class:`FeatureNoise`, :class:`CalibrationShift`, :class:`SiteShift`
+  (:mod:`sitekit.robustness.stress`);
+* :func:`minimal_perturbation`, :func:`adversarial_budget` (:mod:`sitekit.robustness.adversarial`);
+* :func:`run_suite` and :class:`SuiteResult` -- CI suites from a TOML file
+  (:mod:`sitekit.robustness.suite`).
+
+Feature robustness lives in :mod:`sitekit.robustness.perturbations` and
+:mod:`sitekit.robustness.stability` (import those modules directly).
+"""
+
+from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbation
+from sitekit.robustness.sites import (
+    SitePredictability,
+    leave_one_site_out,
+    loso_predictions,
+    site_effects,
+    site_predictability,
+)
+from sitekit.robustness.stress import (
+    CalibrationShift,
+    FeatureNoise,
+    SiteShift,
+    StressResult,
+    stress_test,
+)
+from sitekit.robustness.suite import SuiteResult, run_suite
+
+__all__ = [
+    "leave_one_site_out",
+    "loso_predictions",
+    "site_predictability",
+    "SitePredictability",
+    "site_effects",
+    "stress_test",
+    "StressResult",
+    "FeatureNoise",
+    "CalibrationShift",
+    "SiteShift",
+    "minimal_perturbation",
+    "adversarial_budget",
+    "run_suite",
+    "SuiteResult",
+]

@@ -449,7 +449,8 @@ def leave_one_site_out(
     confidence: float = 0.95,
     unseen_site: str = "auto",
     random_state: RandomState = None,
-) -> pd.DataFrame:
+    return_predictions: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Leave-one-site-out validation with per-site metrics, bootstrap CIs and the worst site.
 
     For every site: clone the harmoniser and fit it on the other sites only, transform
@@ -480,16 +481,17 @@ def leave_one_site_out(
         See :func:`loso_predictions`.
     random_state : None, int or numpy Generator, default=None
         Seeds the bootstrap.
+    return_predictions : bool, default=False
+        Also return the held-out predictions (:func:`loso_predictions`).
 
     Returns
     -------
-    DataFrame
+    DataFrame, or (DataFrame, DataFrame) with ``return_predictions``
         One row per (site, metric), sites in order of first appearance then ``"(pooled)"``:
         ``site``, ``n``, ``metric``, ``value``, ``ci_low``, ``ci_high``, ``worst`` (True on
         the worst site of each metric: lowest AUC/balanced accuracy/R2, highest
         Brier/ECE/MAE/RMSE, slope farthest from 1, intercept farthest from 0).
-        ``attrs["worst_site"]`` maps each metric to its worst site and
-        ``attrs["predictions"]`` holds the held-out predictions (:func:`loso_predictions`).
+        ``attrs["worst_site"]`` maps each metric to its worst site (None when undefined).
 
     Examples
     --------
@@ -554,8 +556,7 @@ def leave_one_site_out(
         table.loc[idx, "worst"] = True
         worst[name] = str(table.loc[idx, "site"])
     table.attrs["worst_site"] = worst
-    table.attrs["predictions"] = preds
-    return table
+    return (table, preds) if return_predictions else table
 
 
 # ------------------------------------------------------------------ site predictability
@@ -613,8 +614,8 @@ def site_predictability(
 ) -> SitePredictability:
     """How well the site can be predicted from the features (site leakage).
 
-    A classifier (default: standardisation + multinomial logistic regression) predicts the
-    site in stratified ``cv``-fold cross-validation; the score is the one-vs-rest macro ROC
+    A classifier (default: standardisation + linear discriminant analysis with Ledoit-Wolf
+    shrinkage, closed form and fast enough for permutation tests) predicts the site in stratified ``cv``-fold cross-validation; the score is the one-vs-rest macro ROC
     AUC (plain ROC AUC for two sites).  Shuffling the site labels ``n_permutations`` times
     gives the null distribution and the p-value (scikit-learn's ``permutation_test_score``).
 
@@ -635,7 +636,7 @@ def site_predictability(
         ``.auc`` ~0.5 without site signal, ~1 when the site is obvious; ``.p_value``;
         ``.leakage`` when ``auc >= 0.625``.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.model_selection import StratifiedKFold, cross_val_score, permutation_test_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -655,7 +656,8 @@ def site_predictability(
         )
     seed = seed_from(random_state)
     if estimator is None:
-        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        estimator = make_pipeline(StandardScaler(),
+                                  LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
     scoring = "roc_auc" if len(levels) == 2 else "roc_auc_ovr"
     folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
     if n_permutations:

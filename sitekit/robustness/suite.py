@@ -1,0 +1,666 @@
+"""Robustness suites for CI: a TOML file -> analyses -> tidy tables -> checks -> verdict.
+
+A suite file names the data, the model, the analyses' settings and the checks with their
+thresholds (the layout is documented in ``docs/robustness_models.md`` and in
+:func:`run_suite`).  :func:`run_suite` runs leave-one-site-out validation, site leakage
+(before/after harmonisation), stress tests and adversarial distances, evaluates the checks
+and, with ``out_dir``, writes every table as CSV plus ``results.json``.  Models come from a
+short spec in the file or from a skops file loaded with an explicit list of trusted types;
+nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone, is_classifier
+
+from sitekit._typing import PathLike
+from sitekit._validation import check_number, check_option
+from sitekit._version import __version__
+from sitekit.exceptions import (
+    CheckFailedError,
+    CorruptFileError,
+    MissingFileError,
+    ModelFileError,
+    OutputExistsError,
+    ValidationError,
+)
+from sitekit.io import atomic_output, file_hash, read_table, write_table
+from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbation
+from sitekit.robustness.sites import POOLED, leave_one_site_out, site_effects, site_predictability
+from sitekit.robustness.stress import CalibrationShift, FeatureNoise, SiteShift, stress_test
+
+__all__ = ["SuiteResult", "run_suite", "load_suite", "build_model", "load_model", "CHECKS",
+           "MODEL_SPECS", "RESULTS_SCHEMA"]
+
+#: ``schema`` entry of results.json.
+RESULTS_SCHEMA = "sitekit.robustness.suite/1"
+
+_SECTIONS = {"data", "model", "settings", "stress", "adversarial", "checks"}
+_SETTINGS = {
+    "random_state": 0,
+    "test_size": 0.3,
+    "n_bootstrap": 200,
+    "n_permutations": 50,
+    "cv": 5,
+    "n_repeats": 5,
+}
+_STRESS = {
+    "noise_levels": [0.1, 0.25, 0.5, 1.0],
+    "noise_unit": "sd",
+    "calibration_factors": [0.9, 0.95, 1.05, 1.1],
+    "calibration_columns": None,
+    "site_shift": True,
+    "scoring": None,
+}
+_ADVERSARIAL = {
+    "norm": "l2",
+    "scale": "std",
+    "method": "auto",
+    "budgets": [0.1, 0.25, 0.5, 1.0],
+    "max_cases": 200,
+    "max_iter": 20,
+    "max_eval": 1000,
+}
+
+
+# ------------------------------------------------------------------------------ models
+def _logistic(params):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(**{"max_iter": 2000, **params}))
+
+
+def _svm(params):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    return make_pipeline(StandardScaler(), SVC(**{"probability": True, "random_state": 0,
+                                                  **params}))
+
+
+def _random_forest(params):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(**{"n_estimators": 200, "random_state": 0, **params})
+
+
+def _gradient_boosting(params):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(**{"random_state": 0, **params})
+
+
+#: ``[model] spec`` names and what they build (``params`` go to the final estimator).
+MODEL_SPECS: dict[str, Callable] = {
+    "logistic": _logistic,
+    "svm": _svm,
+    "random_forest": _random_forest,
+    "gradient_boosting": _gradient_boosting,
+}
+
+
+def build_model(spec: str, params: Mapping | None = None):
+    """Build an unfitted classifier from a spec name and its parameters.
+
+    ``"logistic"`` (StandardScaler + LogisticRegression), ``"svm"`` (StandardScaler + SVC with
+    probabilities), ``"random_forest"``, ``"gradient_boosting"`` (HistGradientBoosting).
+    """
+    check_option(spec, tuple(MODEL_SPECS), name="spec", owner="[model]")
+    try:
+        return MODEL_SPECS[spec](dict(params or {}))
+    except TypeError as exc:
+        raise ValidationError(f"[model] params do not fit spec '{spec}': {exc}.") from exc
+
+
+def load_model(path: PathLike, *, trusted: list[str]):
+    """Load a scikit-learn model saved with ``skops.io.dump``, trusting only listed types.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.skops`` file.
+    trusted : list of str
+        Fully qualified type names the file may contain beyond skops' defaults (e.g.
+        ``"sklearn.linear_model._logistic.LogisticRegression"``).
+
+    Raises
+    ------
+    ModelFileError
+        The file is not a skops file, or it contains types not in ``trusted`` (they are
+        listed; add them to ``trusted`` only if you trust the file's author).
+    """
+    import skops.io as sio
+
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"Model file '{p}' does not exist; check [model] file.")
+    try:
+        untrusted = sio.get_untrusted_types(file=p)
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on a bad file
+        raise ModelFileError(f"Model file '{p}' is not a readable skops file: {exc}") from exc
+    unknown = sorted(set(untrusted) - set(trusted))
+    if unknown:
+        raise ModelFileError(
+            f"Model file '{p}' contains types that are not trusted: {unknown}. Add them to "
+            "[model] trusted only if you trust the file's author."
+        )
+    try:
+        return sio.load(p, trusted=sorted(set(untrusted)))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"Model file '{p}' could not be loaded with skops: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------ checks
+def _loso_worst(ctx, params):
+    metric = params.get("metric", "roc_auc")
+    table = ctx["tables"]["loso"]
+    rows = table[(table["metric"] == metric) & (table["site"] != POOLED)]
+    if rows.empty:
+        raise ValidationError(f"Check 'worst_site' asks for metric '{metric}', which LOSO did not compute.")
+    worst = rows[rows["worst"]]
+    if worst.empty:
+        return float("nan"), {"site": None}
+    return float(worst["value"].iloc[0]), {"site": str(worst["site"].iloc[0]), "metric": metric}
+
+
+def _site_pred(ctx, params):
+    space = params.get("space", ctx["default_space"])
+    check_option(space, ("raw", "harmonized"), name="space", owner="check site_predictability")
+    table = ctx["tables"]["site_predictability"]
+    row = table[table["space"] == space]
+    if row.empty:
+        raise ValidationError(
+            "Check site_predictability asks for space='harmonized' but the model does not "
+            "harmonise; set [model] harmonize or use space='raw'."
+        )
+    return float(row["auc"].iloc[0]), {"space": space, "p_value": float(row["p_value"].iloc[0])}
+
+
+def _site_effect_fraction(ctx, params):
+    space = params.get("space", ctx["default_space"])
+    alpha = float(params.get("alpha", 0.05))
+    table = ctx["tables"]["site_effects"]
+    rows = table[(table["space"] == space) & table["q_value"].notna()]
+    if rows.empty:
+        raise ValidationError(f"Check site_effect_fraction: no site-effect rows for space '{space}'.")
+    return float(np.mean(rows["q_value"] < alpha)), {"space": space, "alpha": alpha}
+
+
+def _drop(kind, key):
+    def check(ctx, params):
+        if key is not None and key not in params:
+            raise ValidationError(f"Check 'auc_drop_{kind}' needs '{key}'.")
+        stress = ctx["stress"]
+        name = {"noise": "noise", "calibration": "calibration", "site_shift": "site_shift"}[kind]
+        sev = float(params[key]) if key is not None else None
+        value = stress.drop_at(name, sev)
+        details = {"scoring": stress.scoring, "baseline": stress.baseline}
+        if key is not None:
+            details[key] = sev
+        else:
+            worst = stress.summary[stress.summary["worst"]]
+            details["target_site"] = None if worst.empty else str(worst["target_site"].iloc[0])
+        return value, details
+    return check
+
+
+def _median_distance(ctx, params):
+    table = ctx["tables"]["adversarial"]
+    return float(np.median(table["distance"])), {"norm": ctx["adv"]["norm"],
+                                                  "scale": str(ctx["adv"]["scale"])}
+
+
+def _budget_row(ctx, params, check):
+    if "budget" not in params:
+        raise ValidationError(f"Check '{check}' needs 'budget'.")
+    table = ctx["tables"]["adversarial_budget"]
+    row = table[np.isclose(table["budget"], float(params["budget"]))]
+    if row.empty:
+        raise ValidationError(
+            f"Check '{check}' asks for budget {params['budget']}, which is not in "
+            f"[adversarial] budgets {table['budget'].tolist()}; add it there."
+        )
+    return row.iloc[0]
+
+
+def _flip_rate(ctx, params):
+    row = _budget_row(ctx, params, "flip_rate")
+    return float(row["flip_rate"]), {"budget": float(row["budget"]), "norm": row["norm"]}
+
+
+def _adv_drop(ctx, params):
+    row = _budget_row(ctx, params, "adversarial_score_drop")
+    return float(row["score_drop"]), {"budget": float(row["budget"]), "norm": row["norm"]}
+
+
+#: Check name -> (function(ctx, params) -> (value, details), allowed params, description).
+CHECKS: dict[str, tuple[Callable, set, str]] = {
+    "worst_site_auc": (lambda c, p: _loso_worst(c, {**p, "metric": "roc_auc"}), set(),
+                       "leave-one-site-out ROC AUC of the worst site"),
+    "worst_site": (_loso_worst, {"metric"}, "leave-one-site-out metric of the worst site"),
+    "site_predictability": (_site_pred, {"space"},
+                            "cross-validated AUC of predicting the site from the features"),
+    "site_effect_fraction": (_site_effect_fraction, {"space", "alpha"},
+                             "share of features with a significant site effect (BH q < alpha)"),
+    "auc_drop_noise": (_drop("noise", "level"), {"level"}, "score drop under feature noise"),
+    "auc_drop_calibration": (_drop("calibration", "factor"), {"factor"},
+                             "score drop under a calibration shift"),
+    "auc_drop_site_shift": (_drop("site_shift", None), set(),
+                            "score drop of the worst site-shift target"),
+    "median_adversarial_distance": (_median_distance, set(),
+                                    "median smallest decision-flipping perturbation"),
+    "flip_rate": (_flip_rate, {"budget"}, "share of decisions flipped within the budget"),
+    "adversarial_score_drop": (_adv_drop, {"budget"}, "score drop under the adversarial budget"),
+}
+
+
+# ------------------------------------------------------------------------------- suite
+def _err(path: Path, msg: str) -> ValidationError:
+    return ValidationError(f"Suite '{path}': {msg}")
+
+
+def load_suite(path: PathLike) -> dict:
+    """Read and validate a suite TOML file; returns the parsed dict with defaults filled in."""
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(f"Suite file '{p}' does not exist; check the path.")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"Suite file '{p}' is not valid TOML: {exc}") from exc
+    unknown = set(raw) - _SECTIONS
+    if unknown:
+        raise _err(p, f"unknown section(s) {sorted(unknown)}; allowed: {sorted(_SECTIONS)}.")
+    for sec in ("data", "model", "checks"):
+        if sec not in raw:
+            raise _err(p, f"missing [{sec}] section.")
+    data = dict(raw["data"])
+    for key in ("table", "label", "site"):
+        if key not in data:
+            raise _err(p, f"[data] needs '{key}'.")
+    model = dict(raw["model"])
+    if ("spec" in model) == ("file" in model):
+        raise _err(p, "[model] needs exactly one of 'spec' (a built model) or 'file' (a skops file).")
+    if "file" in model and not isinstance(model.get("trusted", None), list):
+        raise _err(p, "[model] file needs 'trusted', the explicit list of types to trust "
+                      "(use [] when the file holds only skops' default types).")
+    if model.get("harmonize") not in (None, "combat"):
+        raise _err(p, f"[model] harmonize must be \"combat\" or absent. Got {model['harmonize']!r}.")
+    settings = {**_SETTINGS, **raw.get("settings", {})}
+    stress = {**_STRESS, **raw.get("stress", {})}
+    adv = {**_ADVERSARIAL, **raw.get("adversarial", {})}
+    for name, given, allowed in (("settings", raw.get("settings", {}), _SETTINGS),
+                                 ("stress", raw.get("stress", {}), _STRESS),
+                                 ("adversarial", raw.get("adversarial", {}), _ADVERSARIAL)):
+        extra = set(given) - set(allowed)
+        if extra:
+            raise _err(p, f"unknown key(s) {sorted(extra)} in [{name}]; allowed: {sorted(allowed)}.")
+    checks = {}
+    for name, spec in raw["checks"].items():
+        check_option(name, tuple(CHECKS), name="check", owner=f"suite '{p}'")
+        if not isinstance(spec, Mapping):
+            raise _err(p, f"check '{name}' must be a table such as {{ min = 0.7 }}.")
+        spec = dict(spec)
+        bounds = [k for k in ("min", "max") if k in spec]
+        if len(bounds) != 1:
+            raise _err(p, f"check '{name}' needs exactly one of 'min' or 'max'.")
+        op = bounds[0]
+        threshold = check_number(spec.pop(op), name=op, owner=f"check '{name}'")
+        extra = set(spec) - CHECKS[name][1]
+        if extra:
+            raise _err(p, f"check '{name}' has unknown key(s) {sorted(extra)}; allowed: "
+                          f"{sorted(CHECKS[name][1] | {'min', 'max'})}.")
+        checks[name] = {"op": op, "threshold": float(threshold), "params": spec}
+    if not checks:
+        raise _err(p, "[checks] is empty; name at least one check.")
+    return {"path": p, "data": data, "model": model, "settings": settings, "stress": stress,
+            "adversarial": adv, "checks": checks}
+
+
+def _select_features(df: pd.DataFrame, data: dict, path: Path) -> list[str]:
+    reserved = {data["label"], data["site"], *data.get("covariates", []), data.get("id", "")}
+    spec = data.get("features")
+    if spec is None:
+        cols = [c for c in df.columns if c not in reserved and pd.api.types.is_numeric_dtype(df[c])]
+    elif isinstance(spec, str):
+        try:
+            pat = re.compile(spec)
+        except re.error as exc:
+            raise _err(path, f"[data] features {spec!r} is not a valid regex: {exc}.") from exc
+        cols = [c for c in df.columns if c not in reserved and pat.search(str(c))]
+    else:
+        missing = [c for c in spec if c not in df.columns]
+        if missing:
+            raise _err(path, f"[data] features names columns {missing[:5]} that the table lacks.")
+        cols = list(spec)
+    if not cols:
+        raise _err(path, f"[data] features {spec!r} matches no column of the table.")
+    return cols
+
+
+@dataclass
+class SuiteResult:
+    """Outcome of :func:`run_suite`.
+
+    Attributes
+    ----------
+    checks : DataFrame
+        ``name``, ``value``, ``op`` (``min``/``max``), ``threshold``, ``passed``,
+        ``description``, ``details`` (JSON text).
+    tables : dict of str -> DataFrame
+        The tidy tables: ``loso``, ``loso_predictions``, ``site_predictability``,
+        ``site_effects``, ``stress``, ``stress_scores``, ``adversarial``,
+        ``adversarial_budget``.
+    info : dict
+        Suite, data, model and settings metadata (what ``results.json`` holds besides checks).
+    """
+
+    checks: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return bool(self.checks["passed"].all())
+
+    @property
+    def verdict(self) -> str:
+        """``"pass"`` or ``"fail"``."""
+        return "pass" if self.passed else "fail"
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the failed checks."""
+        return self.checks.loc[~self.checks["passed"], "name"].tolist()
+
+    def to_json(self) -> dict:
+        """The content of ``results.json`` (see the module docs for the layout)."""
+        checks = []
+        for row in self.checks.itertuples(index=False):
+            checks.append({"name": row.name, "value": _num(row.value), "op": row.op,
+                           "threshold": row.threshold, "passed": bool(row.passed),
+                           "description": row.description, "details": json.loads(row.details)})
+        return {
+            "schema": RESULTS_SCHEMA,
+            **self.info,
+            "checks": checks,
+            "failed": self.failed,
+            "verdict": self.verdict,
+            "tables": {name: f"{name}.csv" for name in self.tables},
+        }
+
+    def save(self, out_dir: PathLike, *, force: bool = False) -> Path:
+        """Write every table as ``<name>.csv``, ``checks.csv`` and ``results.json`` into ``out_dir``.
+
+        Each file is written atomically; ``results.json`` last, so its presence means a
+        complete run.  An existing ``results.json`` needs ``force=True``.
+        """
+        out = Path(out_dir)
+        if (out / "results.json").exists() and not force:
+            raise OutputExistsError(
+                f"Output directory '{out}' already holds results.json; pass --force "
+                "(force=True) to replace it."
+            )
+        if out.exists() and not out.is_dir():
+            raise OutputExistsError(f"Output '{out}' exists and is not a directory.")
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in self.tables.items():
+            write_table(table, out / f"{name}.csv", force=True)
+        write_table(self.checks, out / "checks.csv", force=True)
+        with atomic_output(out / "results.json", force=True) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2, default=_json_default) + "\n",
+                           encoding="utf-8")
+        return out
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`~sitekit.exceptions.CheckFailedError` listing the failed checks."""
+        if self.passed:
+            return
+        lines = []
+        for row in self.checks[~self.checks["passed"]].itertuples(index=False):
+            bound = ">=" if row.op == "min" else "<="
+            lines.append(f"{row.name} = {_fmt(row.value)} (needs {bound} {row.threshold})")
+        raise CheckFailedError(
+            f"{len(lines)} robustness check(s) failed: " + "; ".join(lines), result=self
+        )
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+def _fmt(v) -> str:
+    return "nan" if v is None or not np.isfinite(v) else f"{v:.4g}"
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _safe(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        return _safe(v.item())
+    return v
+
+
+def run_suite(
+    path: PathLike,
+    *,
+    out_dir: PathLike | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> SuiteResult:
+    """Run a robustness suite file and evaluate its checks.
+
+    Steps: read the table; split it into a training and a test part stratified by site and
+    label (``[settings] test_size``; a model loaded from a file is not retrained and is
+    evaluated on every row); leave-one-site-out validation of the model recipe (harmoniser
+    fitted on the training sites only); site predictability and per-feature site effects on
+    the raw features and, with ``harmonize = "combat"``, on ComBat-harmonised features;
+    stress tests and adversarial distances of the fitted model on the test part, in the
+    model's input space (after harmonisation).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The suite TOML file (paths inside are relative to it).
+    out_dir : str or path-like, default=None
+        When given, write the tables and ``results.json`` there (see :meth:`SuiteResult.save`).
+    force : bool, default=False
+        Replace an existing ``results.json``.
+    progress : callable, default=None
+        Called with the name of each step as it starts.
+
+    Returns
+    -------
+    SuiteResult
+        Never raises on failed checks: call :meth:`SuiteResult.raise_for_failure`.
+    """
+    from sklearn.model_selection import train_test_split
+
+    suite = load_suite(path)
+    p: Path = suite["path"]
+    if out_dir is not None and (Path(out_dir) / "results.json").exists() and not force:
+        raise OutputExistsError(
+            f"Output directory '{out_dir}' already holds results.json; pass --force "
+            "(force=True) to replace it."
+        )
+    step = progress or (lambda name: None)
+    data, mcfg, st, scfg, acfg = (suite["data"], suite["model"], suite["settings"],
+                                  suite["stress"], suite["adversarial"])
+    seed = int(st["random_state"])
+    table_path = (p.parent / data["table"]).resolve()
+    df = read_table(table_path)
+    for key in ("label", "site"):
+        if data[key] not in df.columns:
+            raise _err(p, f"[data] {key} column '{data[key]}' is not in table '{table_path}'.")
+    cov_cols = list(data.get("covariates", []))
+    missing = [c for c in cov_cols if c not in df.columns]
+    if missing:
+        raise _err(p, f"[data] covariates {missing} are not in table '{table_path}'.")
+    features = _select_features(df, data, p)
+    keep = df[features + [data["label"], data["site"]] + cov_cols].notna().all(axis=1)
+    df = df.loc[keep].reset_index(drop=True)
+    X = df[features].astype(float)
+    y = df[data["label"]].to_numpy()
+    sites = df[data["site"]].astype(str).to_numpy()
+    cov = df[cov_cols] if cov_cols else None
+
+    # ---- model
+    if "spec" in mcfg:
+        model = build_model(mcfg["spec"], mcfg.get("params"))
+        source = "spec"
+    else:
+        model = load_model((p.parent / mcfg["file"]).resolve(), trusted=list(mcfg["trusted"]))
+        source = "skops"
+    if not is_classifier(model):
+        raise _err(p, f"the model {type(model).__name__} is not a classifier; suites test classifiers.")
+    harmonizer = None
+    if mcfg.get("harmonize") == "combat":
+        from sitekit.harmonize import ComBat
+
+        harmonizer = ComBat()
+
+    tables: dict[str, pd.DataFrame] = {}
+    # ---- leave-one-site-out
+    step("leave-one-site-out")
+    loso, preds = leave_one_site_out(model, X, y, sites=sites, harmonizer=harmonizer,
+                                     covariates=cov, n_bootstrap=int(st["n_bootstrap"]),
+                                     random_state=seed, return_predictions=True)
+    tables["loso"] = loso
+    preds.attrs = {}
+    tables["loso_predictions"] = preds.assign(subject=df[data["id"]]) if data.get("id") else preds
+    unseen = "adapt" if harmonizer is not None and hasattr(harmonizer, "adapt") else (
+        "standardize" if harmonizer is not None else None)
+
+    # ---- site leakage
+    step("site leakage")
+    spaces = {"raw": X}
+    if harmonizer is not None:
+        h_all = clone(harmonizer).fit(X, sites=sites, covariates=cov)
+        spaces["harmonized"] = h_all.transform(X, sites=sites, covariates=cov)
+    pred_rows, eff_rows = [], []
+    for space, Xs in spaces.items():
+        res = site_predictability(Xs, sites, cv=int(st["cv"]),
+                                  n_permutations=int(st["n_permutations"]), random_state=seed)
+        pred_rows.append(res.to_frame().assign(space=space))
+        eff_rows.append(site_effects(Xs, sites).assign(space=space))
+    tables["site_predictability"] = pd.concat(pred_rows, ignore_index=True)
+    tables["site_effects"] = pd.concat(eff_rows, ignore_index=True)
+
+    # ---- fitted model on a training split; stress + adversarial on the test split
+    step("fit")
+    if source == "spec":
+        strat = pd.Series(sites).str.cat(pd.Series(y).astype(str), sep="|")
+        if strat.value_counts().min() < 2:
+            strat = pd.Series(sites)
+        idx_tr, idx_te = train_test_split(np.arange(len(df)), test_size=float(st["test_size"]),
+                                          random_state=seed, stratify=strat)
+    else:
+        idx_tr, idx_te = np.arange(len(df)), np.arange(len(df))
+    X_tr, X_te = X.iloc[idx_tr], X.iloc[idx_te]
+    cov_tr = cov.iloc[idx_tr] if cov is not None else None
+    cov_te = cov.iloc[idx_te] if cov is not None else None
+    if harmonizer is not None:
+        h = clone(harmonizer).fit(X_tr, sites=sites[idx_tr], covariates=cov_tr)
+        X_te = h.transform(X_te, sites=sites[idx_te], covariates=cov_te)
+        X_tr = h.transform(X_tr, sites=sites[idx_tr], covariates=cov_tr)
+    if source == "spec":
+        model.fit(X_tr, y[idx_tr])
+    y_te, s_te = y[idx_te], sites[idx_te]
+
+    step("stress")
+    perts = []
+    if scfg["noise_levels"]:
+        perts.append(FeatureNoise(levels=tuple(float(v) for v in scfg["noise_levels"]),
+                                  unit=scfg["noise_unit"]))
+    if scfg["calibration_factors"]:
+        perts.append(CalibrationShift(factors=tuple(float(v) for v in scfg["calibration_factors"]),
+                                      columns=scfg["calibration_columns"]))
+    if scfg["site_shift"]:
+        perts.append(SiteShift())
+    stress = stress_test(model, X_te, y_te, sites=s_te, perturbations=perts,
+                         scoring=scfg["scoring"], n_repeats=int(st["n_repeats"]),
+                         random_state=seed)
+    tables["stress"] = stress.summary
+    tables["stress_scores"] = stress.scores
+
+    step("adversarial")
+    n_adv = min(len(idx_te), int(acfg["max_cases"]))
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(idx_te), size=n_adv, replace=False))
+    X_adv_in = X_te.iloc[pick]
+    attack = {"max_iter": int(acfg["max_iter"]), "max_eval": int(acfg["max_eval"])}
+    adv = minimal_perturbation(model, X_adv_in, norm=acfg["norm"], method=acfg["method"],
+                               scale=acfg["scale"], random_state=seed, **attack)
+    tables["adversarial"] = adv.assign(site=s_te[pick]).reset_index(names="row")
+    tables["adversarial_budget"] = adversarial_budget(
+        model, X_adv_in, y_te[pick], budgets=acfg["budgets"], norm=acfg["norm"],
+        scale=acfg["scale"], method=acfg["method"], scoring=scfg["scoring"], random_state=seed,
+        **attack)
+
+    # ---- checks
+    step("checks")
+    ctx = {"tables": tables, "stress": stress, "adv": acfg,
+           "default_space": "harmonized" if harmonizer is not None else "raw"}
+    rows = []
+    for name, chk in suite["checks"].items():
+        fn, _, desc = CHECKS[name]
+        value, details = fn(ctx, chk["params"])
+        ok = bool(np.isfinite(value)) and (
+            value >= chk["threshold"] if chk["op"] == "min" else value <= chk["threshold"])
+        rows.append({"name": name, "value": value, "op": chk["op"],
+                     "threshold": chk["threshold"], "passed": ok, "description": desc,
+                     "details": json.dumps({**chk["params"], **{k: _safe(v) for k, v in
+                                                                details.items()}},
+                                           default=_json_default)})
+    checks = pd.DataFrame(rows)
+    info = {
+        "sitekit_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "suite": {"path": str(p), "sha256": file_hash(p)},
+        "data": {"table": str(table_path), "sha256": file_hash(table_path),
+                 "n_samples": len(df), "n_features": len(features), "features": features,
+                 "label": data["label"], "site": data["site"], "covariates": cov_cols,
+                 "sites": {str(k): int(v) for k, v in pd.Series(sites).value_counts(
+                     sort=False).items()},
+                 "n_train": len(idx_tr), "n_test": len(idx_te)},
+        "model": {"source": source, "spec": mcfg.get("spec"), "file": mcfg.get("file"),
+                  "params": mcfg.get("params", {}), "harmonize": mcfg.get("harmonize"),
+                  "unseen_site": unseen, "estimator": repr(model)},
+        "settings": {**st, "stress": scfg, "adversarial": acfg},
+        "summary": {
+            "worst_site": loso.attrs["worst_site"],
+            "stress_baseline": stress.baseline,
+            "scoring": stress.scoring,
+            "site_predictability": dict(zip(tables["site_predictability"]["space"],
+                                            tables["site_predictability"]["auc"].astype(float),
+                                            strict=True)),
+            "median_adversarial_distance": _num(float(np.median(adv["distance"]))),
+        },
+    }
+    result = SuiteResult(checks=checks, tables=tables, info=info)
+    if out_dir is not None:
+        result.save(out_dir, force=force)
+    return result
