@@ -28,8 +28,17 @@ from sitekit.harmonize.earl._geometry import (
 )
 from sitekit.harmonize.earl._image import read_phantom
 from sitekit.harmonize.earl._localise import Localisation, locate_spheres, preview_image
-from sitekit.harmonize.earl._measure import PhantomMeasurement, measure, measure_phantom, read_centres
-from sitekit.harmonize.earl._physics import analytic_recovery, sphere_centre_recovery, sphere_profile
+from sitekit.harmonize.earl._measure import (
+    PhantomMeasurement,
+    measure,
+    measure_phantom,
+    read_centres,
+)
+from sitekit.harmonize.earl._physics import (
+    analytic_recovery,
+    sphere_centre_recovery,
+    sphere_profile,
+)
 from sitekit.harmonize.earl._standards import Standard, load_standard
 
 __all__ = [

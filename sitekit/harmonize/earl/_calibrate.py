@@ -12,9 +12,17 @@ import SimpleITK as sitk
 
 from sitekit._validation import check_number
 from sitekit.exceptions import ValidationError
-from sitekit.harmonize.earl._check import METRIC_COLUMNS, standards_list
-from sitekit.harmonize.earl._filter import CALIBRATION_FORMAT, CALIBRATION_VERSION, gaussian_filter_array
-from sitekit.harmonize.earl._geometry import PEAK_SPHERE_DIAMETER_MM, RING_RADIUS_MM, SPHERE_DIAMETERS_MM
+from sitekit.harmonize.earl._check import standards_list
+from sitekit.harmonize.earl._filter import (
+    CALIBRATION_FORMAT,
+    CALIBRATION_VERSION,
+    gaussian_filter_array,
+)
+from sitekit.harmonize.earl._geometry import (
+    PEAK_SPHERE_DIAMETER_MM,
+    RING_RADIUS_MM,
+    SPHERE_DIAMETERS_MM,
+)
 from sitekit.harmonize.earl._image import VoxelGrid
 from sitekit.harmonize.earl._measure import _peak_kernels, measure_phantom, sphere_metrics
 
