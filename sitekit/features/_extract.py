@@ -161,7 +161,8 @@ class _Parts:
         import pyarrow.parquet as pq
 
         if self._ok:
-            table = pa.Table.from_pandas(pd.DataFrame.from_records(self._ok), preserve_index=False)
+            cols = list(dict.fromkeys(k for row in self._ok for k in row))
+            table = pa.table({c: [row.get(c) for row in self._ok] for c in cols})
             with atomic_output(self._name("ok", ".parquet"), force=True) as tmp:
                 pq.write_table(table, tmp)
             self._ok = []
@@ -457,9 +458,10 @@ def extract(
             _run_serial(tasks, p, on_result)
         else:
             _run_dask(tasks, p, on_result, workers=workers, scheduler=scheduler)
-    finally:
+    except BaseException:
         if parts is not None:  # keep what is done, also on Ctrl-C
             parts.flush()
+        raise
 
     # ---- consolidate
     computed = dict(done)
@@ -483,19 +485,11 @@ def extract(
 def _assemble(df: pd.DataFrame, computed: dict[str, dict]) -> pd.DataFrame:
     """Manifest columns + provenance + features for the computed cases, in manifest order."""
     keep = df[df["subject_id"].isin(computed)].reset_index(drop=True)
-    feature_cols: list[str] = []
-    seen = set(PROVENANCE_COLUMNS)
-    for sid in keep["subject_id"]:
-        for k in computed[sid]:
-            if k not in seen:
-                seen.add(k)
-                feature_cols.append(k)
-    cols = list(PROVENANCE_COLUMNS) + feature_cols
-    block = {}
-    for c in cols:
-        block[c] = [computed[sid].get(c, np.nan) for sid in keep["subject_id"]]
-    right = pd.DataFrame(block, columns=cols)
-    for c in feature_cols + ["earl_fwhm_mm"]:
-        right[c] = pd.to_numeric(right[c], errors="coerce").astype("float64")
-    right["label"] = pd.array(right["label"], dtype="Int64")
-    return pd.concat([keep, right], axis=1)
+    rows = [computed[sid] for sid in keep["subject_id"]]
+    feature_cols = [k for k in dict.fromkeys(k for row in rows for k in row)
+                    if k not in PROVENANCE_COLUMNS]
+    prov = pd.DataFrame.from_records(rows, columns=list(PROVENANCE_COLUMNS))
+    prov = prov.astype({"earl_fwhm_mm": "float64", "label": "Int64"})
+    values = np.array([[row.get(c, np.nan) for c in feature_cols] for row in rows], dtype=np.float64)
+    feats = pd.DataFrame(values.reshape(len(rows), len(feature_cols)), columns=feature_cols)
+    return pd.concat([keep, prov, feats], axis=1)

@@ -1,0 +1,158 @@
+"""Benchmark of ``sitekit.features.extract`` against raw pyradiomics.
+
+1. Overhead: a plain loop of ``RadiomicsFeatureExtractor(params).execute(image, mask)`` over
+   the manifest (the reference) vs ``extract(manifest, out=...)`` in-process, which adds
+   the checks, file hashes, provenance, part files and the consolidated Parquet.  Target:
+   at most 5 % slower.
+2. Parallel: ``extract`` in-process (workers=1) vs on a 2-worker Dask LocalCluster.  The
+   cluster is started once and warmed up, then reused through ``scheduler=`` so that the
+   ratio measures extraction, not process start-up (reported separately).  Target: >= 1.7x
+   on 2 cores.
+
+Rounds are interleaved (reference, sitekit, reference, ...) and medians reported, because
+the machine is shared.  Data: ``sample_data/cohort`` (32 cases, 4 sites, 2-4 mm voxels),
+its rows repeated ``--repeat`` times under new subject ids.
+
+Run: ``.venv/bin/python benchmarks/extract.py [--quick] [--repeat K] [--rounds R]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from radiomics.featureextractor import RadiomicsFeatureExtractor  # noqa: E402
+
+from sitekit.features import DEFAULT_PARAMS, extract  # noqa: E402
+
+
+def _manifest(tmp: Path, repeat: int) -> Path:
+    src = ROOT / "sample_data" / "cohort" / "manifest.csv"
+    if src.exists():
+        base = pd.read_csv(src, dtype={"subject_id": str})
+        base["image"] = [str(src.parent / p) for p in base["image"]]
+        base["mask"] = [str(src.parent / p) for p in base["mask"]]
+    else:  # no sample data: make a cohort like it
+        import SimpleITK as sitk
+
+        from sitekit.datasets import make_cohort
+
+        cohort = make_cohort(n_per_site=8, random_state=0)
+        rows = []
+        for case in cohort.cases:
+            img, mask = tmp / f"{case.subject_id}_img.nii.gz", tmp / f"{case.subject_id}_mask.nii.gz"
+            sitk.WriteImage(case.image, str(img))
+            sitk.WriteImage(case.mask, str(mask))
+            rows.append({"subject_id": case.subject_id, "site": case.site, "image": str(img),
+                         "mask": str(mask)})
+        base = pd.DataFrame(rows)
+    df = pd.concat([base.assign(subject_id=base["subject_id"] + f"_r{k}") for k in range(repeat)],
+                   ignore_index=True)
+    path = tmp / "manifest.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def _raw(df: pd.DataFrame) -> float:
+    extractor = RadiomicsFeatureExtractor(str(DEFAULT_PARAMS))
+    log = logging.getLogger("radiomics")
+    old = log.level
+    log.setLevel(logging.CRITICAL + 1)  # the same silencing sitekit applies
+    try:
+        t = time.perf_counter()
+        for image, mask in zip(df["image"], df["mask"], strict=True):
+            extractor.execute(image, mask)
+        return time.perf_counter() - t
+    finally:
+        log.setLevel(old)
+
+
+def _sitekit(manifest: Path, out: Path, **kw) -> float:
+    t = time.perf_counter()
+    features, errors = extract(manifest, out=out, force=True, **kw)
+    dt = time.perf_counter() - t
+    assert errors.empty and len(features), errors
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer cases and rounds")
+    ap.add_argument("--repeat", type=int, default=None, help="copies of the 32 sample cases")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--skip-parallel", action="store_true")
+    args = ap.parse_args()
+    repeat = args.repeat or (2 if args.quick else 6)
+    rounds = args.rounds or (3 if args.quick else 5)
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        manifest = _manifest(tmp, repeat)
+        df = pd.read_csv(manifest)
+        n = len(df)
+        print(f"{n} cases, {rounds} interleaved rounds, {os.cpu_count()} CPUs, "
+              f"load average before: {os.getloadavg()[0]:.1f}")
+        _raw(df.head(4))  # warm caches and imports
+        _sitekit(manifest, tmp / "warm.parquet")
+
+        raw_t, sk_t = [], []
+        for _ in range(rounds):
+            raw_t.append(_raw(df))
+            sk_t.append(_sitekit(manifest, tmp / "f.parquet"))
+        ratios = [s / r for s, r in zip(sk_t, raw_t, strict=True)]
+        r_med, s_med = statistics.median(raw_t), statistics.median(sk_t)
+        print("\n## Overhead over raw pyradiomics (1 process)")
+        print(f"{'':28}{'median s':>10}{'ms/case':>10}")
+        print(f"{'raw pyradiomics loop':28}{r_med:10.3f}{1000 * r_med / n:10.1f}")
+        print(f"{'sitekit extract(out=...)':28}{s_med:10.3f}{1000 * s_med / n:10.1f}")
+        print(f"overhead: {100 * (statistics.median(ratios) - 1):+.1f} % (median of per-round ratios "
+              f"{', '.join(f'{x:.3f}' for x in ratios)}); target <= +5 %")
+
+        if args.skip_parallel:
+            return
+        from distributed import Client, LocalCluster
+
+        t = time.perf_counter()
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        startup = time.perf_counter() - t
+        try:
+            with Client(cluster) as client:
+                addr = cluster.scheduler_address
+                _sitekit(manifest, tmp / "warm2.parquet", scheduler=addr)  # warm the workers
+                one, two = [], []
+                for _ in range(rounds):
+                    one.append(_sitekit(manifest, tmp / "f1.parquet"))
+                    two.append(_sitekit(manifest, tmp / "f2.parquet", scheduler=addr))
+                client.close()
+        finally:
+            cluster.close()
+        t = time.perf_counter()
+        _sitekit(manifest, tmp / "f3.parquet", workers=2)
+        cold = time.perf_counter() - t
+        o_med, t_med = statistics.median(one), statistics.median(two)
+        speed = [a / b for a, b in zip(one, two, strict=True)]
+        print("\n## Parallel: 1 process vs 2 Dask worker processes")
+        print(f"{'':34}{'median s':>10}{'ms/case':>10}")
+        print(f"{'workers=1 (in-process)':34}{o_med:10.3f}{1000 * o_med / n:10.1f}")
+        print(f"{'2-worker LocalCluster (warm)':34}{t_med:10.3f}{1000 * t_med / n:10.1f}")
+        print(f"speed-up: {statistics.median(speed):.2f}x (per round "
+              f"{', '.join(f'{x:.2f}' for x in speed)}); target >= 1.7x")
+        print(f"LocalCluster start-up: {startup:.1f} s; a cold `workers=2` run incl. start-up: "
+              f"{cold:.1f} s vs {o_med:.1f} s in-process")
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
