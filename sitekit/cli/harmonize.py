@@ -1,0 +1,311 @@
+"""`sitekit harmonize fit | apply | run`: ComBat on CSV/TSV/Parquet tables."""
+
+from __future__ import annotations
+
+import click
+
+from sitekit.cli._common import force_option, get_or_create_group, print_table, show_warnings
+
+#: model-file metadata key under which the CLI records its column choices
+_CLI_KEY = "cli"
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _feature_columns(df, site_col: str, covariates: list[str], features: list[str], exclude: list[str]):
+    """The feature columns: ``--features``, or every numeric column that is not the site, a
+    covariate, an excluded column or an id column (``id`` / ``*_id``)."""
+    import pandas as pd
+
+    from sitekit.exceptions import ValidationError
+
+    missing = [c for c in [site_col, *covariates, *features, *exclude] if c not in df.columns]
+    if missing:
+        raise ValidationError(
+            f"Column(s) {missing} are not in the table; its columns are {list(df.columns)[:20]}."
+        )
+    if features:
+        return features
+    skip = {site_col, *covariates, *exclude}
+    chosen = [
+        c for c in df.columns
+        if c not in skip
+        and pd.api.types.is_numeric_dtype(df[c])
+        and not pd.api.types.is_bool_dtype(df[c])
+        and not (str(c).lower() == "id" or str(c).lower().endswith("_id"))
+    ]
+    if not chosen:
+        raise ValidationError(
+            "The table has no numeric feature columns besides the site and covariates; "
+            "name them with --features."
+        )
+    return chosen
+
+
+def _params(ref_site, nonparametric: bool, mean_only: bool, no_eb: bool, categorical, continuous) -> dict:
+    return {
+        "parametric": not nonparametric,
+        "mean_only": mean_only,
+        "eb": not no_eb,
+        "ref_site": ref_site,
+        "categorical": _split(categorical) or None,
+        "continuous": _split(continuous) or None,
+    }
+
+
+def _fit(table: str, site_col: str, covariates, categorical, continuous, ref_site, nonparametric,
+         mean_only, no_eb, features, exclude):
+    """Read the table and fit ComBat; return (df, model, features, covariate columns)."""
+    from sitekit.harmonize import ComBat
+    from sitekit.io import read_table
+
+    df = read_table(table)
+    covs = _split(covariates)
+    for c in _split(categorical) + _split(continuous):
+        if c not in covs:
+            covs.append(c)
+    feats = _feature_columns(df, site_col, covs, _split(features), _split(exclude))
+    # --ref-site is text; ComBat matches it to integer site labels as well
+    model = ComBat(**_params(ref_site, nonparametric, mean_only, no_eb, categorical, continuous))
+    model.fit(df[feats], sites=df[site_col], covariates=df[covs] if covs else None)
+    return df, model, feats, covs
+
+
+def _apply(df, model, site_col: str, covs: list[str]):
+    """Harmonise the model's feature columns of ``df``; every other column passes through."""
+    from sitekit.exceptions import ValidationError
+
+    feats = [str(f) for f in getattr(model, "feature_names_in_", [])]
+    missing = [c for c in [site_col, *feats, *covs] if c not in df.columns]
+    if missing:
+        raise ValidationError(
+            f"Column(s) {missing} that the model needs are not in the table; its columns are "
+            f"{list(df.columns)[:20]}."
+        )
+    harmonised = model.transform(df[feats], sites=df[site_col], covariates=df[covs] if covs else None)
+    out = df.copy()
+    out[feats] = harmonised
+    return out
+
+
+def _check_output(path, *, force: bool, inputs=()) -> None:
+    """Refuse, before any work, an existing output (without --force) or one that is an input."""
+    import os
+    from pathlib import Path
+
+    from sitekit.exceptions import OutputExistsError
+
+    target = Path(path)
+    for inp in inputs:
+        if target.exists() and os.path.samefile(inp, target):
+            raise OutputExistsError(f"Output '{target}' is also an input of this run; choose another path.")
+    if target.exists() and not force:
+        raise OutputExistsError(f"Output '{target}' already exists; pass --force to replace it.")
+
+
+def _cli_metadata(site_col: str, covs: list[str]) -> dict:
+    return {_CLI_KEY: {"site_col": site_col, "covariates": covs}}
+
+
+def _summary(model):
+    pri = model.priors_
+    cols = ["site", "n_samples", "n_features_used", "gamma_bar", "tau2", "eb", "mean_only"]
+    return pri[cols]
+
+
+def _diagnostics(model, *, table: str, site_col: str, covs: list[str], feats: list[str]) -> dict:
+    """Plain-JSON diagnostics of a fit (what a report plots: priors and per-site estimates)."""
+    import numpy as np
+
+    def arr(a):
+        a = np.asarray(a, dtype=float)
+        return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.atleast_2d(a)]
+
+    pri = model.priors_.copy()
+    records = []
+    for rec in pri.to_dict(orient="records"):
+        records.append({
+            k: (None if isinstance(v, float) and not np.isfinite(v) else
+                v.item() if hasattr(v, "item") else v)
+            for k, v in rec.items()
+        })
+    from sitekit import __version__
+
+    return {
+        "tool": "sitekit harmonize run",
+        "sitekit_version": __version__,
+        "input": str(table),
+        "site_col": site_col,
+        "covariates": covs,
+        "covariate_columns": model.covariate_columns_,
+        "features": feats,
+        "params": {k: v for k, v in model.get_params().items()},
+        "sites": [s.item() if hasattr(s, "item") else s for s in model.sites_],
+        "priors": records,
+        "estimates": {
+            "gamma_hat": arr(model.gamma_hat_),
+            "delta_hat": arr(model.delta_hat_),
+            "gamma_star": arr(model.gamma_star_),
+            "delta_star": arr(model.delta_star_),
+        },
+        "adjusted_cells": int(np.asarray(model.adjusted_).sum()),
+    }
+
+
+_COMMON = [
+    click.option("--site-col", required=True, help="Column holding the site (scanner/centre) label."),
+    click.option("--covariates", default=None,
+                 help="Comma-separated covariate columns whose effects are kept (e.g. age,sex)."),
+    click.option("--categorical", default=None,
+                 help="Covariates to one-hot encode (default: detected from the column type)."),
+    click.option("--continuous", default=None,
+                 help="Covariates to use as numbers (default: detected from the column type)."),
+    click.option("--ref-site", default=None, help="Reference site: left unchanged, others mapped onto it."),
+    click.option("--nonparametric", is_flag=True, help="Non-parametric empirical Bayes."),
+    click.option("--mean-only", is_flag=True, help="Adjust the location only, not the scale."),
+    click.option("--no-eb", is_flag=True, help="No empirical-Bayes shrinkage (plain location/scale)."),
+    click.option("--features", default=None,
+                 help="Comma-separated feature columns (default: every numeric column that is not "
+                      "the site, a covariate or an id column)."),
+    click.option("--exclude", default=None, help="Comma-separated numeric columns that are not features."),
+]
+
+
+def _common_options(fn):
+    for opt in reversed(_COMMON):
+        fn = opt(fn)
+    return fn
+
+
+def _check_flags(nonparametric: bool, mean_only: bool) -> None:
+    if nonparametric and mean_only:
+        raise click.UsageError("Use either --nonparametric or --mean-only, not both.")
+
+
+def register(cli: click.Group) -> None:
+    group = get_or_create_group(
+        cli, "harmonize",
+        help="ComBat harmonisation of feature tables (CSV, TSV, Parquet) across sites.\n\n"
+             "\b\nfit    learn the site effects and save the model (.npz)\n"
+             "apply  remove them from a table with a saved model\n"
+             "run    fit and apply in one go, writing table, model and diagnostics",
+    )
+
+    @group.command("fit")
+    @click.argument("table", type=click.Path(exists=True))
+    @_common_options
+    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+                  help="Where to save the fitted model (.npz, no pickle).")
+    @force_option
+    def fit_cmd(table, site_col, covariates, categorical, continuous, ref_site, nonparametric,
+                mean_only, no_eb, features, exclude, model_path, force) -> None:
+        """Fit ComBat on TABLE and save the model.
+
+        \b
+        Example:
+          sitekit harmonize fit features.csv --site-col site --covariates age,sex --model combat.npz
+        """
+        _check_flags(nonparametric, mean_only)
+        with show_warnings():
+            df, model, feats, covs = _fit(table, site_col, covariates, categorical, continuous,
+                                          ref_site, nonparametric, mean_only, no_eb, features, exclude)
+            model.save(model_path, force=force, metadata=_cli_metadata(site_col, covs))
+        print_table(_summary(model), title=f"ComBat fitted on {len(df)} rows x {len(feats)} features")
+        click.echo(f"Model saved to {model_path}")
+
+    @group.command("apply")
+    @click.argument("table", type=click.Path(exists=True))
+    @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+                  help="A model saved by `sitekit harmonize fit` (or run).")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+                  help="Output table (.csv, .tsv or .parquet).")
+    @click.option("--site-col", default=None, help="Site column (default: the one recorded in the model).")
+    @click.option("--covariates", default=None,
+                  help="Covariate columns (default: the ones recorded in the model).")
+    @force_option
+    def apply_cmd(table, model_path, out, site_col, covariates, force) -> None:
+        """Harmonise TABLE with a saved model; other columns pass through unchanged and in order.
+
+        \b
+        Example:
+          sitekit harmonize apply new_scans.csv --model combat.npz --out new_scans_harmonized.csv
+        """
+        from sitekit.exceptions import ValidationError
+        from sitekit.harmonize import ComBat
+        from sitekit.io import read_table, write_table
+
+        model = ComBat.load(model_path)
+        recorded = model.file_metadata_.get("extra", {}).get(_CLI_KEY, {})
+        site_col = site_col or recorded.get("site_col")
+        if not site_col:
+            raise ValidationError(
+                f"Model '{model_path}' does not record its site column; pass --site-col."
+            )
+        covs = _split(covariates) if covariates else list(recorded.get(
+            "covariates", [c["name"] for c in model.covariate_encoding_["columns"]]))
+        if not hasattr(model, "feature_names_in_"):
+            raise ValidationError(
+                f"Model '{model_path}' was fitted without column names; fit it from a table."
+            )
+        _check_output(out, force=force, inputs=(table,))
+        df = read_table(table)
+        with show_warnings():
+            result = _apply(df, model, site_col, covs)
+        write_table(result, out, force=True)
+        click.echo(f"Harmonised {len(result)} rows x {model.n_features_in_} features -> {out}")
+
+    @group.command("run")
+    @click.argument("table", type=click.Path(exists=True))
+    @_common_options
+    @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+                  help="Output folder: harmonized.<ext>, model.npz, diagnostics.json.")
+    @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
+                  help="Also save the model here (it is always written to OUT/model.npz).")
+    @force_option
+    def run_cmd(table, site_col, covariates, categorical, continuous, ref_site, nonparametric,
+                mean_only, no_eb, features, exclude, out, model_path, force) -> None:
+        """Fit ComBat on TABLE and harmonise it, writing to the folder OUT:
+
+        \b
+          OUT/harmonized.<ext>   the table (same format as TABLE), features harmonised,
+                                 every other column unchanged and in order
+          OUT/model.npz          the fitted model (for `sitekit harmonize apply`)
+          OUT/diagnostics.json   sites, parameters, priors and per-site estimates
+                                 (read by `sitekit report`)
+
+        \b
+        Example:
+          sitekit harmonize run features.csv --site-col site --covariates age,sex --out harmonized/
+        """
+        import json
+        from pathlib import Path
+
+        from sitekit.io import atomic_output, write_table
+
+        _check_flags(nonparametric, mean_only)
+        out_dir = Path(out)
+        suffix = Path(table).suffix.lower() if Path(table).is_file() else ".parquet"
+        if suffix == ".tab":
+            suffix = ".tsv"
+        table_out = out_dir / f"harmonized{suffix}"
+        targets = [table_out, out_dir / "model.npz", out_dir / "diagnostics.json"]
+        if model_path:
+            targets.append(Path(model_path))
+        for t in targets:  # refuse before any work
+            _check_output(t, force=force, inputs=(table,))
+        with show_warnings():
+            df, model, feats, covs = _fit(table, site_col, covariates, categorical, continuous,
+                                          ref_site, nonparametric, mean_only, no_eb, features, exclude)
+            result = _apply(df, model, site_col, covs)
+        meta = _cli_metadata(site_col, covs)
+        write_table(result, table_out, force=True)
+        model.save(out_dir / "model.npz", force=True, metadata=meta)
+        if model_path:
+            model.save(model_path, force=True, metadata=meta)
+        diag = _diagnostics(model, table=table, site_col=site_col, covs=covs, feats=feats)
+        with atomic_output(out_dir / "diagnostics.json", force=True) as tmp:
+            tmp.write_text(json.dumps(diag, indent=1))
+        print_table(_summary(model), title=f"ComBat on {len(df)} rows x {len(feats)} features")
+        click.echo(f"Wrote {table_out}, {out_dir / 'model.npz'} and {out_dir / 'diagnostics.json'}")

@@ -1,0 +1,107 @@
+"""`sitekit harmonize fit | apply | run` on CSV, TSV and Parquet tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_sites_data
+
+from sitekit.cli import main
+from sitekit.harmonize import ComBat
+from sitekit.io import read_table
+
+
+@pytest.fixture
+def table(tmp_path):
+    X, sites, cov = make_sites_data(covariates=True, seed=2)
+    df = X.reset_index()
+    df.insert(1, "site", sites.to_numpy())
+    df["age"] = cov["age"].to_numpy()
+    df["sex"] = cov["sex"].to_numpy()
+    df["note"] = "scan ok"
+    df["subject_id"] = np.arange(len(df)) + 1000
+    df["n_lesions"] = pd.array(np.arange(len(df)) % 4, dtype="Int64")
+    path = tmp_path / "features.csv"
+    df.to_csv(path, index=False)
+    return path, df, [f"f{j}" for j in range(8)]
+
+
+def expected(df, feats, **params):
+    return ComBat(**params).fit_transform(df[feats], sites=df["site"], covariates=df[["age", "sex"]])
+
+
+def test_fit_then_apply(table, tmp_path):
+    path, df, feats = table
+    model = tmp_path / "m.npz"
+    out = tmp_path / "out.csv"
+    assert main(["harmonize", "fit", str(path), "--site-col", "site", "--covariates", "age,sex",
+                 "--exclude", "n_lesions", "--model", str(model)]) == 0
+    loaded = ComBat.load(model)
+    assert list(loaded.feature_names_in_) == feats  # id, note, subject_id, n_lesions left out
+    assert main(["harmonize", "apply", str(path), "--model", str(model), "--out", str(out)]) == 0
+    res = read_table(out)
+    assert list(res.columns) == list(df.columns)  # order kept
+    pd.testing.assert_frame_equal(res.drop(columns=feats), read_table(path).drop(columns=feats))
+    np.testing.assert_allclose(res[feats].to_numpy(), expected(df, feats).to_numpy(), rtol=1e-12)
+
+
+def test_run_writes_table_model_and_diagnostics(table, tmp_path):
+    path, df, feats = table
+    out = tmp_path / "res"
+    assert main(["harmonize", "run", str(path), "--site-col", "site", "--covariates", "age,sex",
+                 "--features", ",".join(feats), "--nonparametric", "--out", str(out)]) == 0
+    res = read_table(out / "harmonized.csv")
+    np.testing.assert_allclose(res[feats].to_numpy(), expected(df, feats, parametric=False).to_numpy(),
+                               rtol=1e-12)
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert diag["sites"] == ["site0", "site1", "site2"] and diag["site_col"] == "site"
+    assert diag["covariate_columns"] == ["age", "sex[M]"]
+    assert len(diag["priors"]) == 3 and len(diag["estimates"]["gamma_hat"][0]) == len(feats)
+    assert ComBat.load(out / "model.npz").parametric is False
+    # outputs exist now: refused without --force, accepted with it
+    args = ["harmonize", "run", str(path), "--site-col", "site", "--covariates", "age,sex",
+            "--out", str(out)]
+    assert main(args) == 2
+    assert main([*args, "--force"]) == 0
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".parquet"])
+def test_other_formats(table, tmp_path, suffix):
+    path, df, feats = table
+    other = tmp_path / f"features{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(other, index=False)
+    else:
+        df.to_csv(other, sep="\t", index=False)
+    out = tmp_path / "res"
+    assert main(["harmonize", "run", str(other), "--site-col", "site", "--covariates", "age,sex",
+                 "--exclude", "n_lesions", "--mean-only", "--out", str(out)]) == 0
+    res = read_table(out / f"harmonized{suffix}")
+    np.testing.assert_allclose(res[feats].to_numpy(), expected(df, feats, mean_only=True).to_numpy(),
+                               rtol=1e-12)
+    if suffix == ".parquet":  # dtypes of pass-through columns kept
+        assert res["n_lesions"].dtype == df["n_lesions"].dtype
+
+
+def test_errors_map_to_exit_code_2(table, tmp_path, capsys):
+    path, df, feats = table
+    model = tmp_path / "m.npz"
+    assert main(["harmonize", "fit", str(path), "--site-col", "site", "--features", "f0,f1,f2",
+                 "--model", str(model)]) == 0
+    new = df.copy()
+    new.loc[0, "site"] = "site9"
+    new_path = tmp_path / "new.csv"
+    new.to_csv(new_path, index=False)
+    assert main(["harmonize", "apply", str(new_path), "--model", str(model), "--out",
+                 str(tmp_path / "o.csv")]) == 2
+    assert "site9" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
+    assert main(["harmonize", "fit", str(path), "--site-col", "site", "--nonparametric",
+                 "--mean-only", "--model", str(tmp_path / "x.npz")]) == 2
+    assert main(["harmonize", "fit", str(path), "--site-col", "nope", "--model",
+                 str(tmp_path / "x.npz")]) == 2
+    assert main(["harmonize", "apply", str(path), "--model", str(model), "--out", str(path)]) == 2
+    assert "also an input" in capsys.readouterr().err
