@@ -454,7 +454,9 @@ def extract(
             progress(1)
 
     try:
-        if scheduler is None and workers == 1:
+        if not tasks:
+            pass
+        elif scheduler is None and workers == 1:
             _run_serial(tasks, p, on_result)
         else:
             _run_dask(tasks, p, on_result, workers=workers, scheduler=scheduler)
