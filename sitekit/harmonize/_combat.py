@@ -16,6 +16,7 @@ Extension points for later engines:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import warnings
@@ -55,6 +56,10 @@ __all__ = ["ComBat", "combat", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
 
 MODEL_FORMAT = "sitekit.harmonize.ComBat"
 MODEL_FORMAT_VERSION = 1
+
+_DEFAULT_KNOTS = 5  # ComBat-GAM: knots per smoothed covariate unless a dict says otherwise
+_SPLINE_DEGREE = 3
+_ADAPT_WARN_SIZE = 20  # adapt(): warn below this many samples per new site
 
 #: fitted array attributes saved in the model file (name -> attribute)
 _ARRAYS = (
@@ -126,6 +131,16 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         anything else (str, category, bool) -> categorical.
     continuous : list of str, default=None
         Covariate columns to use as numbers even if their dtype says otherwise.
+    smooth : list of str or dict, default=None
+        ComBat-GAM: continuous covariates whose effect is modelled by a cubic B-spline
+        basis (scikit-learn's ``SplineTransformer``, uniform knots over the training range,
+        5 knots or ``{name: n_knots}``) instead of a straight line.  Outside the training
+        range the curve is extended linearly with a :class:`~sitekit.exceptions.DataWarning`.
+    target_site : str or int, default=None
+        M-ComBat: map every site, this one included, onto this site's (EB-estimated)
+        location and scale.  Unlike ``ref_site`` the model is fitted on all sites (pooled
+        grand mean and variance) and the target's rows are adjusted too; ``ref_site`` keeps
+        the reference rows unchanged.  Cannot be combined with ``ref_site``.
     tol : float, default=1e-4
         Relative convergence tolerance of the parametric EB iteration.
     max_iter : int, default=1000
@@ -203,6 +218,8 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ref_site=None,
         categorical: list | None = None,
         continuous: list | None = None,
+        smooth: list | dict | None = None,
+        target_site=None,
         tol: float = 1e-4,
         max_iter: int = 1000,
     ) -> None:
@@ -212,6 +229,8 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.ref_site = ref_site
         self.categorical = categorical
         self.continuous = continuous
+        self.smooth = smooth
+        self.target_site = target_site
         self.tol = tol
         self.max_iter = max_iter
 
@@ -229,6 +248,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_bool(self.eb, name="eb", owner=owner)
         check_number(self.tol, name="tol", owner=owner, low=0, low_inclusive=False)
         check_number(self.max_iter, name="max_iter", owner=owner, low=1, integer=True)
+        self._check_ext_params()
         for name in ("categorical", "continuous"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, str) or not hasattr(value, "__iter__")):
@@ -301,10 +321,6 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             covariates = covariates.reset_index(drop=True)
         return Y, index, columns, sites, covariates
 
-    def _extra_design(self, covariates: pd.DataFrame | None, n_samples: int) -> np.ndarray | None:
-        """Extra design columns whose effects are preserved (none; ComBat-GAM adds splines)."""
-        return None
-
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, *, sites, covariates=None) -> ComBat:
         """Estimate the site effects.
@@ -357,14 +373,16 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 DataWarning,
                 stacklevel=3,
             )
+        self._check_target(list(codes.levels))
+        linear, continuous = self._fit_smooth(covariates)
         encoding = fit_covariate_encoding(
-            covariates, categorical=self.categorical, continuous=self.continuous
+            linear, categorical=self.categorical, continuous=continuous
         )
-        C = covariate_matrix(covariates, encoding, n_samples=N)
+        C = covariate_matrix(linear, encoding, n_samples=N)
         extra = self._extra_design(covariates, N)
         D = design_matrix(codes, C, extra)
         cov_names = covariate_column_names(encoding)
-        extra_names = [f"extra{k}" for k in range(0 if extra is None else extra.shape[1])]
+        extra_names = self._extra_names(extra)
         check_full_rank(D, [str(s) for s in codes.levels] + cov_names + extra_names, n_sites=K)
 
         cp = _eb.ols_cross_products(Y, D)
@@ -524,9 +542,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if extra is not None and extra.shape[1]:
             C = np.hstack([C, extra])
         out = _eb.adjust(
-            Y, codes.codes, grand_mean=np.nan_to_num(self.grand_mean_),
-            var_pooled=np.nan_to_num(self.var_pooled_, nan=1.0), gamma_star=self.gamma_star_,
-            delta_star=self.delta_star_, keep=~self.adjusted_, C=C, beta=self.beta_,
+            Y, codes.codes, C=C, beta=self.beta_, **self._adjust_params()
         )
         if columns is not None:
             return pd.DataFrame(out, index=index, columns=columns, copy=False)
@@ -550,6 +566,344 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self.fit(X, sites=sites, covariates=covariates).transform(
             X, sites=sites, covariates=covariates
         )
+
+    # ------------------------------------------------------------------ extensions (issue 8)
+    def _check_ext_params(self) -> None:
+        """Validate ``smooth`` and ``target_site`` (ComBat-GAM, M-ComBat)."""
+        smooth = self.smooth
+        if smooth is not None:
+            if isinstance(smooth, str) or not (isinstance(smooth, dict) or hasattr(smooth, "__iter__")):
+                raise ValidationError(
+                    "The 'smooth' parameter of ComBat must be a list of continuous covariate "
+                    f"names or a dict {{name: n_knots}}. Got {smooth!r} instead."
+                )
+            items = smooth.items() if isinstance(smooth, dict) else [(s, _DEFAULT_KNOTS) for s in smooth]
+            for name, k in items:
+                check_number(k, name=f"smooth[{name!r}] (n_knots)", owner="ComBat", low=2, integer=True)
+        if self.target_site is not None and self.ref_site is not None:
+            raise ValidationError(
+                "ComBat: 'target_site' and 'ref_site' cannot be combined; ref_site keeps the "
+                "reference rows unchanged, target_site maps every site (itself included) onto "
+                "the target. Choose one."
+            )
+
+    def _smooth_spec(self) -> dict:
+        if self.smooth is None:
+            return {}
+        if isinstance(self.smooth, dict):
+            return {to_json_value(k): int(v) for k, v in self.smooth.items()}
+        return {to_json_value(k): _DEFAULT_KNOTS for k in self.smooth}
+
+    def _fit_smooth(self, covariates: pd.DataFrame | None):
+        """Fit the spline knots of the ``smooth`` covariates on the training range.
+
+        Sets ``smooth_`` and returns the covariates and ``continuous`` list of the linear
+        part of the design (the smoothed columns leave it: the basis carries their effect).
+        """
+        spec = self._smooth_spec()
+        self.smooth_ = {}
+        if not spec:
+            return covariates, self.continuous
+        names = [] if covariates is None else [to_json_value(c) for c in covariates.columns]
+        missing = [s for s in spec if s not in names]
+        if missing:
+            raise ValidationError(
+                f"ComBat: the 'smooth' covariate(s) {missing} are not among the covariates "
+                f"{names}; pass them in covariates=."
+            )
+        bad = [s for s in spec if s in [to_json_value(c) for c in (self.categorical or [])]]
+        if bad:
+            raise ValidationError(
+                f"ComBat: covariate(s) {bad} are listed in 'smooth' and 'categorical'; spline "
+                "terms need a continuous covariate."
+            )
+        lookup = {to_json_value(c): c for c in covariates.columns}
+        for name, n_knots in spec.items():
+            series = covariates[lookup[name]]
+            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+            if (pd.api.types.is_bool_dtype(series) or not np.all(np.isfinite(values))):
+                raise ValidationError(
+                    f"ComBat: 'smooth' covariate '{name}' must be continuous (numeric and "
+                    "finite); spline terms need a continuous covariate."
+                )
+            lo, hi = float(values.min()), float(values.max())
+            if not hi > lo:
+                raise ValidationError(
+                    f"ComBat: 'smooth' covariate '{name}' is constant ({lo}); a spline needs a range."
+                )
+            knots = np.linspace(lo, hi, n_knots)
+            self.smooth_[name] = {"knots": knots, "degree": _SPLINE_DEGREE}
+        keep = [c for c in covariates.columns if to_json_value(c) not in spec]
+        linear = covariates[keep] if keep else None
+        continuous = [c for c in (self.continuous or []) if to_json_value(c) not in spec]
+        return linear, continuous
+
+    def _extra_design(self, covariates: pd.DataFrame | None, n_samples: int) -> np.ndarray | None:
+        """Spline basis of the ``smooth`` covariates (ComBat-GAM); None without smoothing.
+
+        Values outside the training range are extended linearly (the fitted curve continues
+        with its boundary slope) with a :class:`~sitekit.exceptions.DataWarning`.
+        """
+        smooth = getattr(self, "smooth_", None)
+        if not smooth:
+            return None
+        from sklearn.preprocessing import SplineTransformer
+
+        if covariates is None:
+            raise ValidationError(
+                f"ComBat was fitted with spline terms for {list(smooth)}; pass them as "
+                "covariates= for these samples too."
+            )
+        lookup = {to_json_value(c): c for c in covariates.columns}
+        blocks = []
+        for name, spec in smooth.items():
+            if name not in lookup:
+                raise ValidationError(
+                    f"ComBat: the 'smooth' covariate '{name}' used in fit is missing from "
+                    f"covariates (got {list(lookup)})."
+                )
+            values = pd.to_numeric(covariates[lookup[name]], errors="coerce").to_numpy(dtype=np.float64)
+            if not np.all(np.isfinite(values)):
+                raise ValidationError(
+                    f"ComBat: 'smooth' covariate '{name}' must be numeric and finite in every sample."
+                )
+            knots = np.asarray(spec["knots"], dtype=np.float64)
+            outside = (values < knots[0]) | (values > knots[-1])
+            if outside.any():
+                warnings.warn(
+                    f"Covariate '{name}' has {int(outside.sum())} value(s) outside the training "
+                    f"range [{knots[0]:g}, {knots[-1]:g}] (e.g. {values[outside][0]:g}); its "
+                    "spline effect is extended linearly from the boundary there.",
+                    DataWarning,
+                    stacklevel=3,
+                )
+            st = SplineTransformer(
+                knots=knots[:, None], degree=int(spec["degree"]), include_bias=False,
+                extrapolation="linear",
+            ).fit(knots[:, None])
+            blocks.append(st.transform(values[:, None]))
+        return np.hstack(blocks)
+
+    def _extra_names(self, extra: np.ndarray | None) -> list[str]:
+        if extra is None or not extra.shape[1]:
+            return []
+        smooth = getattr(self, "smooth_", None) or {}
+        names = [
+            f"{name}[spline{k}]"
+            for name, spec in smooth.items()
+            for k in range(len(spec["knots"]) + int(spec["degree"]) - 2)
+        ]
+        return names if len(names) == extra.shape[1] else [f"extra{k}" for k in range(extra.shape[1])]
+
+    def _extra_arrays(self) -> dict:
+        """Model-file arrays of the extensions (spline knots)."""
+        return {
+            f"smooth.{name}.knots": np.asarray(spec["knots"], dtype=np.float64)
+            for name, spec in (getattr(self, "smooth_", None) or {}).items()
+        }
+
+    def _extra_metadata(self) -> dict:
+        return {"smooth": [
+            {"name": name, "degree": int(spec["degree"])}
+            for name, spec in (getattr(self, "smooth_", None) or {}).items()
+        ]}
+
+    def _restore_extra(self, arrays: dict, meta: dict | None) -> None:
+        self.smooth_ = {}
+        for item in (meta or {}).get("smooth", []):
+            name = item["name"]
+            self.smooth_[name] = {
+                "knots": np.asarray(arrays[f"smooth.{name}.knots"], dtype=np.float64),
+                "degree": int(item["degree"]),
+            }
+
+    def _check_target(self, levels: list) -> None:
+        if self.target_site is None:
+            return
+        try:
+            encode_sites([self.target_site], levels=levels)
+        except UnknownSiteError:
+            raise ValidationError(
+                f"The 'target_site' parameter of ComBat must be one of the sites {levels}. "
+                f"Got {self.target_site!r} instead."
+            ) from None
+
+    def _adjust_params(self) -> dict:
+        """Keyword arguments of :func:`_eb.adjust` for this fitted model.
+
+        With ``target_site`` the estimates are re-expressed so that every site lands on the
+        target's location and scale: ``Y* = m + sigma (gamma*_t + sqrt(delta*_t) (Z - gamma*_i)
+        / sqrt(delta*_i))``, i.e. grand mean ``alpha + sigma gamma*_t``, variance
+        ``sigma^2 delta*_t``, ``gamma' = (gamma* - gamma*_t) / sqrt(delta*_t)`` and
+        ``delta' = delta* / delta*_t``.
+        """
+        grand_mean = np.nan_to_num(self.grand_mean_)
+        var_pooled = np.nan_to_num(self.var_pooled_, nan=1.0)
+        gamma, delta = self.gamma_star_, self.delta_star_
+        keep = ~self.adjusted_
+        if self.target_site is not None:
+            t = encode_sites([self.target_site], levels=list(self.sites_)).codes[0]
+            ok = self.adjusted_[t] & np.isfinite(gamma[t]) & np.isfinite(delta[t]) & (delta[t] > 0)
+            g_t = np.where(ok, gamma[t], 0.0)
+            d_t = np.where(ok, delta[t], 1.0)
+            grand_mean = grand_mean + np.sqrt(var_pooled) * g_t
+            var_pooled = var_pooled * d_t
+            with np.errstate(invalid="ignore", divide="ignore"):
+                gamma = (gamma - g_t) / np.sqrt(d_t)
+                delta = delta / d_t
+        return dict(grand_mean=grand_mean, var_pooled=var_pooled, gamma_star=gamma,
+                    delta_star=delta, keep=keep)
+
+    def adapt(self, X, *, sites, covariates=None, min_site_size: int = 2) -> ComBat:
+        """Return a model that also harmonises sites never seen in fit.
+
+        The fitted grand mean, covariate (and spline) effects and pooled variance stay
+        frozen; each new site's location and scale are estimated from its own samples,
+        standardised with the frozen model, and shrunk with empirical Bayes exactly as in
+        :meth:`fit` (priors from that site's own features).  The training sites' estimates
+        are copied, so their outputs do not change.  ``self`` is left unchanged.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples of the new site(s), NaN allowed.
+        sites : array-like of shape (n_samples,)
+            Their sites; none may be known to the model already (use :meth:`transform`).
+        covariates : DataFrame or array-like, default=None
+            The covariate columns of fit (required if fit had covariates).
+        min_site_size : int, default=2
+            Fewest samples a new site needs (at least 2); under 20 a
+            :class:`~sitekit.exceptions.DataWarning` says the estimates are noisy.
+
+        Returns
+        -------
+        ComBat
+            A new fitted model whose ``sites_`` include the new sites.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sitekit.harmonize import ComBat
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(60, 4)); sites = np.repeat(["a", "b"], 30)
+        >>> model = ComBat().fit(X, sites=sites)
+        >>> new = model.adapt(rng.normal(2.0, 1.0, size=(25, 4)), sites=["c"] * 25)
+        >>> list(new.sites_)
+        ['a', 'b', 'c']
+        """
+        check_is_fitted(self, "gamma_star_")
+        owner = "ComBat.adapt"
+        check_number(min_site_size, name="min_site_size", owner=owner, low=2, integer=True)
+        Y, _, _, site_labels, covariates = self._prepare(X, sites, covariates, reset=False)
+        new = encode_sites(site_labels, owner=owner)
+        known_text = {str(s) for s in self.sites_}
+        already = [s for s in new.levels if str(s) in known_text]
+        if already:
+            raise ValidationError(
+                f"{owner}: site(s) {already} are already in the model; use transform for them "
+                "(adapt estimates sites the model has not seen)."
+            )
+        counts = new.counts()
+        small = [s for s, c in zip(new.levels, counts) if c < min_site_size]
+        if small:
+            raise ValidationError(
+                f"{owner}: site(s) {small} have fewer than {min_site_size} samples; a new site "
+                f"needs at least {min_site_size} samples to estimate its location and scale."
+            )
+        few = [f"{s!r} ({c})" for s, c in zip(new.levels, counts) if c < _ADAPT_WARN_SIZE]
+        if few:
+            warnings.warn(
+                f"New site(s) {', '.join(few)} have fewer than {_ADAPT_WARN_SIZE} samples; their "
+                "location/scale estimates are noisy.",
+                DataWarning,
+                stacklevel=2,
+            )
+        N, F = Y.shape
+        C = covariate_matrix(covariates, self.covariate_encoding_, n_samples=N)
+        extra = self._extra_design(covariates, N)
+        if extra is not None and extra.shape[1]:
+            C = np.hstack([C, extra])
+        skip = ~np.isfinite(self.grand_mean_) | ~(np.nan_to_num(self.var_pooled_) > 0)
+        mean = np.nan_to_num(self.grand_mean_) + (C @ self.beta_ if C.shape[1] else 0.0)
+        sd = np.sqrt(np.where(skip, 1.0, self.var_pooled_))
+        Z = (Y - mean) / sd
+        K = new.n_sites
+        n = np.zeros((K, F))
+        s1 = np.zeros((K, F))
+        s2 = np.zeros((K, F))
+        m2 = np.zeros((K, F))
+        const = np.zeros((K, F), dtype=bool)
+        for i in range(K):
+            z = Z[new.codes == i]
+            ok = np.isfinite(z)
+            zz = np.where(ok, z, 0.0)
+            n[i] = ok.sum(axis=0)
+            s1[i] = zz.sum(axis=0)
+            s2[i] = (zz**2).sum(axis=0)
+            mu = s1[i] / np.maximum(n[i], 1.0)
+            m2[i] = (np.where(ok, z - mu, 0.0) ** 2).sum(axis=0)
+            with np.errstate(invalid="ignore"):
+                const[i] = (n[i] >= 2) & (np.nanmax(np.where(ok, z, -np.inf), axis=0)
+                                          == np.nanmin(np.where(ok, z, np.inf), axis=0))
+        use = (n > 0) & ~skip[None, :] & ~const
+        feat_names = self._feature_labels(F)
+        for i in np.flatnonzero((const & ~skip[None, :]).any(axis=1)):
+            warnings.warn(
+                f"New site {new.levels[i]!r}: feature(s) {_names(feat_names[const[i] & ~skip])} "
+                "are constant there; they are returned unchanged for that site.",
+                DataWarning,
+                stacklevel=2,
+            )
+        fit = _eb.fit_eb(
+            n, s1, s2, m2=m2, use=use, parametric=self.parametric, mean_only=self.mean_only,
+            eb=self.eb, ref=None, tol=self.tol, max_iter=self.max_iter,
+        )
+        # merge: old sites then new, re-sorted like fit sorts sites
+        levels = list(self.sites_) + list(new.levels)
+        try:
+            order = sorted(range(len(levels)), key=lambda j: levels[j])
+        except TypeError:
+            order = sorted(range(len(levels)), key=lambda j: str(levels[j]))
+
+        def stack(old, add):
+            return np.concatenate([np.asarray(old), np.asarray(add)], axis=0)[order]
+
+        site_coef_new = np.where(use, np.nan_to_num(self.grand_mean_) + sd * fit.gamma_hat, np.nan)
+        priors_new = {
+            "site": list(new.levels),
+            "n_samples": counts.astype(np.int64),
+            "n_features_used": use.sum(axis=1).astype(np.int64),
+            "gamma_bar": fit.gamma_bar, "tau2": fit.tau2, "a_prior": fit.a_prior,
+            "b_prior": fit.b_prior, "eb": fit.eb_used, "mean_only": fit.mean_only_site,
+            "n_iter": fit.n_iter, "converged": fit.converged,
+        }
+        priors = {
+            c: stack(self.priors_[c].to_numpy(), np.asarray(priors_new[c]).astype(self.priors_[c].dtype))
+            for c in _PRIOR_COLUMNS
+            if c != "site"
+        }
+        priors["site"] = [levels[j] for j in order]
+        ref = None if self._ref_index is None else order.index(self._ref_index)
+        state = {
+            "sites": [levels[j] for j in order],
+            "ref": ref,
+            "covariate_encoding": self.covariate_encoding_,
+            "covariate_columns": self.covariate_columns_,
+            "gamma_star_": stack(self.gamma_star_, fit.gamma_star),
+            "delta_star_": stack(self.delta_star_, fit.delta_star),
+            "gamma_hat_": stack(self.gamma_hat_, fit.gamma_hat),
+            "delta_hat_": stack(self.delta_hat_, fit.delta_hat),
+            "grand_mean_": self.grand_mean_,
+            "var_pooled_": self.var_pooled_,
+            "beta_": self.beta_,
+            "site_coef_": stack(self.site_coef_, site_coef_new),
+            "n_per_site_": stack(self.n_per_site_, n),
+            "adjusted_": stack(self.adjusted_, use),
+            "priors": priors,
+        }
+        adapted = copy.deepcopy(self)
+        adapted._set_state(state)
+        return adapted
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
@@ -583,9 +937,9 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         }
         for c, v in priors.items():
             arrays[f"priors.{c}"] = np.asarray(v)
+        arrays.update(self._extra_arrays())
         names = getattr(self, "feature_names_in_", None)
-        params = {k: (to_json_value(v) if not isinstance(v, list | tuple) else [to_json_value(x) for x in v])
-                  for k, v in self.get_params().items()}
+        params = {k: _json_param(v) for k, v in self.get_params().items()}
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -599,6 +953,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "covariate_columns": self.covariate_columns_,
             "arrays_sha256": _digest(arrays),
             "extra": metadata or {},
+            "extensions": self._extra_metadata(),
         }
         try:
             text = json.dumps(meta, allow_nan=True)
@@ -670,6 +1025,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 | {c: data[f"priors.{c}"] for c in _PRIOR_COLUMNS if c != "site"},
             }
             est._set_state(state)
+            est._restore_extra(data, meta.get("extensions"))
             est.n_features_in_ = int(meta["n_features_in"])
             est.file_metadata_ = meta
             if meta["feature_names"] is not None:
@@ -677,6 +1033,15 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"Model file '{p}' is incomplete: {exc!r}.") from exc
         return est
+
+
+def _json_param(value):
+    """A parameter value as JSON (lists/tuples element-wise, dicts such as ``smooth``)."""
+    if isinstance(value, dict):
+        return {str(to_json_value(k)): _json_param(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(x) for x in value]
+    return to_json_value(value)
 
 
 def _digest(arrays: dict) -> str:

@@ -10,8 +10,7 @@ import pytest
 from ext_data import covariance_distance, make_covariance_sites
 
 from sitekit.exceptions import ModelFileError, UnknownSiteError, ValidationError
-from sitekit.harmonize import ComBat
-from sitekit.harmonize._covbat import CovBat
+from sitekit.harmonize import ComBat, CovBat
 
 
 def test_covbat_reduces_site_covariance_differences(covariance_sites):

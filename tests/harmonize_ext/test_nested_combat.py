@@ -9,8 +9,8 @@ from ext_data import make_crossed_batches
 from scipy import stats
 
 from sitekit.exceptions import ModelFileError, UnknownSiteError, ValidationError
-from sitekit.harmonize import ComBat
-from sitekit.harmonize._nested import NestedComBat, batch_effect_test
+from sitekit.harmonize import ComBat, NestedComBat
+from sitekit.harmonize._nested import batch_effect_test
 
 
 def _n_significant(X, batches, alpha=0.05):

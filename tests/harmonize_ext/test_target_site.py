@@ -22,7 +22,6 @@ def test_target_site_maps_every_site_onto_target(table):
     cov = df[["age", "sex"]]
     model = ComBat(target_site="site_B")
     Y = model.fit_transform(df[feats], sites=df["site"], covariates=cov)
-    plain = ComBat().fit_transform(df[feats], sites=df["site"], covariates=cov)
     b = (df["site"] == "site_B").to_numpy()
     # every site now has (about) site B's estimated location and scale ...
     means = Y.groupby(df["site"].to_numpy()).mean()
@@ -32,13 +31,13 @@ def test_target_site_maps_every_site_onto_target(table):
     # ... which is B's own level: B's mean moves little, other sites move to it
     raw_b_mean = df.loc[b, feats].mean()
     assert (np.abs(means.loc["site_B"] - raw_b_mean) / df[feats].std()).max() < 0.2
-    # the target's rows are transformed too (EB-shrunk estimates), unlike ref_site
-    assert not np.allclose(Y[b].to_numpy(), df.loc[b, feats].to_numpy())
+    # the target's rows go through the same map, which is the identity for them (to
+    # rounding); ref_site returns them bit-identical.  The other sites differ: target_site
+    # estimates everything on the pooled model and lands on B's EB-estimated location/scale.
+    np.testing.assert_allclose(Y[b].to_numpy(), df.loc[b, feats].to_numpy(), rtol=1e-12)
     ref = ComBat(ref_site="site_B").fit_transform(df[feats], sites=df["site"], covariates=cov)
     np.testing.assert_array_equal(ref[b].to_numpy(), df.loc[b, feats].to_numpy())
-    # relative to plain ComBat it is an affine map per feature (same ranks, same correlations)
-    for f in feats[:3]:
-        np.testing.assert_allclose(np.corrcoef(Y[f], plain[f])[0, 1], 1.0, atol=1e-10)
+    assert not np.allclose(ref[~b].to_numpy(), Y[~b].to_numpy(), rtol=1e-6)
     assert (sds.loc["site_B"] > 0).all()
 
 
