@@ -138,9 +138,11 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         range the curve is extended linearly with a :class:`~sitekit.exceptions.DataWarning`.
     target_site : str or int, default=None
         M-ComBat: map every site, this one included, onto this site's (EB-estimated)
-        location and scale.  Unlike ``ref_site`` the model is fitted on all sites (pooled
-        grand mean and variance) and the target's rows are adjusted too; ``ref_site`` keeps
-        the reference rows unchanged.  Cannot be combined with ``ref_site``.
+        location and scale.  Unlike ``ref_site`` the model (grand mean, pooled variance,
+        priors) is fitted on all sites and the target's location/scale is its EB estimate;
+        the target's rows pass through the same map (the identity for them, to rounding),
+        while ``ref_site`` takes the model from the reference rows and returns those rows
+        bit-identical.  Cannot be combined with ``ref_site``.
     tol : float, default=1e-4
         Relative convergence tolerance of the parametric EB iteration.
     max_iter : int, default=1000

@@ -423,7 +423,7 @@ def pack_combat(model: ComBat) -> tuple[dict, dict]:
     }
     extra_meta = getattr(model, "_extra_metadata", None)
     if extra_meta is not None:
-        meta["extra"] = extra_meta()
+        meta["extensions"] = extra_meta()
     return arrays, meta
 
 
@@ -442,7 +442,7 @@ def unpack_combat(arrays: dict, meta: dict) -> ComBat:
     est._set_state(state)
     restore = getattr(est, "_restore_extra", None)
     if restore is not None:
-        restore(arrays, meta.get("extra"))
+        restore(arrays, meta.get("extensions"))
     est.n_features_in_ = int(meta["n_features_in"])
     if meta["feature_names"] is not None:
         est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
