@@ -68,6 +68,62 @@ def _part_key(subject_id: str) -> str:
 
 
 # ------------------------------------------------------------------ one case (runs on workers)
+_NIFTI_HEADER_BYTES = 348
+
+
+def hash_and_verify(path: PathLike, image) -> str:
+    """SHA-256 of an image file (as :func:`sitekit.io.file_hash`), checking it is complete.
+
+    ITK reads a truncated ``.nii.gz`` without complaint and fills the missing voxels with
+    zeros, which would give plausible but wrong features.  While hashing, the gzip stream is
+    decompressed to check that it ends properly, and a NIfTI file must hold at least the
+    header plus all voxels of ``image``.  A DICOM directory is hashed only.
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated.
+    """
+    import zlib
+
+    p = Path(path)
+    if p.is_dir():
+        return file_hash(p)
+    name = p.name.lower()
+    gz = name.endswith(".gz")
+    h = hashlib.sha256()
+    inflate = zlib.decompressobj(wbits=31) if gz else None
+    raw_size = 0
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            if inflate is None:
+                raw_size += len(chunk)
+                continue
+            data = chunk
+            while data:
+                if inflate.eof:  # another gzip member follows
+                    data, inflate = inflate.unused_data + data, zlib.decompressobj(wbits=31)
+                try:
+                    raw_size += len(inflate.decompress(data))
+                except zlib.error as exc:
+                    raise CorruptFileError(f"Image '{p}' is corrupt: {exc}.") from exc
+                data = inflate.unused_data if inflate.eof else b""
+    if gz and not inflate.eof:
+        raise CorruptFileError(
+            f"Image '{p}' is truncated (the gzip stream ends early); copy or export it again."
+        )
+    if name.endswith((".nii", ".nii.gz")):
+        need = _NIFTI_HEADER_BYTES + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
+            * image.GetSizeOfPixelComponent()
+        if raw_size < need:
+            raise CorruptFileError(
+                f"Image '{p}' is truncated: it holds {raw_size} bytes, a NIfTI of size "
+                f"{image.GetSize()} needs at least {need}; copy or export it again."
+            )
+    return h.hexdigest()
+
+
 def process_case(task: Mapping, params: dict) -> dict:
     """Read, pre-process and extract one manifest row; never raises.
 
@@ -83,8 +139,8 @@ def process_case(task: Mapping, params: dict) -> dict:
             "sitekit_version": __version__,
             "pyradiomics_version": pyradiomics_version(),
             "params_hash": task["params_hash"],
-            "image_hash": file_hash(task["image"]),
-            "mask_hash": file_hash(task["mask"]),
+            "image_hash": hash_and_verify(task["image"], image),
+            "mask_hash": hash_and_verify(task["mask"], mask),
             "label": int(task["label"]),
             "suv_conversion": task["suv"],
             "earl_fwhm_mm": np.nan if task["fwhm"] is None else float(task["fwhm"]),

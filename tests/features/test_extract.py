@@ -291,3 +291,20 @@ def test_sample_manifest_with_three_bad_cases(tmp_path):
     assert "geometry mismatch" in errors.loc[1, "reason"] and "empty mask" in errors.loc[2, "reason"]
     assert pd.read_csv(tmp_path / "features.errors.csv")["reason"].tolist() == errors["reason"].tolist()
     assert features[[c for c in features.columns if c.startswith("original_")]].notna().all().all()
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_truncated_image_is_an_error_not_zeros(tmp_path, case_factory, suffix):
+    """ITK zero-fills truncated NIfTI files; extract must report them instead."""
+    img, mask = case_factory(1)
+    sitk.WriteImage(img, str(tmp_path / f"full{suffix}"))
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) * 2 // 3])
+    sitk.WriteImage(mask, str(tmp_path / "mask.nii.gz"))
+    pd.DataFrame({"subject_id": ["ok", "cut"], "site": ["A", "A"],
+                  "image": [f"full{suffix}", f"cut{suffix}"], "mask": ["mask.nii.gz"] * 2}
+                 ).to_csv(tmp_path / "m.csv", index=False)
+    features, errors = extract(tmp_path / "m.csv", params=FAST)
+    assert features["subject_id"].tolist() == ["ok"]
+    assert errors["stage"].tolist() == ["read"] and "truncated" in errors.loc[0, "reason"]
+    assert features.loc[0, "image_hash"] == file_hash(tmp_path / f"full{suffix}")
