@@ -221,7 +221,7 @@ def icc(
     >>> truth = rng.normal(size=(30, 1, 2))
     >>> y = truth + 0.1 * rng.normal(size=(30, 5, 2))
     >>> icc(y, feature_names=["a", "b"])["icc"].round(2).tolist()
-    [0.99, 0.99]
+    [0.99, 0.98]
     """
     forms = list(_CANONICAL) if form == "all" else [
         ICC_FORMS[check_option(form, list(ICC_FORMS) + ["all"], name="form", owner="icc")]

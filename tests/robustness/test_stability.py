@@ -313,7 +313,7 @@ def test_icc_invariances_property():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    @settings(max_examples=25, deadline=None)
+    @settings(max_examples=10, deadline=None)
     @given(seed=st.integers(0, 10_000), scale=st.floats(0.01, 100.0), shift=st.floats(-1e3, 1e3))
     def check(seed, scale, shift):
         y = ratings(9, 4, 3, seed)
