@@ -259,7 +259,7 @@ class Perturbation:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def __call__(self, image: sitk.Image, mask: sitk.Image):
+    def __call__(self, image: sitk.Image, mask: sitk.Image) -> tuple[sitk.Image, sitk.Image, list[dict]]:
         """Apply to ``(image, mask)``.
 
         Returns
@@ -306,7 +306,7 @@ class RandomPerturbation(Perturbation):
             params["random_state"] = None
         return params
 
-    def __call__(self, image: sitk.Image, mask: sitk.Image):
+    def __call__(self, image: sitk.Image, mask: sitk.Image) -> tuple[sitk.Image, sitk.Image, list[dict]]:
         img, m = _check_pair(image, mask, type(self).__name__)
         concrete = self._draw(self._generator(), img, m)
         return concrete(img, m)
@@ -1099,7 +1099,7 @@ class Compose(RandomPerturbation):
         params.update(overrides)
         return Compose(params["transforms"], random_state=params["random_state"])
 
-    def __call__(self, image, mask):
+    def __call__(self, image: sitk.Image, mask: sitk.Image) -> tuple[sitk.Image, sitk.Image, list[dict]]:
         img, m = _check_pair(image, mask, "Compose")
         records: list[dict] = []
         for child in self._children():
@@ -1233,7 +1233,8 @@ def _from_entry(entry) -> Perturbation:
     return cls(**params)
 
 
-def replay(records: Sequence[Mapping], image: sitk.Image, mask: sitk.Image):
+def replay(records: Sequence[Mapping], image: sitk.Image,
+           mask: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
     """Re-apply recorded deterministic steps exactly.
 
     Parameters

@@ -548,13 +548,21 @@ def _case_job(subject_id, image_path: str, mask_path: str, config: dict, seeds: 
     mask_raw = read_image(mask_path)
     mask = sitk.Cast(mask_raw == label, sitk.sitkUInt8)
     mask.CopyInformation(mask_raw)
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise ValidationError(
+            f"Case '{subject_id}': the mask '{mask_path}' has no voxel with label {label}; "
+            "fix the mask or pass the right label."
+        )
     template = perturbation_from_config(config)
     feats: list[dict | None] = []
     recs: list[dict] = []
     errors: list[str] = []
     for j, seed in enumerate(seeds):
         pert = template.clone(random_state=seed) if isinstance(template, RandomPerturbation) else template
-        img, m, steps = pert(image, mask)
+        try:
+            img, m, steps = pert(image, mask)
+        except ValidationError as exc:
+            raise ValidationError(f"Case '{subject_id}' ({image_path}): {exc}") from exc
         recs.append({"subject_id": _plain(subject_id), "copy": j, "seed": int(seed), "steps": steps})
         try:
             feats.append(extract_case(img, m, params=params, label=1))
@@ -635,6 +643,7 @@ def feature_stability(
     from sitekit.features import load_params, params_hash
     from sitekit.robustness.perturbations import (
         Perturbation,
+        RandomPerturbation,
         load_perturbations,
         perturbation_from_config,
     )
@@ -643,6 +652,13 @@ def feature_stability(
     workers = int(check_number(workers, name="workers", owner="feature_stability", low=1, integer=True))
     check_number(threshold, name="threshold", owner="feature_stability", low=-1, high=1)
     canonical = ICC_FORMS[check_option(form, list(ICC_FORMS), name="form", owner="feature_stability")]
+    if isinstance(perturbation, Perturbation) and not isinstance(perturbation, RandomPerturbation):
+        warnings.warn(
+            f"{type(perturbation).__name__} is deterministic: every perturbed copy is identical and "
+            "every varying feature gets ICC 1. Use its Random counterpart or a chain.",
+            DataWarning,
+            stacklevel=2,
+        )
     if isinstance(perturbation, Perturbation):
         config = perturbation.to_config()
     elif isinstance(perturbation, Path) or (

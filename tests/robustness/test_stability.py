@@ -325,3 +325,20 @@ def test_icc_invariances_property():
         np.testing.assert_allclose(other["ci_low"], base["ci_low"], rtol=1e-7, atol=1e-9)
 
     check()
+
+
+def test_feature_stability_empty_mask_names_case_and_deterministic_warns(cohort, tmp_path):
+    from sitekit.robustness.perturbations import IntensityScale
+
+    df = pd.read_csv(cohort)
+    empty = sitk.Image(sitk.ReadImage(str(cohort.parent / df.loc[0, "mask"]))) * 0
+    sitk.WriteImage(empty, str(tmp_path / "empty_mask.nii.gz"))
+    df["image"] = [str(cohort.parent / p) for p in df["image"]]
+    df["mask"] = [str(cohort.parent / p) for p in df["mask"]]
+    df.loc[0, "mask"] = str(tmp_path / "empty_mask.nii.gz")
+    with pytest.raises(ValidationError, match="case0"):
+        feature_stability(df, "I", n=2, params=PARAMS, random_state=0)
+    with pytest.warns(DataWarning, match="deterministic"):
+        res = feature_stability(cohort, IntensityScale(error_percent=5.0), n=2, params=PARAMS,
+                                random_state=0)
+    assert (res.table["icc"] == 1.0).all()
