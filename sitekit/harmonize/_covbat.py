@@ -11,6 +11,7 @@ models, so CovBat inherits their validation, NaN handling and persistence.
 
 from __future__ import annotations
 
+import copy
 import json
 import numbers
 import warnings
@@ -293,7 +294,48 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self._finish(X, Ya, R, mean, scale, scores, new_scores)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLike, *, force: bool = False) -> Path:
+    def adapt(self, X, *, sites, covariates=None, min_site_size: int = 2) -> CovBat:
+        """Return a model that also harmonises sites never seen in fit (``self`` unchanged).
+
+        Both stages are adapted with :meth:`ComBat.adapt`: the first-stage ComBat estimates
+        the new sites' location/scale against its frozen grand mean, covariate effects and
+        pooled variance; the principal axes stay frozen; the score-stage ComBat estimates
+        the new sites' score location/scale.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Samples of the new site(s).
+        sites : array-like of shape (n_samples,)
+            Their sites, none known to the model.
+        covariates : pandas.DataFrame, optional
+        min_site_size : int, default=2
+            See :meth:`ComBat.adapt`.
+
+        Returns
+        -------
+        CovBat
+        """
+        check_is_fitted(self, "combat_")
+        combat = self.combat_.adapt(X, sites=sites, covariates=covariates, min_site_size=min_site_size)
+        Ya = np.asarray(combat.transform(X, sites=sites, covariates=covariates), dtype=float)
+        R, _, _ = self._residuals(combat, Ya, X, sites, covariates)
+        use = self.usable_features_
+        Rf = np.where(np.isfinite(R), R, 0.0)[:, use]
+        scores = (Rf - self.pca_mean_[use]) @ self.components_[: self.n_components_][:, use].T
+        with warnings.catch_warnings():  # the first stage already warned about small sites
+            warnings.simplefilter("ignore", DataWarning)
+            score_combat = self.score_combat_.adapt(
+                scores, sites=np.asarray(sites, dtype=object) if not isinstance(sites, pd.Series)
+                else sites.to_numpy(dtype=object), min_site_size=min_site_size,
+            )
+        adapted = copy.deepcopy(self)
+        adapted.combat_ = combat
+        adapted.score_combat_ = score_combat
+        adapted.sites_ = np.asarray(combat.sites_)
+        return adapted
+
+    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
         """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
 
         Parameters
@@ -302,6 +344,8 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Output file (``.npz``), written atomically.
         force : bool, default=False
             Replace an existing file.
+        metadata : dict, optional
+            Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
 
         Returns
         -------
@@ -321,6 +365,7 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "n_components": self.n_components_,
             "combat": m1,
             "score_combat": m2,
+            "extra": metadata or {},
         }
         return save_model_file(path, "CovBat", meta, arrays, force=force)
 
@@ -356,6 +401,7 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"Model file '{path}' is inconsistent: PCA arrays do not match {n} features."
             )
         model.sites_ = np.asarray(model.combat_.sites_)
+        model.file_metadata_ = meta
         model.n_features_in_ = n
         if hasattr(model.combat_, "feature_names_in_"):
             model.feature_names_in_ = model.combat_.feature_names_in_
@@ -459,7 +505,11 @@ def save_model_file(path: PathLike, kind: str, meta: dict, arrays: dict, *, forc
         "arrays_sha256": _combat._digest(arrays),
     })
     payload = dict(arrays)
-    payload["metadata"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    try:
+        text = json.dumps(meta, allow_nan=True)
+    except TypeError as exc:
+        raise ValidationError(f"{kind}.save: 'metadata' must be JSON-serialisable ({exc}).") from exc
+    payload["metadata"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     with atomic_output(path, force=force) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **payload)
     return Path(path)

@@ -9,6 +9,7 @@ ComBat model with the batch variable of that step as its site label.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from pathlib import Path
@@ -413,7 +414,60 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLike, *, force: bool = False) -> Path:
+    def adapt(self, X, *, batches, covariates=None, min_site_size: int = 2) -> NestedComBat:
+        """Return a model that also knows batch levels never seen in fit (``self`` unchanged).
+
+        The samples run through the steps in order; at every step whose batch variable has
+        levels the step has not seen, that step is adapted with :meth:`ComBat.adapt` on
+        those samples (as they arrive at that step), then all samples are transformed.
+        Samples may mix known and new levels (a new vendor with a known reconstruction).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+        batches : pandas.DataFrame
+            Holds the ``batch_cols`` columns.
+        covariates : pandas.DataFrame, optional
+        min_site_size : int, default=2
+            Fewest samples a new level needs (see :meth:`ComBat.adapt`).
+
+        Returns
+        -------
+        NestedComBat
+
+        Raises
+        ------
+        ValidationError
+            No batch level in ``batches`` is new (use :meth:`transform`).
+        """
+        check_is_fitted(self, "steps_")
+        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+        batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
+        adapted = copy.deepcopy(self)
+        data = Xa
+        changed = False
+        for k, col in enumerate(self.order_):
+            step = adapted.steps_[k]
+            labels = batches[col].to_numpy()
+            known = {str(s) for s in step.sites_}
+            new_rows = np.flatnonzero([str(v) not in known for v in labels])
+            if new_rows.size:
+                step = step.adapt(
+                    _take(data, new_rows), sites=labels[new_rows],
+                    covariates=_take(covariates, new_rows), min_site_size=min_site_size,
+                )
+                adapted.steps_[k] = step
+                adapted.levels_[col] = sorted({*adapted.levels_[col], *map(str, labels[new_rows])})
+                changed = True
+            data = step.transform(data, sites=labels, covariates=covariates)
+        if not changed:
+            raise ValidationError(
+                "NestedComBat.adapt: every batch level in 'batches' is already known to the "
+                "model; use transform."
+            )
+        return adapted
+
+    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
         """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
 
         Parameters
@@ -422,6 +476,8 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Output file (``.npz``); written atomically.
         force : bool, default=False
             Replace an existing file.
+        metadata : dict, optional
+            Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
 
         Returns
         -------
@@ -441,6 +497,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "levels": self.levels_,
             "steps": steps_meta,
             "order_scores": json.loads(self.order_scores_.to_json(orient="records")),
+            "extra": metadata or {},
         }
         return save_model_file(path, "NestedComBat", meta, arrays, force=force)
 
@@ -475,8 +532,18 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 "NestedComBat.save."
             ) from exc
         first = model.steps_[0]
+        model.file_metadata_ = meta
         model.n_features_in_ = first.n_features_in_
         if hasattr(first, "feature_names_in_"):
             model.feature_names_in_ = first.feature_names_in_
         return model
+
+
+def _take(obj, rows: np.ndarray):
+    """Rows of X / covariates by position (pandas keeps its index for alignment)."""
+    if obj is None:
+        return None
+    if isinstance(obj, pd.DataFrame | pd.Series):
+        return obj.iloc[rows]
+    return np.asarray(obj)[rows]
 

@@ -83,7 +83,8 @@ def test_smooth_outside_training_range_warns_and_extrapolates_linearly():
         out = model.transform(Xn, sites=sites[:3], covariates=new_age)
     assert np.all(np.isfinite(out.to_numpy()))
     # linear continuation: the spline part of the mean changes by equal steps
-    basis = model._extra_design(new_age, 3)
+    with pytest.warns(DataWarning):
+        basis = model._extra_design(new_age, 3)
     effect = basis @ model.beta_
     steps = np.diff(effect, axis=0)
     np.testing.assert_allclose(steps[0], steps[1], rtol=1e-8, atol=1e-10)

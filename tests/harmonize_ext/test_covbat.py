@@ -155,3 +155,28 @@ def test_covbat_sklearn_basics(covariance_sites):
     assert model.fit(X.to_numpy(), sites=sites) is model
     out = model.transform(X.to_numpy(), sites=sites)
     assert isinstance(out, np.ndarray) and out.shape == X.shape
+
+
+def test_covbat_adapt_new_site(tmp_path, covariance_sites):
+    X, sites, cov = covariance_sites
+    train = sites != "s2"
+    model = CovBat().fit(X[train], sites=sites[train], covariates=cov[train])
+    before = model.transform(X[train], sites=sites[train], covariates=cov[train])
+    adapted = model.adapt(X[~train], sites=sites[~train], covariates=cov[~train])
+    assert list(adapted.sites_) == ["s0", "s1", "s2"] and list(model.sites_) == ["s0", "s1"]
+    pd.testing.assert_frame_equal(
+        adapted.transform(X[train], sites=sites[train], covariates=cov[train]), before
+    )
+    out = adapted.transform(X, sites=sites, covariates=cov)
+    raw_gap = np.abs(X[~train].mean() - X[train].mean()).mean()
+    new_gap = np.abs(out[~train].mean() - out[train].mean()).mean()
+    assert new_gap < 0.3 * raw_gap
+    loaded = CovBat.load(adapted.save(tmp_path / "adapted.npz"))
+    pd.testing.assert_frame_equal(loaded.transform(X, sites=sites, covariates=cov), out)
+
+
+def test_covbat_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        CovBat().transform(np.zeros((3, 2)), sites=["a", "b", "c"])

@@ -157,3 +157,19 @@ def test_save_load_roundtrip_numpy_input(tmp_path):
     from sklearn.base import clone
 
     assert clone(model).get_params() == model.get_params()
+
+
+def test_adapt_new_level_of_one_batch_variable(crossed_batches):
+    X, batches, cov = crossed_batches
+    train = (batches["vendor"] != "Siemens").to_numpy()
+    model = NestedComBat(batch_cols=["vendor", "recon"]).fit(
+        X[train], batches=batches[train], covariates=cov[train]
+    )
+    with pytest.raises(UnknownSiteError):
+        model.transform(X, batches=batches, covariates=cov)
+    adapted = model.adapt(X[~train], batches=batches[~train], covariates=cov[~train])
+    assert "Siemens" in adapted.levels_["vendor"] and "Siemens" not in model.levels_["vendor"]
+    out = adapted.transform(X, batches=batches, covariates=cov)
+    assert _n_significant(out, batches)["vendor"] == 0
+    with pytest.raises(ValidationError, match="already known"):
+        adapted.adapt(X[~train], batches=batches[~train], covariates=cov[~train])
