@@ -111,6 +111,8 @@ def register(cli: click.Group) -> None:
                 message=message,
                 min_site_size=min_site_size,
             )
+        # column names (not data) so that the final model can be applied without options
+        summary.meta["columns"] = {"site_col": site_col, "covariates": covs}
         summary.save(out, force=force)
         meta = summary.meta
         click.echo(
@@ -159,7 +161,13 @@ def register(cli: click.Group) -> None:
                 eb=False if no_eb else None,
                 ref_site=ref_site,
             )
-        result.save(out, force=force)
+        if isinstance(result, RoundMessage):
+            result.save(out, force=force)
+        else:
+            columns = [s.meta.get("columns") for s in loaded]
+            same = all(c == columns[0] for c in columns) and columns[0] is not None
+            # the key under which `sitekit harmonize fit` records its column choices
+            result.save(out, force=force, metadata={"cli": columns[0]} if same else None)
         if isinstance(result, RoundMessage):
             click.echo(
                 f"Round-1 message for {len(loaded)} sites {result.meta['sites']} written to {out}; "
