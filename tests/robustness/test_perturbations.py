@@ -359,3 +359,22 @@ def test_invalid_inputs(pair):
     empty = sitk.Image(mask) * 0
     with pytest.raises(ValidationError, match="non-empty"):
         P.Rotate(angles_deg=5.0)(img, empty)
+
+
+@pytest.mark.parametrize("transform", [
+    P.RandomResample(spacing_mm=(3.0, 5.0), isotropic=False, interpolator="bspline",
+                     mask_method="nearest", random_state=0),
+    P.RandomCountNoise(scan_time=(0.3, 0.9), random_state=0),
+    P.RandomMaskVolume(distance_mm=(-2.0, 2.0), random_state=0),
+    P.RandomResegment(threshold=(2.0, 3.0), random_state=0),
+    P.RandomRotate(axes="xyz", mask_method="nearest", random_state=0),
+    P.RandomGaussianBlur(fwhm_mm=4.0, random_state=0),
+], ids=lambda t: type(t).__name__)
+def test_variants_replay_exactly(pair, transform):
+    img, mask = pair
+    out, m, records = transform(img, mask)
+    assert json.loads(json.dumps(records)) == records
+    rimg, rmask = P.replay(records, img, mask)
+    np.testing.assert_array_equal(arr(rimg), arr(out))
+    np.testing.assert_array_equal(arr(rmask), arr(m))
+    assert out.GetSize() == m.GetSize() and out.GetSpacing() == m.GetSpacing()
