@@ -1,0 +1,63 @@
+"""A real browser opens a report: every image renders, no console error, no request leaves the file."""
+
+from pathlib import Path
+
+import pytest
+from report_checks import check_report
+
+from sitekit.reports import build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium (/usr/bin/chromium) is not installed"),
+]
+
+
+def test_report_renders_offline_in_chromium(results_dir, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    html_path = build_report(results_dir).save_as_html(tmp_path / "report.html")
+    html = check_report(html_path.read_text(encoding="utf-8"))
+    n_img = html.count("<img ")
+    assert n_img > 10
+
+    outside, console_errors = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+
+            def route(r):
+                if r.request.url.startswith(("file://", "data:")):
+                    r.continue_()
+                else:
+                    outside.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.on("request", lambda req: None if req.url.startswith(("file://", "data:"))
+                    else outside.append(req.url))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            page.goto(html_path.as_uri(), wait_until="load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight,"
+                " i.getBoundingClientRect().width])"
+            )
+            banner = page.inner_text("#overall")
+            first_section = page.evaluate("document.querySelector('section').id")
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+
+    assert len(images) == n_img
+    for complete, w, h, shown in images:
+        assert complete and w > 0 and h > 0 and shown > 0
+    assert not console_errors, console_errors
+    assert not outside, f"requests left the file: {outside}"
+    assert first_section == "summary" and banner.startswith("FAIL")
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
