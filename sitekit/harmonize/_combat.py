@@ -39,7 +39,7 @@ from sitekit.exceptions import (
     UnknownSiteError,
     ValidationError,
 )
-from sitekit.harmonize import _eb
+from sitekit.harmonize import _dask, _eb
 from sitekit.harmonize._design import (
     SiteCodes,
     check_full_rank,
@@ -342,6 +342,8 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         -------
         self : ComBat
         """
+        if _dask.is_dask_collection(X):  # out-of-core / cluster engine: _dask.py
+            return _dask.fit(self, X, sites=sites, covariates=covariates)
         self._check_params()
         Y, _, _, sites, covariates = self._prepare(X, sites, covariates, reset=True)
         codes = encode_sites(sites)
@@ -387,9 +389,12 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         extra_names = self._extra_names(extra)
         check_full_rank(D, [str(s) for s in codes.levels] + cov_names + extra_names, n_sites=K)
 
-        cp = _eb.ols_cross_products(Y, D)
-        B = _eb.solve_ols(cp)
-        mom = _eb.residual_moments(Y, D, B, codes.codes, K, missing=cp.missing)
+        if isinstance(Y, _dask.DaskMatrix):  # the same sums, map-reduced over row blocks
+            B, mom = Y.coefficients_and_moments(D, codes.codes, K)
+        else:
+            cp = _eb.ols_cross_products(Y, D)
+            B = _eb.solve_ols(cp)
+            mom = _eb.residual_moments(Y, D, B, codes.codes, K, missing=cp.missing)
         n = mom.n
         site_coef = B[:K]
         beta = B[K:]
@@ -537,6 +542,8 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             A site, or a categorical covariate level, that fit never saw.
         """
         check_is_fitted(self, "gamma_star_")
+        if _dask.is_dask_collection(X):  # lazy, blockwise: _dask.py
+            return _dask.transform(self, X, sites=sites, covariates=covariates)
         Y, index, columns, sites, covariates = self._prepare(X, sites, covariates, reset=False)
         codes = encode_sites(sites, levels=list(self.sites_))
         C = covariate_matrix(covariates, self.covariate_encoding_, n_samples=Y.shape[0])

@@ -30,7 +30,14 @@ import pandas as pd
 
 from sitekit.exceptions import ValidationError
 
-__all__ = ["is_dask_collection", "fit", "transform", "transform_frame", "progress_callback"]
+__all__ = [
+    "DaskMatrix",
+    "is_dask_collection",
+    "fit",
+    "transform",
+    "transform_frame",
+    "progress_callback",
+]
 
 _PROGRESS: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
     "sitekit_dask_progress", default=None
@@ -165,23 +172,15 @@ def _as_matrix(block) -> np.ndarray:
     return Y
 
 
-def _design_block(codes: np.ndarray, C: np.ndarray, n_sites: int) -> np.ndarray:
-    D = np.zeros((codes.size, n_sites + C.shape[1]))
-    D[np.arange(codes.size), codes] = 1.0
-    D[:, n_sites:] = C
-    return D
-
-
-def _block_cross_products(block, codes, C, n_sites):
+def _block_cross_products(block, D):
     from sitekit.harmonize._eb import ols_cross_products
 
-    return ols_cross_products(_as_matrix(block), _design_block(codes, C, n_sites))
+    return ols_cross_products(_as_matrix(block), D)
 
 
-def _block_moments(block, codes, C, beta, n_sites, missing):
+def _block_moments(block, D, codes, beta, n_sites, missing):
     from sitekit.harmonize._eb import residual_moments
 
-    D = _design_block(codes, C, n_sites)
     return residual_moments(_as_matrix(block), D, beta, codes, n_sites, missing=missing)
 
 
@@ -208,13 +207,61 @@ def _tree_sum(parts: list):
 
 
 # --------------------------------------------------------------------------- fit / transform
+class DaskMatrix:
+    """A (n_samples, n_features) data matrix held as dask row blocks.
+
+    :meth:`ComBat._fit_arrays` builds the design exactly as for an in-memory matrix and
+    asks this object for the two data passes (:meth:`coefficients_and_moments`); everything
+    else of the fit (validation, warnings, empirical Bayes) is shared code.
+    """
+
+    def __init__(self, blocks: _Blocks):
+        self._blocks = blocks
+        self.shape = (blocks.n_samples, blocks.n_features)
+
+    def coefficients_and_moments(self, D: np.ndarray, codes: np.ndarray, n_sites: int):
+        """Pass 1: ``D'D``, ``D'Y`` -> OLS coefficients; pass 2: per-site residual moments.
+
+        Parameters
+        ----------
+        D : ndarray of shape (n_samples, p)
+            The full design (small: one row of p numbers per sample).
+        codes : ndarray of shape (n_samples,)
+        n_sites : int
+
+        Returns
+        -------
+        B : ndarray of shape (p, n_features)
+        moments : sitekit.harmonize._eb.SiteMoments
+        """
+        from dask import delayed
+
+        from sitekit.harmonize._eb import solve_ols
+
+        b = self._blocks
+        parts = [
+            delayed(_block_cross_products, pure=True)(x, D[sl])
+            for x, sl in zip(b.parts, b.slices)
+        ]
+        (cp,) = _compute(_tree_sum(parts))
+        beta = solve_ols(cp)
+        beta_d = delayed(beta, pure=True)
+        missing = delayed(cp.missing, pure=True)
+        parts = [
+            delayed(_block_moments, pure=True)(x, D[sl], codes[sl], beta_d, n_sites, missing)
+            for x, sl in zip(b.parts, b.slices)
+        ]
+        (moments,) = _compute(_tree_sum(parts))
+        return beta, moments
+
+
 def fit(estimator, X, *, sites, covariates=None):
     """Fit ``estimator`` (a ComBat) on a dask array or DataFrame by map-reduce.
 
     Parameters
     ----------
     estimator : ComBat
-        Unfitted; its parameters are used as in :meth:`ComBat.fit`.
+        Its parameters are used as in :meth:`ComBat.fit`.
     X : dask.array.Array or dask.dataframe.DataFrame of shape (n_samples, n_features)
         Features (NaN = missing).
     sites : array-like or dask Series/Array of shape (n_samples,)
@@ -227,41 +274,26 @@ def fit(estimator, X, *, sites, covariates=None):
     ComBat
         ``estimator``, fitted; identical (to rounding) to an in-memory fit on the same data.
     """
-    from dask import delayed
+    from sitekit.harmonize._design import encode_sites
 
-    from sitekit.harmonize._eb import solve_ols
-    from sitekit.harmonize.federated import _prepare_design, fit_from_moments
-
+    estimator._check_params()
     blocks = _Blocks(X, sites, covariates)
-    prep = _prepare_design(estimator, blocks.sites, blocks.covariates, blocks.n_samples)
-    K = prep["n_sites"]
-    codes, C = prep["codes"], prep["C"]
-    # pass 1: cross-products -> coefficients
-    parts = [
-        delayed(_block_cross_products, pure=True)(x, codes[sl], C[sl], K)
-        for x, sl in zip(blocks.parts, blocks.slices)
-    ]
-    (cp,) = _compute(_tree_sum(parts))
-    beta = solve_ols(cp)
-    # pass 2: residual moments per site -> variance, Z sums -> EB
-    beta_d = delayed(beta, pure=True)
-    missing = delayed(cp.missing, pure=True)
-    parts = [
-        delayed(_block_moments, pure=True)(x, codes[sl], C[sl], beta_d, K, missing)
-        for x, sl in zip(blocks.parts, blocks.slices)
-    ]
-    (moments,) = _compute(_tree_sum(parts))
-    return fit_from_moments(
-        estimator,
-        sites=prep["levels"],
-        site_counts=np.bincount(codes, minlength=K),
-        encoding=prep["encoding"],
-        features=blocks.columns,
-        n_features=blocks.n_features,
-        beta=beta,
-        moments=moments,
-        extra_names=prep["extra_names"],
-    )
+    if blocks.columns is not None:
+        dup = sorted({str(c) for c in blocks.columns if blocks.columns.count(c) > 1})
+        if dup:
+            raise ValidationError(
+                f"ComBat: X has duplicate column name(s) {dup}; rename them so every feature "
+                "has its own name."
+            )
+    if blocks.columns is not None and all(isinstance(c, str) for c in blocks.columns):
+        estimator.feature_names_in_ = np.asarray(blocks.columns, dtype=object)
+    elif hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+    estimator.n_features_in_ = blocks.n_features
+    codes = encode_sites(blocks.sites)
+    state = estimator._fit_arrays(DaskMatrix(blocks), codes, blocks.covariates)
+    estimator._set_state(state)
+    return estimator
 
 
 def _transform_block(model, block, sites, covariates):
