@@ -823,52 +823,6 @@ def _combine_round2(summaries, message, parametric, mean_only, eb, ref_site, tol
 
 
 # --------------------------------------------------------------------------- shared finish
-def _prepare_design(estimator, sites: np.ndarray, covariates: pd.DataFrame | None, n_samples: int) -> dict:
-    """Validate parameters, sites and covariates and build the design columns exactly as
-    :meth:`ComBat.fit` does (used by the dask engine, which has the labels in memory).
-
-    Returns
-    -------
-    dict
-        ``levels``, ``codes``, ``n_sites``, ``encoding``, ``C`` (covariate + extra design
-        columns, n_samples x q) and ``extra_names``.
-    """
-    from sitekit.harmonize._design import (
-        check_full_rank,
-        covariate_column_names,
-        covariate_matrix,
-        design_matrix,
-        encode_sites,
-        fit_covariate_encoding,
-    )
-
-    estimator._check_params()
-    codes = encode_sites(sites)
-    K = codes.n_sites
-    if K < 2:
-        raise ValidationError(
-            f"ComBat: all {n_samples} samples come from one site ({codes.levels[0]!r}); there is "
-            "nothing to harmonise. Pass data from at least two sites."
-        )
-    encoding = fit_covariate_encoding(
-        covariates, categorical=estimator.categorical, continuous=estimator.continuous
-    )
-    C = covariate_matrix(covariates, encoding, n_samples=n_samples)
-    extra = estimator._extra_design(covariates, n_samples)
-    D = design_matrix(codes, C, extra)
-    extra_names = [f"extra{k}" for k in range(0 if extra is None else extra.shape[1])]
-    names = [str(s) for s in codes.levels] + covariate_column_names(encoding) + extra_names
-    check_full_rank(D, names, n_sites=K)
-    return {
-        "levels": codes.levels,
-        "codes": codes.codes,
-        "n_sites": K,
-        "encoding": encoding,
-        "C": np.ascontiguousarray(D[:, K:]),
-        "extra_names": extra_names,
-    }
-
-
 def fit_from_moments(
     estimator,
     *,
