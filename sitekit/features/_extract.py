@@ -358,10 +358,11 @@ def extract(
         Address of a running Dask scheduler (``tcp://host:8786``) to use instead; the
         workers must see the image paths (shared file system).
     out : str or path-like, optional
-        Features table to write (``.parquet``; ``.csv``/``.tsv`` also work).  Results are
-        written per case to ``<out>.parts/`` as they finish and consolidated atomically into
-        ``out`` at the end (the parts directory is then removed); errors go to
-        ``<out stem>.errors.csv``.  None keeps everything in memory.
+        Features table to write (``.parquet``; ``.csv``/``.tsv`` also work).  Finished
+        cases are flushed to Parquet part files in ``<out>.parts/`` every few seconds (and
+        on Ctrl-C or any error), then consolidated atomically into ``out`` at the end (the
+        parts directory is then removed); errors go to ``<out stem>.errors.csv``.  None
+        keeps everything in memory.
     resume : bool, default=False
         Continue an interrupted (or extend a finished) run: cases already in ``out`` or in
         ``<out>.parts/`` are not extracted again; failed cases are retried.  Needs ``out``
