@@ -279,11 +279,13 @@ def icc(
             DataWarning,
             stacklevel=2,
         )
-    frames = []
-    for f in forms:
-        df = pd.DataFrame({"feature": names, "form": f, **results[f]})
-        frames.append(df[_ICC_COLUMNS])
-    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    columns = {
+        "feature": np.tile(np.asarray(names, dtype=object), len(forms)),
+        "form": np.repeat(np.asarray(forms, dtype=object), p),
+    }
+    for c in _ICC_COLUMNS[2:]:
+        columns[c] = np.concatenate([results[f][c] for f in forms])
+    out = pd.DataFrame(columns)
     undefined = out.loc[out["icc"].isna() & (out["n_subjects"] >= 2), "feature"].unique()
     if len(undefined):
         warnings.warn(
