@@ -63,56 +63,64 @@ def _earl(folder: ResultFolder, show_ids: bool) -> Section:
 
 # ------------------------------------------------------------------------ harmonisation
 def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
-    from sitekit.harmonize import ComBat
+    diag = {}
+    if (folder.path / "diagnostics.json").exists():
+        diag = _json(folder.path / "diagnostics.json")
+    model_path = next((p for p in folder.files if p.suffix == ".npz"), None)
+    priors = pd.DataFrame(diag["priors"]) if diag.get("priors") else None
+    gamma_hat = (diag.get("estimates") or {}).get("gamma_hat")
+    params = diag.get("params")
+    features = [str(f) for f in diag.get("features") or []]
+    if model_path is not None and (priors is None or gamma_hat is None or not features):
+        from sitekit.harmonize import ComBat
 
-    model_path = next(p for p in folder.files if p.suffix == ".npz")
-    model = ComBat.load(model_path)
-    meta = {}
-    for name in ("run.json", "harmonize.json", "metadata.json", "diagnostics.json"):
-        if (folder.path / name).exists():
-            meta = _json(folder.path / name)
-            break
+        try:
+            model = ComBat.load(model_path)
+        except Exception:  # noqa: BLE001 - another harmoniser's file: use what diagnostics give
+            model = None
+        if model is not None:
+            priors = model.priors_ if priors is None else priors
+            gamma_hat = model.gamma_hat_ if gamma_hat is None else gamma_hat
+            params = params or model.get_params()
+            names = getattr(model, "feature_names_in_", None)
+            features = features or ([] if names is None else [str(f) for f in names])
     tables = [p for p in folder.files if p.suffix in (".csv", ".tsv", ".parquet")]
-    names = getattr(model, "feature_names_in_", None)
-    features = [] if names is None else [str(f) for f in names]
-    after_path = None
+    after_path = next((p for p in tables if "harmoni" in p.stem.lower()), None)
     before_path = None
-    for key in ("input", "table", "input_table"):
-        if isinstance(meta.get(key), str) and Path(meta[key]).exists():
-            before_path = Path(meta[key])
-    for key in ("output", "out", "harmonized", "harmonised"):
-        if isinstance(meta.get(key), str) and Path(meta[key]).exists():
-            after_path = Path(meta[key])
-    for p in tables:
-        stem = p.stem.lower()
-        if before_path is None and stem in {"input", "before", "features", "raw"}:
-            before_path = p
-        elif after_path is None and ("harmon" in stem or stem in {"after", "output"}):
-            after_path = p
+    inp = diag.get("input")
+    if isinstance(inp, str):
+        for cand in (Path(inp), folder.path / inp, folder.path / Path(inp).name):
+            if cand.exists():
+                before_path = cand
+                break
+    if before_path is None:
+        before_path = next((p for p in tables if p.stem.lower() in {"input", "before", "raw"}), None)
     if after_path is None or before_path is None:
         sec = Section("harmonisation", "Harmonisation")
-        sec.add_text(f"Model {model_path.name} found but the input or harmonised table is missing "
-                     f"from {folder.path.name}; only the model is summarised.", "warning")
-        sec.add_table(model.priors_, "Empirical-Bayes priors per site.")
-        sec.results = {"priors": model.priors_}
+        sec.add_text(f"The input or harmonised table of '{folder.path.name}' was not found "
+                     f"(input: {inp!r}); only the fitted priors are shown.", "warning")
+        if priors is not None:
+            sec.add_table(priors, "Empirical-Bayes priors per site.")
+        sec.results = {"priors": priors}
         return sec
     before = read_table(before_path)
     after = read_table(after_path)
-    site_col = meta.get("site_col") or next((c for c in ("site", "Site", "batch") if c in after.columns), None)
-    if site_col is None:
-        raise ValueError(f"No site column in '{after_path}'.")
+    if len(before) != len(after):
+        raise ValueError(f"'{before_path.name}' and '{after_path.name}' have different row counts.")
+    site_col = diag.get("site_col") or next(
+        (c for c in ("site", "Site", "batch") if c in after.columns), None)
+    if site_col is None or site_col not in after.columns:
+        raise ValueError(f"No site column in '{after_path.name}'.")
     feats = [f for f in features if f in before.columns and f in after.columns] or [
         c for c in after.columns if c in before.columns and c != site_col
         and pd.api.types.is_float_dtype(after[c])]
-    enc = getattr(model, "covariate_encoding_", None)
-    cov_cols = [str(c["name"]) if isinstance(c, dict) else str(c)
-                for c in (enc.get("columns", []) if isinstance(enc, dict) else [])]
-    cov = before[[c for c in cov_cols if c in before.columns]] if cov_cols else None
-    params = {k: v for k, v in model.get_params().items() if v is not None}
-    if len(before) != len(after):
-        raise ValueError(f"'{before_path.name}' and '{after_path.name}' have different row counts.")
+    covs = [str(c) for c in diag.get("covariates") or []]
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    if "input" in diag:
+        params = {"input": Path(str(diag["input"])).name, **params}
     return S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
-                                   covariates=cov, model=model, params=params)
+                                   covariates=covs, priors=priors, gamma_hat=gamma_hat,
+                                   params=params)
 
 
 # --------------------------------------------------------------------------- extraction

@@ -8,7 +8,7 @@ files:
 kind                   marker
 =====================  ==========================================================
 ``earl``               ``check.csv`` (EARL check) and/or ``calibration.json``
-``harmonize``          a ComBat model ``*.npz`` next to the harmonised table
+``harmonize``          ``model.npz`` / ``diagnostics.json`` (``sitekit harmonize run``)
 ``extract``            a features ``*.parquet`` with ``original_*`` columns
 ``stability``          ``stability.csv`` (``sitekit robustness features``)
 ``suite``              ``results.json`` with ``checks`` (``sitekit robustness run``)
@@ -73,7 +73,7 @@ def _is_combat_model(path: Path) -> bool:
             if "metadata" not in z.files:
                 return False
             meta = json.loads(z["metadata"].tobytes().decode("utf-8"))
-        return "gamma_star_" in z.files or "combat" in str(meta.get("format", "")).lower()
+        return "gamma_star_" in z.files or "harmonize" in str(meta.get("format", "")).lower()
     except Exception:  # noqa: BLE001
         return False
 
@@ -104,6 +104,13 @@ def _classify(d: Path) -> list[ResultFolder]:
             "stability.csv", "robust_features.txt", "summary.json"}]))
     # harmonize
     models = [p for p in files if p.suffix == ".npz" and _is_combat_model(p)]
+    diag = d / "diagnostics.json"
+    if diag.exists() and not models:
+        try:
+            if "harmonize" in str(_read_json(diag).get("tool", "")):
+                models = [diag]
+        except (CorruptFileError, AttributeError):
+            pass
     if models:
         found.append(ResultFolder("harmonize", d, [*models, *[p for p in files if p.suffix in
                                                              (*_TABLE_SUFFIXES, ".json")]]))

@@ -174,8 +174,9 @@ def _pca_frames(before: pd.DataFrame, after: pd.DataFrame, sites: np.ndarray):
 
 
 def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
-                          covariates: pd.DataFrame | None = None, model=None,
-                          params: dict | None = None, n_permutations: int = 20,
+                          covariates: pd.DataFrame | list | None = None,
+                          priors: pd.DataFrame | None = None, gamma_hat=None,
+                          params: dict | None = None, n_permutations: int = 0,
                           random_state: int = 0, n_boxplots: int = 3) -> Section:
     """The harmonisation section: site effects and site predictability before/after.
 
@@ -184,14 +185,17 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
     before, after : DataFrame of shape (n_samples, n_features)
         Numeric features before and after harmonisation (same rows, same columns).
     sites : array-like of shape (n_samples,)
-    covariates : DataFrame, default=None
-        Shown as a summary (names and types only).
-    model : fitted ComBat, default=None
-        For the empirical-Bayes prior plots (``gamma_hat_``, ``priors_``).
+    covariates : DataFrame or list of str, default=None
+        The covariates kept by the harmoniser (only their names are shown).
+    priors : DataFrame, default=None
+        ComBat's ``priors_`` (one row per site: ``site, gamma_bar, tau2, ...``).
+    gamma_hat : array-like of shape (n_sites, n_features), default=None
+        ComBat's ``gamma_hat_`` (rows in the order of ``priors``); with ``priors`` it gives
+        the empirical-Bayes prior plots.
     params : dict, default=None
         The harmoniser's parameters (shown).
-    n_permutations : int, default=20
-        Permutations of the site-predictability p-value.
+    n_permutations : int, default=0
+        Permutations of the site-predictability p-value (0: AUC only, fast).
     """
     from sitekit.robustness.sites import site_effects, site_predictability
 
@@ -206,7 +210,8 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
     info = pd.DataFrame({"site": levels, "n_samples": counts})
     sec.add_text("Sites and covariates", "heading")
     sec.add_table(info, "Samples per site.")
-    cov_names = [] if covariates is None else [str(c) for c in covariates.columns]
+    cov_names = [] if covariates is None else [
+        str(c) for c in (covariates.columns if isinstance(covariates, pd.DataFrame) else covariates)]
     sec.add_text(f"{len(cols)} features harmonised; covariates kept: "
                  f"{', '.join(cov_names) if cov_names else 'none'}.")
     if params:
@@ -263,12 +268,14 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
                        f"{feat}, one of the most site-affected features: per-site boxes before and "
                        "after; after harmonisation the boxes should line up.")
     results["most_affected"] = top[["feature", "epsilon_squared", "q_value"]].head(10)
-    if model is not None and getattr(model, "priors_", None) is not None:
+    if priors is not None and gamma_hat is not None and len(priors):
         sec.add_text("Empirical-Bayes priors", "heading")
-        priors = model.priors_
-        gh = np.asarray(model.gamma_hat_, dtype=float)
+        priors = pd.DataFrame(priors)
+        gh = np.asarray(pd.DataFrame(gamma_hat).to_numpy(), dtype=float)
         for i, row in priors.reset_index(drop=True).iterrows():
-            if not np.isfinite(row.get("tau2", np.nan)):
+            if i >= gh.shape[0] or "tau2" not in row or "gamma_bar" not in row:
+                break
+            if row["tau2"] is None or not np.isfinite(float(row["tau2"])):
                 continue
             ax = F.plot_eb_prior(pd.DataFrame({"gamma_hat": gh[i]}), gamma_bar=float(row["gamma_bar"]),
                                  tau2=float(row["tau2"]), title=f"site {row['site']}")

@@ -105,17 +105,15 @@ def write_extract(d):
 
 
 def write_harmonize(d):
+    """`sitekit harmonize run` on a 12-feature table (harmonized.csv, model.npz, diagnostics.json)."""
+    from sitekit.cli import main
     from sitekit.datasets import make_feature_table
-    from sitekit.harmonize import ComBat
 
     d.mkdir(parents=True, exist_ok=True)
     df = make_feature_table(random_state=0)
     feats = [c for c in df.columns if c.startswith("original_")][:12]
-    df = df[["subject_id", "site", "age", *feats]]
-    model = ComBat().fit(df[feats], sites=df["site"])
-    out = df.copy()
-    out[feats] = model.transform(df[feats], sites=df["site"])
-    df.to_csv(d / "input.csv", index=False)
-    out.to_csv(d / "harmonized.csv", index=False)
-    model.save(d / "model.npz")
+    df[["subject_id", "site", "age", "sex", *feats]].to_csv(d.parent / "features_input.csv", index=False)
+    code = main(["harmonize", "run", str(d.parent / "features_input.csv"), "--site-col", "site",
+                 "--covariates", "age,sex", "--out", str(d)])
+    assert code == 0
     return d
