@@ -63,7 +63,7 @@ def _params(ref_site, nonparametric: bool, mean_only: bool, no_eb: bool, categor
 def _fit(table: str, site_col: str, covariates, categorical, continuous, ref_site, nonparametric,
          mean_only, no_eb, features, exclude, ext=None):
     """Read the table and fit the model; return (df, model, features, covariate columns)."""
-    from sitekit.io import read_table
+    from sitekit.harmonize._dask import read_table  # lazy dask DataFrame in a --workers session
 
     ext = _check_ext(ext or {}, site_col, ref_site)
     df = read_table(table)
@@ -216,6 +216,10 @@ def _apply(df, model, site_col: str, covs: list[str]):
             f"Column(s) {missing} that the model needs are not in the table; its columns are "
             f"{list(df.columns)[:20]}."
         )
+    from sitekit.harmonize import _dask
+
+    if _dask.is_dask_collection(df):  # lazy, one task per partition
+        return _dask.transform_frame(model, df, site_col=site_col, covariate_cols=covs, features=feats)
     if nested:
         harmonised = model.transform(df[feats], batches=df[ids], covariates=df[covs] if covs else None)
     else:
@@ -358,8 +362,42 @@ _COMMON = [
 ]
 
 
+#: --scheduler/--workers: the dask engine for Parquet tables (sitekit.harmonize._dask)
+_SCALE = [
+    click.option("--scheduler", default=None,
+                 help="Address of a dask scheduler (tcp://host:8786): a Parquet TABLE (file or "
+                      "directory) is harmonised out-of-core on that cluster."),
+    click.option("--workers", type=click.IntRange(1), default=None,
+                 help="Like --scheduler, on a LocalCluster of N worker processes started here."),
+]
+
+
+def _scale_session(scheduler, workers, *, method: str = "combat", adapt: bool = False) -> None:
+    """With --scheduler/--workers: a dask cluster for this command, with dask's progress."""
+    if not (scheduler or workers):
+        return
+    if method != "combat" or adapt:
+        raise click.UsageError("--scheduler/--workers run plain ComBat (no --method, --adapt).")
+    from sitekit.harmonize import _dask
+
+    ctx = click.get_current_context()
+    client = ctx.with_resource(_dask.session(scheduler=scheduler, workers=workers))
+
+    def compute(objs):
+        from distributed import progress
+
+        futures = client.compute(objs)
+        progress(futures)
+        click.echo("", err=True)
+        return client.gather(futures)
+
+    ctx.with_resource(_dask.progress_callback(compute))
+    click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at "
+               f"{client.scheduler.address}", err=True)
+
+
 def _common_options(fn):
-    for opt in reversed(_COMMON):
+    for opt in reversed(_COMMON + _SCALE):
         fn = opt(fn)
     return fn
 
@@ -391,8 +429,10 @@ def register(cli: click.Group) -> None:
         \b
         Example:
           sitekit harmonize fit features.csv --site-col site --covariates age,sex --model combat.npz
+          sitekit harmonize fit features_parquet/ --site-col site --workers 4 --model combat.npz
         """
         _check_flags(nonparametric, mean_only)
+        _scale_session(ext.pop("scheduler"), ext.pop("workers"), method=ext.get("method") or "combat")
         with show_warnings():
             df, model, feats, covs = _fit(table, site_col, covariates, categorical, continuous,
                                           ref_site, nonparametric, mean_only, no_eb, features, exclude,
@@ -416,8 +456,11 @@ def register(cli: click.Group) -> None:
                        "rows against the frozen model (at least 2 rows each; < 20 warns).")
     @click.option("--model-out", default=None, type=click.Path(dir_okay=False),
                   help="With --adapt: save the adapted model here.")
+    @_SCALE[0]
+    @_SCALE[1]
     @force_option
-    def apply_cmd(table, model_path, out, site_col, covariates, adapt, model_out, force) -> None:
+    def apply_cmd(table, model_path, out, site_col, covariates, adapt, model_out, scheduler, workers,
+                  force) -> None:
         """Harmonise TABLE with a saved model; other columns pass through unchanged and in order.
 
         \b
@@ -428,8 +471,9 @@ def register(cli: click.Group) -> None:
         """
         from sitekit.exceptions import ValidationError
         from sitekit.harmonize import NestedComBat
-        from sitekit.io import read_table, write_table
+        from sitekit.harmonize._dask import read_table, write_table  # dask-aware (--workers)
 
+        _scale_session(scheduler, workers, adapt=adapt)
         if model_out and not adapt:
             raise click.UsageError("--model-out is for --adapt (it saves the adapted model).")
         model = _load_model(model_path)
@@ -462,7 +506,7 @@ def register(cli: click.Group) -> None:
         if model_out:
             model.save(model_out, force=True, metadata=_cli_metadata(site_col, covs))
             click.echo(f"Adapted model saved to {model_out}")
-        click.echo(f"Harmonised {len(result)} rows x {model.n_features_in_} features -> {out}")
+        click.echo(f"Harmonised {len(df)} rows x {model.n_features_in_} features -> {out}")
 
     @group.command("run")
     @click.argument("table", type=click.Path(exists=True))
@@ -490,9 +534,11 @@ def register(cli: click.Group) -> None:
         import json
         from pathlib import Path
 
-        from sitekit.io import atomic_output, write_table
+        from sitekit.harmonize._dask import write_table  # dask-aware (--workers)
+        from sitekit.io import atomic_output
 
         _check_flags(nonparametric, mean_only)
+        _scale_session(ext.pop("scheduler"), ext.pop("workers"), method=ext.get("method") or "combat")
         out_dir = Path(out)
         suffix = Path(table).suffix.lower() if Path(table).is_file() else ".parquet"
         if suffix == ".tab":

@@ -67,9 +67,25 @@ def _compute(*objs):
     import dask
 
     hook = _PROGRESS.get()
-    if hook is not None:
-        return tuple(hook(list(objs)))
-    return dask.compute(*objs)
+    if hook is None:
+        return dask.compute(*objs)
+    # the hook takes a flat list of collections: flatten one level of lists, rebuild after
+    flat, where = [], []
+    for o in objs:
+        items = list(o) if isinstance(o, list | tuple) else [o]
+        where.append([])
+        for it in items:
+            if is_dask_collection(it):
+                where[-1].append(len(flat))
+                flat.append(it)
+            else:
+                where[-1].append(it)
+    results = list(hook(flat)) if flat else []
+    out = []
+    for o, pos in zip(objs, where):
+        vals = [results[p] if isinstance(p, int) else p for p in pos]
+        out.append(vals if isinstance(o, list | tuple) else vals[0])
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- row blocks
@@ -355,3 +371,134 @@ def transform_frame(estimator, frame, *, site_col, covariate_cols, features):
         list(features),
         meta=meta,
     )
+
+
+# --------------------------------------------------------------------------- sessions, files
+_SESSION: contextvars.ContextVar = contextvars.ContextVar("sitekit_dask_session", default=None)
+
+
+@contextlib.contextmanager
+def session(*, scheduler: str | None = None, workers: int | None = None, memory_limit="auto"):
+    """Run the dask engine on a cluster for the duration of the block.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running dask scheduler (``tcp://host:8786``).
+    workers : int, optional
+        Without ``scheduler``: start a ``LocalCluster`` with this many worker processes
+        (one thread each; default 2), closed at the end of the block.
+    memory_limit : str or float, default="auto"
+        Memory limit per worker of the local cluster.
+
+    Yields
+    ------
+    distributed.Client
+        The client, also the default scheduler inside the block; :func:`read_table` returns
+        lazy dask DataFrames for Parquet inputs while it is active.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if scheduler and workers:
+        raise ValidationError(
+            "Give either a scheduler address (--scheduler) or a number of local workers "
+            "(--workers), not both."
+        )
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="10s")
+            except OSError as exc:
+                raise ValidationError(
+                    f"Could not reach the dask scheduler at {scheduler!r} ({exc}); check the "
+                    "address, or use --workers N to start a local cluster."
+                ) from exc
+        else:
+            cluster = LocalCluster(
+                n_workers=int(workers or 2), threads_per_worker=1, processes=True,
+                dashboard_address=None, memory_limit=memory_limit, silence_logs=logging.ERROR,
+            )
+            client = Client(cluster)
+        token = _SESSION.set(client)
+        try:
+            yield client
+        finally:
+            _SESSION.reset(token)
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def active_session():
+    """The client of the enclosing :func:`session`, or None."""
+    return _SESSION.get()
+
+
+def _is_parquet(path) -> bool:
+    from pathlib import Path
+
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() == ".parquet"
+
+
+def read_table(path, **kwargs):
+    """:func:`sitekit.io.read_table`, but a lazy dask DataFrame for a Parquet file or
+    directory when a :func:`session` is active."""
+    from sitekit import io
+
+    if active_session() is None or not _is_parquet(path):
+        return io.read_table(path, **kwargs)
+    from pathlib import Path
+
+    import dask.dataframe as dd
+
+    from sitekit.exceptions import CorruptFileError, MissingFileError
+
+    if not Path(path).exists():
+        raise MissingFileError(f"Table '{path}' does not exist; check the path.")
+    try:
+        return dd.read_parquet(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(f"Table '{path}' could not be read as Parquet: {exc}") from exc
+
+
+def write_table(df, path, *, force: bool = False, index: bool = False):
+    """:func:`sitekit.io.write_table`; a dask DataFrame is written partition by partition
+    as a Parquet directory (into a temporary directory renamed into place at the end)."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from sitekit import io
+    from sitekit.exceptions import OutputExistsError
+
+    if not is_dask_collection(df):
+        return io.write_table(df, path, force=force, index=index)
+    target = Path(path)
+    if target.exists() and not force:
+        raise OutputExistsError(f"Output '{target}' already exists; pass --force to replace it.")
+    if target.suffix.lower() not in ("", ".parquet"):
+        raise ValidationError(
+            f"Output '{target}': a table harmonised on a cluster is written as a Parquet "
+            "directory; give a path without suffix or ending in .parquet."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _compute(df.to_parquet(tmp, write_index=index, compute=False))
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
