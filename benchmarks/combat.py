@@ -20,12 +20,18 @@ machine is shared, so compare the ratios of one run, not absolute times across r
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import statistics
 import time
 import tracemalloc
 import warnings
 
 import numpy as np
 import pandas as pd
+from neuroCombat import neuroCombat
+
+from sitekit.harmonize import ComBat
 
 
 def make_data(n_samples: int, n_features: int, n_sites: int, seed: int = 0):
@@ -45,19 +51,12 @@ def make_data(n_samples: int, n_features: int, n_sites: int, seed: int = 0):
 
 
 def run_sitekit(X, sites, **params):
-    from sitekit.harmonize import ComBat
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return ComBat(**params).fit_transform(X, sites=sites)
 
 
 def run_neurocombat(Xt, sites, **params):
-    import contextlib
-    import io
-
-    from neuroCombat import neuroCombat
-
     covars = pd.DataFrame({"batch": sites})
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,13 +82,21 @@ def peak_memory(fn, *args, **kw) -> int:
 def case_parametric(n, p, k, memory: bool = True):
     X, sites = make_data(n, p, k)
     Xt = np.ascontiguousarray(X.T)
-    t_sk, out_sk = timed(run_sitekit, X, sites)
+    # sitekit: first run, then two more (median of three); neuroCombat once (it is slow)
+    t_first, out_sk = timed(run_sitekit, X, sites)
+    del out_sk
     t_nc, out_nc = timed(run_neurocombat, Xt, sites)
+    times = [t_first]
+    for _ in range(2):
+        t, out_sk = timed(run_sitekit, X, sites)
+        times.append(t)
+    t_sk = statistics.median(times)
     diff = np.max(np.abs(out_sk - out_nc.T) / X.std(axis=0))
     del out_sk, out_nc
     print(f"\n[1] parametric fit+transform, {n} x {p}, {k} sites (input {X.nbytes / 1e6:.0f} MB)")
-    print(f"    sitekit     {t_sk:8.2f} s")
-    print(f"    neuroCombat {t_nc:8.2f} s   -> sitekit is {t_nc / t_sk:5.1f}x faster")
+    print(f"    sitekit     {t_sk:8.2f} s (median of 3; first run {t_first:.2f} s)")
+    print(f"    neuroCombat {t_nc:8.2f} s   -> sitekit is {t_nc / t_sk:5.1f}x faster "
+          f"({t_nc / t_first:.1f}x against the first run)")
     print(f"    max |difference| / feature SD: {diff:.1e}")
     if memory:
         m_sk = peak_memory(run_sitekit, X, sites)
@@ -104,11 +111,13 @@ def case_nonparametric(n, p, k):
     Xt = np.ascontiguousarray(X.T)
     t_sk, out_sk = timed(run_sitekit, X, sites, parametric=False)
     t_nc, out_nc = timed(run_neurocombat, Xt, sites, parametric=False)
-    diff = np.nanmax(np.abs(out_sk - out_nc.T) / X.std(axis=0))
+    diff = np.abs(out_sk - out_nc.T) / X.std(axis=0)
     print(f"\n[2] non-parametric fit+transform, {n} x {p}, {k} sites")
     print(f"    sitekit     {t_sk:8.2f} s")
     print(f"    neuroCombat {t_nc:8.2f} s   -> sitekit is {t_nc / t_sk:5.1f}x faster")
-    print(f"    max |difference| / feature SD: {diff:.1e}")
+    print(f"    |difference| / feature SD: median {np.nanmedian(diff):.1e}, max {np.nanmax(diff):.1e}; "
+          f"neuroCombat NaN cells: {int(np.isnan(out_nc).sum())} "
+          "(at this many samples per site its probability-domain likelihoods underflow)")
     return t_sk, t_nc
 
 
@@ -127,15 +136,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (~20 s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc runs")
+    ap.add_argument("--case", type=int, choices=[1, 2, 3], default=None, help="run one case only")
     args = ap.parse_args()
-    if args.quick:
-        case_parametric(1000, 2000, 5, memory=not args.no_memory)
-        case_nonparametric(500, 300, 4)
-        case_underflow(2000, 50)
-    else:
-        case_parametric(5000, 10000, 10, memory=not args.no_memory)
-        case_nonparametric(2000, 1000, 4)
-        case_underflow(2000, 200)
+    run_sitekit(*make_data(60, 20, 3))  # warm-up (first-call overheads)
+    run_neurocombat(*(lambda X, s: (np.ascontiguousarray(X.T), s))(*make_data(60, 20, 3)))
+    sizes = {
+        1: ((1000, 2000, 5), (5000, 10000, 10)),
+        2: ((500, 300, 4), (2000, 1000, 4)),
+        3: ((2000, 50), (2000, 200)),
+    }
+    for case, fn in ((1, case_parametric), (2, case_nonparametric), (3, case_underflow)):
+        if args.case in (None, case):
+            size = sizes[case][0 if args.quick else 1]
+            if case == 1:
+                fn(*size, memory=not args.no_memory)
+            else:
+                fn(*size)
 
 
 if __name__ == "__main__":

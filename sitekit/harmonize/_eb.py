@@ -51,8 +51,11 @@ __all__ = [
     "row_chunks",
 ]
 
-#: target number of float64 cells held in one temporary block (32 MB)
-_BLOCK_CELLS = 4_000_000
+#: float64 cells per row block of the streaming passes (2 MB: the block and its temporaries
+#: stay in cache, so several numpy operations on a block cost about one pass over memory)
+_BLOCK_CELLS = 1 << 18
+#: cells per block of the features x features matrices of the non-parametric EB (32 MB)
+_NONPAR_BLOCK_CELLS = 4_000_000
 #: floor of |gamma| in the relative convergence test of the parametric iteration
 _GAMMA_EPS = 1e-8
 
@@ -125,7 +128,7 @@ def ols_cross_products(Y: np.ndarray, D: np.ndarray, *, observed: np.ndarray | N
     p = D.shape[1]
     has_nan = np.zeros(F, dtype=bool)
     dty = np.zeros((p, F))
-    for sl in row_chunks(n, F):
+    for sl in row_chunks(n, F, _NONPAR_BLOCK_CELLS):  # views, no temporaries: big blocks
         block = Y[sl]
         part = D[sl].T @ block
         # a NaN cell propagates into its column of D'Y (every row has a site indicator),
@@ -237,6 +240,9 @@ def residual_moments(
     ymax = np.full((n_sites, F), np.nan)
     Dc, Bc = D[:, n_sites:], B[n_sites:]
     has_cov = Dc.shape[1] > 0
+    step = next(iter(row_chunks(N, F))).stop if N else 0
+    buf = np.empty((step, F))
+    gather = np.empty((step, F))
     for i in range(n_sites):
         rows, size = _site_rows(codes, i)
         if size == 0:
@@ -246,10 +252,13 @@ def residual_moments(
         else:
             chunks = [rows[c] for c in row_chunks(size, F)]
         for rs in chunks:
-            Yb = Y[rs]
-            ymin[i] = np.fmin(ymin[i], np.fmin.reduce(Yb, axis=0))
-            ymax[i] = np.fmax(ymax[i], np.fmax.reduce(Yb, axis=0))
-            R = Yb - B[i]
+            if isinstance(rs, slice):
+                Yb = Y[rs]
+            else:
+                Yb = np.take(Y, rs, axis=0, out=gather[: rs.size])
+            np.fmin(ymin[i], np.fmin.reduce(Yb, axis=0), out=ymin[i])
+            np.fmax(ymax[i], np.fmax.reduce(Yb, axis=0), out=ymax[i])
+            R = np.subtract(Yb, B[i], out=buf[: Yb.shape[0]])
             if has_cov:
                 R -= Dc[rs] @ Bc
             cnt = R.shape[0]
@@ -429,7 +438,7 @@ def parametric_eb(
     return g_old, d_old, it, bool(change <= tol)
 
 
-def nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, *, block_cells: int = _BLOCK_CELLS):
+def nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, *, block_cells: int = _NONPAR_BLOCK_CELLS):
     """Non-parametric EB for one site, vectorised over its features, in the log domain.
 
     For target feature g, the weight of every other feature g' is the Gaussian likelihood of
@@ -631,14 +640,18 @@ def adjust(
     if out is None:
         out = np.empty(Y.shape, dtype=np.float64)
     N, F = Y.shape
+    step = next(iter(row_chunks(N, F))).stop if N else 0
+    buf = np.empty((step, F))
+    buf2 = np.empty((step, F)) if covs else None
     for sl in row_chunks(N, F):
         c = codes[sl]
-        blk = np.take(scale, c, axis=0)
-        np.multiply(Y[sl], blk, out=out[sl])
-        out[sl] += np.take(shift, c, axis=0)
+        k = c.size
+        blk = np.take(scale, c, axis=0, out=buf[:k])
+        o = out[sl]
+        np.multiply(Y[sl], blk, out=o)
+        o += np.take(shift, c, axis=0, out=buf[:k])
         if covs:
-            m = C[sl] @ beta
-            np.take(one_minus, c, axis=0, out=blk)
-            m *= blk
-            out[sl] += m
+            m = np.matmul(C[sl], beta, out=buf2[:k])
+            m *= np.take(one_minus, c, axis=0, out=buf[:k])
+            o += m
     return out
