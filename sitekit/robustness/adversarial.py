@@ -233,7 +233,7 @@ def _hopskipjump(estimator, Xf, norm, s, *, random_state, max_iter, max_eval, in
             d = np.linalg.norm(U[other] - U[i], axis=1)
             init[i] = U[other[np.argmin(d)]]
     attack = HopSkipJump(clf, targeted=False, norm=2 if norm == "l2" else np.inf,
-                         max_iter=max_iter, max_eval=max_eval, init_eval=init_eval,
+                         max_iter=max_iter, max_eval=max_eval, init_eval=min(init_eval, max_eval),
                          init_size=init_size, verbose=False)
     logger = logging.getLogger("art")
     level = logger.level
@@ -336,7 +336,10 @@ def minimal_perturbation(
     random_state : None, int or numpy Generator, default=None
         Seeds HopSkipJump (which uses numpy's global RNG: its state is saved and restored).
     max_iter, max_eval, init_eval, init_size : int
-        HopSkipJump budget (ignored by the exact method).
+        HopSkipJump budget (ignored by the exact method): iterations, the most and the
+        first number of model queries per gradient estimate (``init_eval`` is capped at
+        ``max_eval``), and random draws for a start point when no case of another class
+        exists.
     return_adversarial : bool, default=False
         Also return the adversarial examples (a DataFrame like X).
 
