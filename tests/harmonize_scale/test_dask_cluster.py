@@ -64,3 +64,32 @@ def test_parquet_on_local_cluster_equals_in_memory(client, parquet_table, params
     assert_close(out[feats].to_numpy(), expected.to_numpy(), rel=1e-10)
     np.testing.assert_allclose(model.delta_star_, ComBat(**params).fit(
         table[feats], sites=table["site"].to_numpy(), covariates=covs).delta_star_, rtol=1e-9)
+
+
+def test_cli_run_and_apply_on_a_scheduler(client, parquet_table, tmp_path):
+    """`harmonize run/apply --scheduler ADDRESS` on a Parquet directory equals the in-memory CLI."""
+    from sitekit.cli import main
+
+    path, table, feats = parquet_table
+    addr = client.scheduler.address
+    csv = tmp_path / "table.csv"
+    table.to_csv(csv, index=False)
+    common = ["--site-col", "site", "--covariates", "age,sex"]
+    assert main(["harmonize", "run", str(csv), *common, "--out", str(tmp_path / "mem")]) == 0
+    assert main(["harmonize", "run", str(path), *common, "--scheduler", addr,
+                 "--out", str(tmp_path / "dask")]) == 0
+    expected = pd.read_csv(tmp_path / "mem" / "harmonized.csv")
+    got = pd.read_parquet(tmp_path / "dask" / "harmonized.parquet")
+    assert list(got.columns) == list(expected.columns)
+    assert got["site"].tolist() == expected["site"].tolist()
+    assert_close(got[feats].to_numpy(), expected[feats].to_numpy(), rel=1e-10)
+    # apply with the saved model, on the cluster, to a Parquet directory
+    assert main(["harmonize", "apply", str(path), "--model", str(tmp_path / "dask" / "model.npz"),
+                 "--scheduler", addr, "--out", str(tmp_path / "applied.parquet")]) == 0
+    applied = pd.read_parquet(tmp_path / "applied.parquet")
+    assert_close(applied[feats].to_numpy(), expected[feats].to_numpy(), rel=1e-10)
+    # refusals: an existing output, and methods the dask engine does not run
+    assert main(["harmonize", "apply", str(path), "--model", str(tmp_path / "dask" / "model.npz"),
+                 "--scheduler", addr, "--out", str(tmp_path / "applied.parquet")]) == 2
+    assert main(["harmonize", "fit", str(path), *common, "--method", "covbat", "--scheduler", addr,
+                 "--model", str(tmp_path / "cov.npz")]) == 2
