@@ -283,9 +283,14 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                     "features (sites and covariates go in sites=/covariates=)."
                 )
             index, columns = X.index, X.columns
-        Y = validate_data(
-            self, X, reset=reset, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=1
-        )
+        try:
+            Y = validate_data(
+                self, X, reset=reset, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=1
+            )
+        except ValidationError:
+            raise
+        except ValueError as exc:  # sklearn's shape/feature-name checks: same text, our class
+            raise ValidationError(f"ComBat: {exc}") from exc
         # a block sum is finite unless the block holds NaN or inf (cheap, no temporary)
         has_inf = any(
             not np.isfinite(Y[sl].sum()) and np.isinf(Y[sl]).any()

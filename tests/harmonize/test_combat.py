@@ -413,3 +413,12 @@ def test_no_warnings_on_clean_data(data_cov):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ComBat().fit_transform(X, sites=sites, covariates=cov)
+
+
+def test_transform_checks_feature_names_and_count(data):
+    X, sites, _ = data
+    m = ComBat().fit(X, sites=sites)
+    with pytest.raises(ValidationError, match="feature names"):
+        m.transform(X[X.columns[::-1]], sites=sites)
+    with pytest.raises(ValidationError, match="features"):
+        ComBat().fit(X.to_numpy(), sites=sites).transform(X.to_numpy()[:, :3], sites=sites.to_numpy())
