@@ -67,8 +67,9 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         The first-stage model.
     score_combat_ : ComBat
         The score-stage model (on ``n_components_`` score columns).
-    components_ : ndarray of shape (n_features, n_features)
-        Principal axes of the standardised residuals, one per row.
+    components_ : ndarray of shape (n_axes, n_features)
+        Principal axes of the standardised residuals, one per row, by decreasing variance
+        (``n_axes <= min(n_samples, n_features)``: axes of zero variance are dropped).
     pca_mean_ : ndarray of shape (n_features,)
         Mean of the standardised residuals.
     explained_variance_ratio_ : ndarray of shape (n_features,)
@@ -196,10 +197,14 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         usable = np.isfinite(scale) & (scale > 0) & (np.isfinite(R).sum(axis=0) > 1)
         Rf = np.where(np.isfinite(R), R, 0.0)[:, usable]
         mu = Rf.mean(axis=0)
-        _, s, Vt = np.linalg.svd(Rf - mu, full_matrices=False)
-        var = s**2 / max(n_samples - 1, 1)
+        var, Vt = _pca(Rf - mu)
         ratio = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
         k = self._choose_k(ratio)
+        if k == 0:
+            raise ValidationError(
+                "CovBat: no feature varies after ComBat (all constant or missing), so there is "
+                "no covariance to harmonise; use ComBat for these data."
+            )
         components = np.zeros((Vt.shape[0], n_features))
         components[:, usable] = Vt
         pca_mean = np.zeros(n_features)
@@ -406,6 +411,29 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if hasattr(model.combat_, "feature_names_in_"):
             model.feature_names_in_ = model.combat_.feature_names_in_
         return model
+
+
+def _pca(Rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Principal axes of centred data via the smaller Gram matrix (eigh; faster than SVD).
+
+    Returns the component variances (descending, ddof=1) and the axes as rows, keeping only
+    components with positive variance (at most ``min(n_samples, n_features)``).
+    """
+    n, p = Rc.shape
+    denom = max(n - 1, 1)
+    if n >= p:
+        w, V = np.linalg.eigh(Rc.T @ Rc)
+        order = np.argsort(w)[::-1]
+        w, V = w[order], V[:, order]
+        keep = w > max(w[0], 0.0) * 1e-12 if w.size else np.zeros(0, dtype=bool)
+        return w[keep] / denom, V[:, keep].T
+    w, U = np.linalg.eigh(Rc @ Rc.T)
+    order = np.argsort(w)[::-1]
+    w, U = w[order], U[:, order]
+    keep = w > max(w[0], 0.0) * 1e-12 if w.size else np.zeros(0, dtype=bool)
+    w, U = w[keep], U[:, keep]
+    Vt = (Rc.T @ U / np.sqrt(w)).T
+    return w / denom, Vt
 
 
 def _sub(arrays: dict, prefix: str) -> dict:

@@ -180,3 +180,24 @@ def test_covbat_not_fitted():
 
     with pytest.raises(NotFittedError):
         CovBat().transform(np.zeros((3, 2)), sites=["a", "b", "c"])
+
+
+def test_covbat_more_features_than_samples():
+    # n < p: the PCA runs on the sample Gram matrix; at most n - 1 axes carry variance
+    rng = np.random.default_rng(2)
+    sites = np.repeat(["a", "b", "c"], 8)
+    X = rng.normal(size=(24, 40)) + (sites == "b")[:, None]
+    model = CovBat(n_components=None)
+    out = model.fit_transform(X, sites=sites)
+    assert model.components_.shape[0] <= 23 and model.components_.shape[1] == 40
+    np.testing.assert_allclose(model.components_ @ model.components_.T, np.eye(model.components_.shape[0]),
+                               atol=1e-8)
+    assert np.all(np.isfinite(out))
+
+
+def test_covbat_all_constant_raises():
+    sites = np.repeat(["a", "b"], 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValidationError, match="no feature varies"):
+            CovBat().fit(np.ones((10, 3)), sites=sites)
