@@ -182,3 +182,13 @@ def test_site_table_must_hold_one_site():
     X, sites, cov = make_cohort(seed=18)
     with pytest.raises(ValidationError, match="one site"):
         fed.summarize_site(X, sites=sites, covariates=cov)
+
+
+def test_integer_site_labels(tmp_path):
+    X, sites, cov = make_cohort(seed=19)
+    codes = {"A": 3, "B": 1, "C": 20, "D": 7}
+    int_sites = np.array([codes[s] for s in sites])
+    expected = ComBat(ref_site=7).fit_transform(X, sites=int_sites, covariates=cov)
+    model = _run(X, int_sites, cov, tmp_path, ref_site="7")  # as typed on a command line
+    assert list(model.sites_) == [1, 3, 7, 20]
+    assert_close(model.transform(X, sites=int_sites, covariates=cov), expected, rel=1e-10)
