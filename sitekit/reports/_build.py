@@ -32,33 +32,39 @@ def _first(folder: ResultFolder, *names: str) -> Path | None:
 
 
 # --------------------------------------------------------------------------------- EARL
-def _earl(folder: ResultFolder, show_ids: bool) -> Section:
-    check = None
-    p = _first(folder, "check.csv")
-    if p is not None:
-        check = read_table(p)
-        if "rc" not in check.columns:
-            check = None
-    calibration = None
-    notes: list[str] = []
-    cp = _first(folder, "calibration.json")
-    if cp is not None:
-        d = _json(cp)
-        calibration = {}
-        for site, entry in (d.get("sites") or {}).items():
-            e = dict(entry)
-            e.setdefault("standard", d.get("standard", ""))
-            calibration[str(site)] = e
-    curves = None
-    cv = _first(folder, "curves.csv", "rc_vs_fwhm.csv", "calibration_curves.csv")
-    if cv is not None:
-        curves = read_table(cv)
-        if {"fwhm_mm", "sphere_mm", "rc"} - set(curves.columns):
-            curves = None
-    meas = _first(folder, "measurements.csv")
-    measurements = read_table(meas) if meas is not None else None
-    return S.earl_section(check, calibration=calibration, curves=curves,
-                          measurements=measurements, notes=notes)
+def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
+    """One EARL section from every EARL folder (checks labelled by folder when several)."""
+    checks, curves, measurements = [], [], []
+    calibration: dict = {}
+    n_checks = sum((f.path / "check.csv").exists() for f in folders)
+    for folder in folders:
+        p = _first(folder, "check.csv")
+        if p is not None:
+            chk = read_table(p)
+            if "rc" in chk.columns:
+                if n_checks > 1:
+                    chk.insert(0, "run", folder.path.name)
+                checks.append(chk)
+        cp = _first(folder, "calibration.json")
+        if cp is not None:
+            d = _json(cp)
+            for site, entry in (d.get("sites") or {}).items():
+                e = dict(entry)
+                e.setdefault("standard", d.get("standard", ""))
+                calibration[str(site)] = e
+        cv = _first(folder, "curves.csv")
+        if cv is not None:
+            c = read_table(cv)
+            if not {"fwhm_mm", "sphere_mm", "rc"} - set(c.columns):
+                curves.append(c)
+        meas = _first(folder, "measurements.csv")
+        if meas is not None:
+            measurements.append(read_table(meas))
+    return S.earl_section(pd.concat(checks, ignore_index=True) if checks else None,
+                          calibration=calibration or None,
+                          curves=pd.concat(curves, ignore_index=True) if curves else None,
+                          measurements=pd.concat(measurements, ignore_index=True)
+                          if measurements else None)
 
 
 # ------------------------------------------------------------------------ harmonisation
@@ -164,13 +170,11 @@ def _stability(folders: list[ResultFolder], show_ids: bool) -> Section:
 
 
 # ---------------------------------------------------------------------------- suite
-def _suite(folder: ResultFolder, show_ids: bool) -> Section:
+def _suite_parts(folder: ResultFolder) -> dict:
     res = folder.meta.get("results") or _json(folder.path / "results.json")
     checks = res.get("checks")
     checks = pd.DataFrame(checks) if checks is not None else None
     verdict = res.get("verdict")
-    if isinstance(verdict, dict):
-        verdict = verdict.get("status") or verdict.get("verdict") or ("pass" if verdict.get("passed") else "fail")
     if isinstance(verdict, bool):
         verdict = "pass" if verdict else "fail"
 
@@ -178,20 +182,51 @@ def _suite(folder: ResultFolder, show_ids: bool) -> Section:
         p = _first(folder, *names)
         return read_table(p) if p is not None else None
 
-    loso = table("loso.csv", "leave_one_site_out.csv", "sites.csv")
-    stress = table("stress.csv", "stress_test.csv")
-    adv = table("adversarial.csv", "minimal_perturbation.csv")
-    return S.suite_section(checks, verdict=verdict, loso=loso, stress=stress, adversarial=adv,
-                           show_ids=show_ids)
+    scoring = (res.get("summary") or {}).get("scoring")
+    return {"checks": checks, "verdict": verdict, "loso": table("loso.csv"),
+            "stress": table("stress.csv"), "adversarial": table("adversarial.csv"),
+            "site_predictability": table("site_predictability.csv"), "scoring": scoring,
+            "harmonize": (res.get("model") or {}).get("harmonize")}
 
 
-_LOADERS = {"earl": _earl, "harmonize": _harmonize, "extract": _extract, "suite": _suite}
+def _suite(folder: ResultFolder, show_ids: bool) -> Section:
+    p = _suite_parts(folder)
+    p.pop("harmonize")
+    return S.suite_section(show_ids=show_ids, **p)
+
+
+def _suites(folders: list[ResultFolder], show_ids: bool) -> list[Section]:
+    """One section per suite; the LOSO forest compares the suites' models side by side."""
+    parts = [_suite_parts(f) for f in folders]
+    if len(folders) > 1 and all(p["loso"] is not None for p in parts):
+        names = []
+        for f, p in zip(folders, parts):
+            h = p["harmonize"]
+            names.append(f.path.name + (f" ({'ComBat' if h == 'combat' else 'no harmonisation'})"
+                                        if h is not None else ""))
+        merged = pd.concat([p["loso"].assign(model=n) for p, n in zip(parts, names)],
+                           ignore_index=True)
+        for p in parts:
+            p["loso"] = merged
+    out = []
+    for i, (f, p) in enumerate(zip(folders, parts)):
+        p.pop("harmonize")
+        title = "Model robustness suite" + (f": {f.path.name}" if len(folders) > 1 else "")
+        out.append(S.suite_section(show_ids=show_ids, title=title,
+                                   section_id="model_robustness" + (f"_{i + 1}" if i else ""),
+                                   **{**p, "loso": p["loso"] if i == 0 else None}))
+    return out
+
+
+_LOADERS = {"harmonize": _harmonize, "extract": _extract, "suite": _suite}
 
 
 def load_section(folder: ResultFolder, *, show_ids: bool = False) -> Section:
     """Build the section of one recognised result folder."""
     if folder.kind == "stability":
         return _stability([folder], show_ids)
+    if folder.kind == "earl":
+        return _earl([folder], show_ids)
     return _LOADERS[folder.kind](folder, show_ids)
 
 
@@ -219,28 +254,34 @@ def build_report(results_dir: PathLike, *, show_ids: bool = False, title: str | 
     folders = discover_results(results_dir)
     sections: list[Section] = []
     problems: list[str] = []
-    stab = [f for f in folders if f.kind == "stability"]
-    items: list[tuple[str, object]] = [(f.kind, f) for f in folders if f.kind != "stability"]
-    if stab:
-        items.append(("stability", stab))
+    grouped = ("earl", "stability", "suite")
+    items: list[tuple[str, object]] = [(f.kind, f) for f in folders if f.kind not in grouped]
+    for kind in grouped:
+        group = [f for f in folders if f.kind == kind]
+        if group:
+            items.append((kind, group))
     items.sort(key=lambda kv: _ORDER[kv[0]])
     for kind, obj in items:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 if kind == "stability":
-                    sec = _stability(obj, show_ids)
+                    secs = [_stability(obj, show_ids)]
+                elif kind == "earl":
+                    secs = [_earl(obj, show_ids)]
+                elif kind == "suite":
+                    secs = _suites(obj, show_ids)
                 else:
-                    sec = load_section(obj, show_ids=show_ids)
+                    secs = [load_section(obj, show_ids=show_ids)]
             for w in caught:
                 if issubclass(w.category, UserWarning) and "sitekit" in type(w.message).__module__:
-                    sec.add_text(f"Warning: {w.message}", "warning")
+                    secs[0].add_text(f"Warning: {w.message}", "warning")
         except Exception as exc:  # noqa: BLE001 - one bad folder must not hide the others
             where = obj[0].path if isinstance(obj, list) else obj.path
             problems.append(f"The {kind} results in '{Path(where).name}' could not be read: "
                             f"{type(exc).__name__}: {exc}")
             continue
-        sections.append(sec)
+        sections.extend(secs)
     prov = collect_provenance(folders, command_line=command_line,
                               extra={"results_dir": Path(results_dir).name,
                                      "subject_ids_shown": show_ids})

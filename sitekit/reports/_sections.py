@@ -29,7 +29,7 @@ __all__ = [
 #: Columns that identify subjects (or point at their files); hidden unless ``show_ids``.
 ID_COLUMNS = frozenset({
     "subject_id", "subject", "case_id", "case", "patient_id", "patient", "id", "image", "mask",
-    "image_path", "mask_path", "image_hash", "mask_hash", "scan_id", "row_id", "sample_id",
+    "image_path", "mask_path", "image_hash", "mask_hash", "scan_id", "row_id", "sample_id", "row",
 })
 
 ALPHA = 0.05
@@ -81,38 +81,55 @@ def earl_section(check: pd.DataFrame | None, *, calibration: dict | None = None,
         if "standard" not in chk.columns:
             chk["standard"] = "EARL"
         chk["passed"] = chk["passed"].astype(bool)
+        if "verified" not in chk.columns:
+            chk["verified"] = True
+        chk["verified"] = chk["verified"].astype(bool)
+        # limits marked unverified (EARL2 PEAK) are shown but do not decide the verdict
+        chk["_counts"] = chk["verified"]
+        chk["_fail"] = ~chk["passed"] & chk["verified"]
+        chk["_fail_unverified"] = ~chk["passed"] & ~chk["verified"]
+        chk["_margin"] = chk["margin"].where(chk["verified"]) if "margin" in chk.columns else np.nan
+        keys = ["run", "site", "standard"] if "run" in chk.columns else ["site", "standard"]
         per_site = (
-            chk.groupby(["site", "standard"], sort=True)
-            .agg(passed=("passed", "all"), n_checks=("passed", "size"),
-                 n_failed=("passed", lambda s: int((~s).sum())),
-                 worst_margin=("margin", "min") if "margin" in chk.columns else ("passed", "size"))
+            chk.groupby(keys, sort=True)
+            .agg(n_checks=("_counts", "sum"), n_failed=("_fail", "sum"),
+                 n_unverified_failed=("_fail_unverified", "sum"), worst_margin=("_margin", "min"))
             .reset_index()
         )
+        per_site["passed"] = per_site["n_failed"] == 0
+        chk = chk.drop(columns=["_counts", "_fail", "_fail_unverified", "_margin"])
         per_site["verdict"] = np.where(per_site["passed"], "PASS", "FAIL")
         for _, r in per_site.iterrows():
             detail = (f"{r['n_failed']} of {r['n_checks']} sphere/metric checks out of band"
                       if not r["passed"] else f"all {r['n_checks']} sphere/metric checks in band")
             if "margin" in chk.columns:
                 detail += f"; worst margin {_fmt(r['worst_margin'], 3)}"
-            sec.verdicts.append(Verdict(f"EARL {r['standard']} site {r['site']}",
+            if r["n_unverified_failed"]:
+                detail += (f"; {r['n_unverified_failed']} more outside limits marked unverified "
+                           "(not counted)")
+            run = f" ({r['run']})" if "run" in r else ""
+            sec.verdicts.append(Verdict(f"EARL {r['standard']} site {r['site']}{run}",
                                         "PASS" if r["passed"] else "FAIL", detail))
         sec.add_text("Pass/fail per site", "heading")
-        sec.add_table(per_site[["site", "standard", "verdict", "n_failed", "n_checks",
+        sec.add_table(per_site[[*keys, "verdict", "n_failed", "n_checks", "n_unverified_failed",
                                 *(["worst_margin"] if "margin" in chk.columns else [])]],
                       "One row per site and standard; the margin is the distance to the nearest "
-                      "band limit (negative = outside).")
+                      "band limit (negative = outside); limits marked unverified (EARL2 PEAK) "
+                      "are reported but do not decide the verdict.")
         failed = chk[~chk["passed"]]
         if len(failed):
-            cols = [c for c in ["site", "standard", "sphere_mm", "metric", "rc", "lower", "upper",
-                                "margin"] if c in failed.columns]
+            cols = [c for c in ["run", "site", "standard", "sphere_mm", "metric", "rc", "lower",
+                                "upper", "margin", "verified"] if c in failed.columns]
             sec.add_table(failed[cols], "Checks out of band.", max_rows=40)
         results["per_site"] = per_site
         results["check"] = chk
         sec.add_text("Recovery against sphere size", "heading")
-        for (standard, metric), g in chk.groupby(["standard", "metric"], sort=True):
-            ax = F.plot_rc_curve(g, title=f"{standard} {metric}")
-            sec.add_figure(ax, f"{standard} {metric}: RC per sphere and site (lines) against the "
-                               "shaded acceptance band; red crosses are spheres out of band.")
+        fig_keys = (["run"] if "run" in chk.columns else []) + ["standard", "metric"]
+        for key, g in chk.groupby(fig_keys, sort=True):
+            name = " ".join(str(k) for k in key)
+            ax = F.plot_rc_curve(g.drop(columns=["run"], errors="ignore"), title=name)
+            sec.add_figure(ax, f"{name}: RC per sphere and site (lines) against the shaded "
+                               "acceptance band; red crosses are spheres out of band.")
     if measurements is not None and len(measurements):
         results["measurements"] = measurements
     if calibration:
@@ -142,11 +159,13 @@ def earl_section(check: pd.DataFrame | None, *, calibration: dict | None = None,
             metrics = list(pd.unique(g["metric"])) if "metric" in g.columns else [None]
             metric = "rc_a50" if "rc_a50" in metrics else ("A50" if "A50" in metrics else metrics[0])
             sub = g if metric is None else g[g["metric"] == metric]
+            if "standard" in sub.columns:
+                sub = sub[sub["standard"] == sub["standard"].iloc[0]]
             chosen = (calibration or {}).get(site, {}).get("chosen_fwhm_mm")
             ax = F.plot_rc_vs_fwhm(sub, chosen_fwhm=chosen,
                                    title=f"{site}" + (f" {metric}" if metric else ""))
-            sec.add_figure(ax, f"{site}: RC of each sphere as the post-filter FWHM grows; the "
-                               "dashed line is the chosen filter.")
+            sec.add_figure(ax, f"{site}: {metric or 'RC'} of each sphere as the post-filter FWHM "
+                               "grows; the dashed line is the chosen filter.")
         results["curves_sites"] = sorted(cv["site"].astype(str).unique())
     for n in notes or []:
         sec.add_text(n, "note")
@@ -316,6 +335,9 @@ def extraction_section(features: pd.DataFrame | None, errors: pd.DataFrame | Non
                                                                          "gradient", "lbp"))]
         per_site = (features.groupby("site").size().rename("n_cases").reset_index()
                     if "site" in features.columns else pd.DataFrame())
+        if len(per_site) and "earl_fwhm_mm" in features.columns:
+            fw = features.groupby("site")["earl_fwhm_mm"].first().reset_index()
+            per_site = per_site.merge(fw, on="site", how="left")
         sec.add_text(f"{len(features)} cases extracted, {len(feat_cols)} features per case.")
         if len(per_site):
             sec.add_table(per_site, "Cases extracted per site.")
@@ -411,24 +433,39 @@ def stability_section(stability: pd.DataFrame, *, threshold: float = 0.9,
 
 
 # ------------------------------------------------------------------------ model suite
+def _stress_frame(stress: pd.DataFrame) -> pd.DataFrame:
+    st = stress.copy()
+    if "score" not in st.columns and "score_mean" in st.columns:
+        st["score"] = st["score_mean"]
+    return st
+
+
 def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
                   loso: pd.DataFrame | None = None, stress: pd.DataFrame | None = None,
-                  adversarial: pd.DataFrame | None = None, title: str = "Model robustness suite",
+                  adversarial: pd.DataFrame | None = None,
+                  site_predictability: pd.DataFrame | None = None,
+                  scoring: str | None = None, title: str = "Model robustness suite",
                   section_id: str = "model_robustness", show_ids: bool = False) -> Section:
     """The model-robustness section: the suite's checks and verdict, LOSO, stress, adversarial.
 
     Parameters
     ----------
     checks : DataFrame
-        ``check, value, threshold, passed`` (plus any other columns).
+        ``name, value, op, threshold, passed`` (+ ``description``).
     verdict : str, default=None
         ``"pass"``/``"fail"`` (else from the checks).
     loso : DataFrame, default=None
-        Per-site metrics: ``site, metric, value, ci_low, ci_high`` and optionally ``model``.
+        Per-site metrics: ``site, metric, value, ci_low, ci_high`` and optionally ``model``
+        (several models, e.g. with and without harmonisation, side by side).
     stress : DataFrame, default=None
-        ``perturbation, severity, score`` (+ ``ci_low, ci_high, metric``).
+        ``perturbation, severity, score`` or ``score_mean`` (+ ``ci_low, ci_high``,
+        ``target_site``, ``score_drop``).
     adversarial : DataFrame, default=None
         ``distance`` (+ ``norm``) per case.
+    site_predictability : DataFrame, default=None
+        ``auc`` per ``space`` (``raw``/``harmonized``).
+    scoring : str, default=None
+        The metric the stress scores are in (y label).
     """
     sec = Section(section_id, title,
                   intro="How the model holds up at sites it was not trained on, under noise and "
@@ -436,14 +473,16 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
     results: dict = {}
     if checks is not None and len(checks):
         chk = drop_ids(checks, show_ids)
+        chk = chk[[c for c in chk.columns if c != "details"]]
         if verdict is None and "passed" in chk.columns:
             verdict = "pass" if chk["passed"].astype(bool).all() else "fail"
         sec.add_text("Checks", "heading")
-        sec.add_table(chk, "The suite's checks against their thresholds.")
+        sec.add_table(chk, "The suite's checks against their thresholds (op: min = value must be at "
+                           "least the threshold, max = at most).")
         results["checks"] = chk
+        name_col = next((c for c in ("name", "check", "id") if c in chk.columns), chk.columns[0])
         if "passed" in chk.columns:
             failed = chk[~chk["passed"].astype(bool)]
-            name_col = next((c for c in ("check", "name", "id") if c in chk.columns), chk.columns[0])
             detail = (f"{len(failed)} of {len(chk)} checks failed: "
                       + ", ".join(failed[name_col].astype(str)) if len(failed)
                       else f"all {len(chk)} checks passed")
@@ -461,32 +500,59 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
         preferred = [m for m in ("roc_auc", "auc", "balanced_accuracy", "r2") if m in metrics]
         for m in (preferred[:1] or metrics[:1]):
             sub = lo if m is None else lo[lo[metric_col] == m]
-            pooled = sub[sub["site"].astype(str) == "(pooled)"]
             sites_only = sub[sub["site"].astype(str) != "(pooled)"]
             ref = 0.5 if m in ("roc_auc", "auc") else None
+            models = "model" in sub.columns and sub["model"].nunique() > 1
             sec.add_figure(F.plot_site_forest(sites_only, reference=ref, title=str(m) if m else None),
                            f"{m or 'metric'} at each held-out site with its bootstrap confidence "
-                           "interval; a site whose interval lies far left of the others is where "
-                           "the model does not transfer." + (" Dotted line: chance." if ref else ""))
-            if len(pooled):
-                sec.add_table(pooled, "Pooled over all held-out sites.")
-        cols = [c for c in ("model", "site", "metric", "value", "ci_low", "ci_high", "worst")
+                           "interval" + (", per model" if models else "") + "; a site far left of "
+                           "the others is where the model does not transfer."
+                           + (" Dotted line: chance." if ref else ""))
+        cols = [c for c in ("model", "site", "n", "metric", "value", "ci_low", "ci_high", "worst")
                 if c in lo.columns]
-        sec.add_table(lo[cols] if cols else lo, "Per-site metrics.", max_rows=40)
+        main = lo[lo[metric_col].isin(preferred[:2])] if metric_col and preferred else lo
+        sec.add_table(main[cols] if cols else main, "Per-site metrics (all metrics in the JSON).",
+                      max_rows=40)
         results["loso"] = lo
+    if site_predictability is not None and len(site_predictability) and "auc" in site_predictability:
+        sp = site_predictability.rename(columns={"space": "stage"})
+        if "stage" in sp.columns:
+            sec.add_figure(F.plot_site_predictability(sp),
+                           "Site predictability of the model's input features, raw and harmonised "
+                           "(cross-validated AUC; 0.5 = no site signal, dashed = leakage warning).")
+            results["site_predictability"] = sp
     if stress is not None and len(stress):
+        st = _stress_frame(stress)
         sec.add_text("Stress tests", "heading")
-        sec.add_figure(F.plot_stress_curves(stress),
-                       "Model score as each perturbation grows (shaded: confidence interval); a "
-                       "steep fall means the model is fragile to that shift.")
-        results["stress"] = stress
+        if "target_site" in st.columns:
+            shift = st[st["perturbation"].astype(str) == "site_shift"]
+            curves = st[st["perturbation"].astype(str) != "site_shift"]
+        else:
+            shift, curves = st.iloc[0:0], st
+        if scoring and "metric" not in curves.columns:
+            curves = curves.assign(metric=scoring)
+        for name, g in curves.groupby("perturbation", sort=True):
+            unit = {"noise": "noise SD (per-feature SDs)",
+                    "calibration": "calibration factor"}.get(str(name), "severity")
+            ax = F.plot_stress_curves(g)
+            ax.set_xlabel(unit)
+            sec.add_figure(ax, f"{name}: model score as the perturbation grows (shaded: confidence "
+                               "interval over repeats); a steep fall means fragility to that shift.")
+        if len(shift):
+            cols = [c for c in ("target_site", "score", "ci_low", "ci_high", "score_drop", "worst")
+                    if c in shift.columns]
+            sec.add_table(shift[cols], "Site-shift attack: the test cases mapped onto each site's "
+                                       "feature distribution; the worst target is flagged.")
+        results["stress"] = st
     if adversarial is not None and len(adversarial):
         adv = drop_ids(adversarial, show_ids)
         sec.add_text("Adversarial distances", "heading")
-        sec.add_figure(F.plot_adversarial_distances(adv),
-                       "Smallest change (standardised units) that flips each case's decision; "
+        sec.add_figure(F.plot_adversarial_distances(adv[[c for c in ("distance", "norm") if c in adv]]),
+                       "Smallest change (standardised units) that flips each test case's decision; "
                        "dashed: median. Mass near zero means decisions flip under tiny changes.")
         d = adv["distance"].astype(float)
-        results["adversarial"] = {"n": int(len(d)), "median": float(np.nanmedian(d)) if len(d) else None}
+        d = d[np.isfinite(d)]
+        results["adversarial"] = {"n": int(len(adv)), "n_flipped": int(len(d)),
+                                  "median": float(np.median(d)) if len(d) else None}
     sec.results = results
     return sec

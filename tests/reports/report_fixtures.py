@@ -64,31 +64,47 @@ def write_stability(d, *, perturbation="noise", seed=0):
     return d
 
 
-def write_suite(d, *, passed=True):
+def write_suite(d, *, passed=True, harmonize="combat"):
+    """The files of `sitekit robustness run` (results.json, checks/loso/stress/... CSVs)."""
     d.mkdir(parents=True, exist_ok=True)
     checks = [
-        {"check": "worst_site_auc", "value": 0.71, "threshold": 0.6, "passed": True},
-        {"check": "site_predictability", "value": 0.55, "threshold": 0.625, "passed": True},
-        {"check": "median_adversarial_l2", "value": 0.8 if passed else 0.1, "threshold": 0.5,
-         "passed": passed},
+        {"name": "worst_site_auc", "value": 0.71, "op": "min", "threshold": 0.6, "passed": True,
+         "description": "leave-one-site-out ROC AUC of the worst site", "details": {"site": "site_B"}},
+        {"name": "site_predictability", "value": 0.55, "op": "max", "threshold": 0.625, "passed": True,
+         "description": "site AUC after harmonisation", "details": {}},
+        {"name": "median_adversarial_distance", "value": 0.8 if passed else 0.1, "op": "min",
+         "threshold": 0.25, "passed": passed, "description": "median L2 flip distance", "details": {}},
     ]
-    (d / "results.json").write_text(json.dumps({"checks": checks, "verdict": "pass" if passed else "fail"}))
+    res = {"schema": "sitekit.robustness.suite/1", "checks": checks,
+           "failed": [] if passed else ["median_adversarial_distance"],
+           "verdict": "pass" if passed else "fail", "model": {"harmonize": harmonize},
+           "summary": {"scoring": "roc_auc"}}
+    (d / "results.json").write_text(json.dumps(res))
     rows = []
-    for model, shift in (("raw", 0.0), ("combat", 0.05)):
-        for i, site in enumerate(["site_A", "site_B", "site_C", "(pooled)"]):
-            v = 0.65 + 0.05 * i + shift
-            rows.append(dict(model=model, site=site, metric="roc_auc", value=v, ci_low=v - 0.1, ci_high=v + 0.08))
+    for i, site in enumerate(["site_A", "site_B", "site_C", "(pooled)"]):
+        v = 0.65 + 0.05 * i
+        for metric in ("roc_auc", "brier"):
+            rows.append(dict(site=site, n=60, metric=metric, value=v, ci_low=v - 0.1, ci_high=v + 0.08,
+                             worst=i == 0))
     pd.DataFrame(rows).to_csv(d / "loso.csv", index=False)
     st = []
-    for pert in ("noise", "calibration"):
-        for sev in (0.0, 0.5, 1.0, 2.0):
-            s = 0.8 - 0.1 * sev * (1 if pert == "noise" else 0.5)
-            st.append(dict(perturbation=pert, severity=sev, score=s, ci_low=s - 0.03, ci_high=s + 0.03,
-                           metric="roc_auc"))
+    for pert, sevs in (("noise", (0.1, 0.25, 0.5, 1.0)), ("calibration", (0.9, 0.95, 1.05, 1.1))):
+        for sev in sevs:
+            s = 0.8 - 0.1 * abs(sev - (0 if pert == "noise" else 1))
+            st.append(dict(perturbation=pert, severity=sev, target_site=None, n_repeats=5, score_mean=s,
+                           score_std=0.01, ci_low=s - 0.03, ci_high=s + 0.03, baseline=0.8,
+                           score_drop=0.8 - s, worst=False))
+    for site in ("site_A", "site_B"):
+        st.append(dict(perturbation="site_shift", severity=None, target_site=site, n_repeats=1,
+                       score_mean=0.77, score_std=0.0, ci_low=None, ci_high=None, baseline=0.8,
+                       score_drop=0.03, worst=site == "site_B"))
     pd.DataFrame(st).to_csv(d / "stress.csv", index=False)
+    pd.DataFrame({"auc": [0.99, 0.45], "p_value": [0.05, 1.0], "leakage": [True, False],
+                  "space": ["raw", "harmonized"]}).to_csv(d / "site_predictability.csv", index=False)
     rng = np.random.default_rng(1)
-    pd.DataFrame({"subject_id": [f"SUBJ-{i:04d}" for i in range(40)], "norm": "l2",
-                  "distance": rng.gamma(2.0, 0.4, size=40)}).to_csv(d / "adversarial.csv", index=False)
+    pd.DataFrame({"row": np.arange(40), "subject_id": [f"SUBJ-{i:04d}" for i in range(40)],
+                  "distance": rng.gamma(2.0, 0.4, size=40), "flipped": True, "norm": "l2",
+                  "method": "exact", "site": "site_A"}).to_csv(d / "adversarial.csv", index=False)
     return d
 
 

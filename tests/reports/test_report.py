@@ -62,7 +62,7 @@ def test_failing_suite_fails_report(tmp_path):
     rep = build_report(tmp_path / "suite")
     assert rep.status == "FAIL"
     v = [x for x in rep.verdicts if x.status == "FAIL"][0]
-    assert "median_adversarial_l2" in v.detail
+    assert "median_adversarial_distance" in v.detail
 
 
 def test_ids_hidden_unless_asked(small_results_dir):
@@ -73,6 +73,16 @@ def test_ids_hidden_unless_asked(small_results_dir):
     shown = build_report(small_results_dir, show_ids=True)
     assert all(s in shown.to_html() for s in SUBJECT_IDS)
     assert shown.provenance["subject_ids_shown"] is True
+
+
+def test_two_suites_compare_loso_models(tmp_path):
+    write_suite(tmp_path / "suite_combat", harmonize="combat")
+    write_suite(tmp_path / "suite_raw", harmonize="none")
+    rep = build_report(tmp_path)
+    assert [s.id for s in rep.sections] == ["model_robustness", "model_robustness_2"]
+    loso = rep.sections[0].results["loso"]
+    assert sorted(loso["model"].unique()) == ["suite_combat (ComBat)", "suite_raw (no harmonisation)"]
+    assert len([v for v in rep.verdicts if v.label.startswith("Model robustness suite")]) == 2
 
 
 def test_stability_runs_merge_into_one_section(tmp_path):
