@@ -397,9 +397,14 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if isinstance(Y, _dask.DaskMatrix):  # the same sums, map-reduced over row blocks
             B, mom = Y.coefficients_and_moments(D, codes.codes, K)
         else:
-            cp = _eb.ols_cross_products(Y, D)
-            B = _eb.solve_ols(cp)
-            mom = _eb.residual_moments(Y, D, B, codes.codes, K, missing=cp.missing)
+            # site indicators only and no NaN cell: one pass; otherwise OLS then residuals
+            one_pass = _eb.site_moments_complete(Y, codes.codes, K) if D.shape[1] == K else None
+            if one_pass is not None:
+                B, mom = one_pass
+            else:
+                cp = _eb.ols_cross_products(Y, D)
+                B = _eb.solve_ols(cp)
+                mom = _eb.residual_moments(Y, D, B, codes.codes, K, missing=cp.missing)
         n = mom.n
         site_coef = B[:K]
         beta = B[K:]
