@@ -288,7 +288,9 @@ def residual_moments(
     return SiteMoments(n, r1, r2, ymin, ymax)
 
 
-def site_moments_complete(Y: np.ndarray, codes: np.ndarray, n_sites: int) -> tuple[np.ndarray, SiteMoments] | None:
+def site_moments_complete(
+    Y: np.ndarray, codes: np.ndarray, n_sites: int, *, block_cells: int = _BLOCK_CELLS
+) -> tuple[np.ndarray, SiteMoments] | None:
     """One-pass fit for the common case: no covariates and no missing cells.
 
     With a design of site indicators only, the OLS coefficients are the site means and the
@@ -301,6 +303,8 @@ def site_moments_complete(Y: np.ndarray, codes: np.ndarray, n_sites: int) -> tup
     Y : ndarray of shape (n, F)
     codes : ndarray of int, shape (n,)
     n_sites : int
+    block_cells : int
+        Cells per row block (the blocks are merged pairwise).
 
     Returns
     -------
@@ -315,7 +319,7 @@ def site_moments_complete(Y: np.ndarray, codes: np.ndarray, n_sites: int) -> tup
     m2 = np.zeros((n_sites, F))
     ymin = np.full((n_sites, F), np.nan)
     ymax = np.full((n_sites, F), np.nan)
-    step = next(iter(row_chunks(N, F))).stop if N else 0
+    step = next(iter(row_chunks(N, F, block_cells))).stop if N else 0
     buf = np.empty((step, F))
     gather = np.empty((step, F))
     for i in range(n_sites):
@@ -323,9 +327,10 @@ def site_moments_complete(Y: np.ndarray, codes: np.ndarray, n_sites: int) -> tup
         if size == 0:
             continue
         if isinstance(rows, slice):
-            chunks = [slice(rows.start + c.start, rows.start + c.stop) for c in row_chunks(size, F)]
+            chunks = [slice(rows.start + c.start, rows.start + c.stop)
+                      for c in row_chunks(size, F, block_cells)]
         else:
-            chunks = [rows[c] for c in row_chunks(size, F)]
+            chunks = [rows[c] for c in row_chunks(size, F, block_cells)]
         count = 0.0
         for rs in chunks:
             if isinstance(rs, slice):

@@ -128,3 +128,19 @@ def test_adjust_keeps_marked_cells_bit_identical(ref):
     if ref is not None:
         np.testing.assert_array_equal(out[codes == ref], Y[codes == ref])
     assert not np.allclose(out[:, 0], Y[:, 0])
+
+
+def test_one_pass_moments_equal_the_general_path():
+    X, sites, _ = make_sites_data(sizes=(30, 7, 52), n_features=6, seed=6, as_frame=False)
+    X[np.random.default_rng(0).permutation(len(X))] = X.copy()  # sites not contiguous in rows
+    codes = encode_sites(np.random.default_rng(1).permutation(sites))
+    D = codes.onehot()
+    B = _eb.solve_ols(_eb.ols_cross_products(X, D))
+    general = _eb.residual_moments(X, D, B, codes.codes, codes.n_sites)
+    means, fast = _eb.site_moments_complete(X, codes.codes, codes.n_sites, block_cells=18)
+    np.testing.assert_allclose(means, B, rtol=1e-13)
+    np.testing.assert_array_equal(fast.n, general.n)
+    np.testing.assert_allclose(fast.r2, general.r2, rtol=1e-10)
+    np.testing.assert_array_equal(fast.ymin, general.ymin)
+    X[3, 2] = np.nan
+    assert _eb.site_moments_complete(X, codes.codes, codes.n_sites) is None
