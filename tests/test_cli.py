@@ -55,7 +55,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_demo_prints_site_summary(tmp_path):
-    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")])
+    # one fast step of the chain (the whole chain is tested in tests/test_demo.py)
+    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--steps", "harmonize"])
     assert result.exit_code == 0, result.output
     for site in ("site_A", "site_B", "site_C", "site_D"):
         assert site in result.output
+    assert "harmonize" in result.output and (tmp_path / "demo" / "harmonize" / "model.npz").exists()
