@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_sites_data
+from combat_data import make_sites_data
 
 from sitekit.cli import main
 from sitekit.harmonize import ComBat

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_sites_data
+from combat_data import make_sites_data
 
 from sitekit.exceptions import (
     ConfoundingError,

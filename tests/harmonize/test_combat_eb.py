@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_sites_data
+from combat_data import make_sites_data
 
 from sitekit.harmonize import ComBat, _eb
 from sitekit.harmonize._design import encode_sites
