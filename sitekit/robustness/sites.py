@@ -244,6 +244,104 @@ def _compute(metrics: list[str], y, pred, score) -> list[float]:
     return out
 
 
+def _calibration_batch(Y: np.ndarray, P: np.ndarray, max_iter: int = 50):
+    """Row-wise :func:`calibration_slope_intercept` for (B, m) outcome/probability arrays."""
+    x = _logit(P)
+    B = Y.shape[0]
+    one_class = (Y.min(axis=1) == Y.max(axis=1))
+    a = np.zeros(B)
+    b = np.zeros(B)
+    done = np.zeros(B, dtype=bool)
+    failed = one_class.copy()
+    for _ in range(max_iter):
+        act = ~(done | failed)
+        if not act.any():
+            break
+        mu = _sigmoid(a[act, None] + b[act, None] * x[act])
+        w = mu * (1 - mu)
+        r = Y[act] - mu
+        xa = x[act]
+        h00, h01, h11 = w.sum(1), (w * xa).sum(1), (w * xa * xa).sum(1)
+        g0, g1 = r.sum(1), (r * xa).sum(1)
+        det = h00 * h11 - h01 * h01
+        with np.errstate(all="ignore"):
+            s0 = (h11 * g0 - h01 * g1) / det
+            s1 = (h00 * g1 - h01 * g0) / det
+        idx = np.flatnonzero(act)
+        a[idx] += s0
+        b[idx] += s1
+        bad = ~np.isfinite(a[idx]) | ~np.isfinite(b[idx]) | (np.maximum(np.abs(a[idx]),
+                                                                          np.abs(b[idx])) > 1e6)
+        failed[idx[bad]] = True
+        done[idx[~bad & (np.maximum(np.abs(s0), np.abs(s1)) < 1e-10)]] = True
+    slope = np.where(done & ~failed, b, np.nan)
+    c = np.zeros(B)
+    done_c = np.zeros(B, dtype=bool)
+    failed_c = one_class.copy()
+    for _ in range(max_iter):
+        act = ~(done_c | failed_c)
+        if not act.any():
+            break
+        mu = _sigmoid(c[act, None] + x[act])
+        w = (mu * (1 - mu)).sum(1)
+        with np.errstate(all="ignore"):
+            step = (Y[act] - mu).sum(1) / w
+        idx = np.flatnonzero(act)
+        c[idx] += step
+        bad = ~np.isfinite(c[idx]) | (np.abs(c[idx]) > 1e6)
+        failed_c[idx[bad]] = True
+        done_c[idx[~bad & (np.abs(step) < 1e-10)]] = True
+    intercept = np.where(done_c & ~failed_c, c, np.nan)
+    return slope, intercept
+
+
+def _compute_batch(metrics: list[str], Y, PRED, S) -> np.ndarray:
+    """Metrics of B resamples at once: (B, m) arrays -> (B, n_metrics); binary or regression."""
+    B, m = Y.shape
+    out = np.full((B, len(metrics)), np.nan)
+    cal = None
+    for j, name in enumerate(metrics):
+        if name == "roc_auc":
+            pos = Y == 1
+            n1 = pos.sum(1)
+            n0 = m - n1
+            ranks = stats.rankdata(S, axis=1)
+            with np.errstate(all="ignore"):
+                auc = ((ranks * pos).sum(1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+            out[:, j] = np.where((n1 > 0) & (n0 > 0), auc, np.nan)
+        elif name == "balanced_accuracy":
+            recalls = []
+            present = []
+            for c in (0, 1):
+                is_c = Y == c
+                n_c = is_c.sum(1)
+                with np.errstate(all="ignore"):
+                    recalls.append(np.where(n_c > 0, (is_c & (PRED == c)).sum(1) / n_c, 0.0))
+                present.append(n_c > 0)
+            out[:, j] = (recalls[0] + recalls[1]) / (present[0].astype(int) + present[1])
+        elif name == "brier":
+            out[:, j] = np.mean((S - Y) ** 2, axis=1)
+        elif name in ("calibration_slope", "calibration_intercept"):
+            if cal is None:
+                cal = _calibration_batch(Y.astype(float), S)
+            out[:, j] = cal[0] if name == "calibration_slope" else cal[1]
+        elif name == "ece":
+            n_bins = 10
+            idx = np.minimum((S * n_bins).astype(int), n_bins - 1) + n_bins * np.arange(B)[:, None]
+            sum_y = np.bincount(idx.ravel(), weights=Y.ravel().astype(float), minlength=B * n_bins)
+            sum_p = np.bincount(idx.ravel(), weights=S.ravel(), minlength=B * n_bins)
+            out[:, j] = np.abs(sum_y - sum_p).reshape(B, n_bins).sum(1) / m
+        elif name == "r2":
+            ss_tot = ((Y - Y.mean(1, keepdims=True)) ** 2).sum(1)
+            with np.errstate(all="ignore"):
+                out[:, j] = np.where(ss_tot > 0, 1.0 - ((Y - PRED) ** 2).sum(1) / ss_tot, np.nan)
+        elif name == "mae":
+            out[:, j] = np.abs(Y - PRED).mean(1)
+        elif name == "rmse":
+            out[:, j] = np.sqrt(((Y - PRED) ** 2).mean(1))
+    return out
+
+
 def _badness(metric: str, values: pd.Series) -> pd.Series:
     rule = _METRICS[metric][1]
     if rule == "min":
@@ -533,7 +631,14 @@ def leave_one_site_out(
         boot_idx = rng.integers(0, m, size=(n_bootstrap, m)) if n_bootstrap else None
         with np.errstate(all="ignore"):
             values = _compute(metrics, yy, pp, ss)
-            if n_bootstrap:
+            if n_bootstrap and ss.ndim == 1:
+                # vectorised over resamples, in chunks to bound memory
+                chunk = max(1, 2_000_000 // max(m, 1))
+                boots = np.vstack([
+                    _compute_batch(metrics, yy[i], pp[i], ss[i])
+                    for i in np.array_split(boot_idx, range(chunk, n_bootstrap, chunk))
+                ])
+            elif n_bootstrap:
                 boots = np.array([_compute(metrics, yy[i], pp[i], ss[i]) for i in boot_idx])
         for j, name in enumerate(metrics):
             lo = hi = float("nan")

@@ -294,3 +294,20 @@ def test_site_effects_before_and_after_combat_and_constant_feature():
         res = site_effects(X, df["site"])
     assert np.isnan(res.loc[res["feature"] == "const", "p_value"]).all()
     assert res["q_value"].iloc[:3].notna().all()
+
+
+def test_vectorised_bootstrap_equals_per_resample_loop():
+    from sitekit.robustness.sites import _compute, _compute_batch
+
+    rng = np.random.default_rng(4)
+    y = (rng.uniform(size=40) < 0.4).astype(int)
+    p = np.round(rng.beta(2, 2, size=40), 2)  # ties on purpose
+    pred = (p > 0.5).astype(int)
+    idx = rng.integers(0, 40, size=(200, 40))
+    idx[0] = np.flatnonzero(y == 1)[0]  # a one-class resample: NaN AUC and calibration
+    names = ["roc_auc", "balanced_accuracy", "brier", "calibration_slope",
+             "calibration_intercept", "ece"]
+    loop = np.array([_compute(names, y[i], pred[i], p[i]) for i in idx])
+    batch = _compute_batch(names, y[idx], pred[idx], p[idx])
+    np.testing.assert_array_equal(np.isnan(loop), np.isnan(batch))
+    np.testing.assert_allclose(batch, loop, rtol=0, atol=1e-9)
