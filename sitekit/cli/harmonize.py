@@ -303,12 +303,16 @@ def _diagnostics(model, *, table: str, site_col: str, covs: list[str], feats: li
                 v.item() if hasattr(v, "item") else v)
             for k, v in rec.items()
         })
+    from pathlib import Path
+
     from sitekit import __version__
+    from sitekit.io import file_hash
 
     return {
         "tool": "sitekit harmonize run",
         "sitekit_version": __version__,
-        "input": str(table),
+        "input": str(Path(table).resolve()),
+        "input_sha256": file_hash(table),
         "site_col": site_col,
         "covariates": covs,
         "covariate_columns": model.covariate_columns_,

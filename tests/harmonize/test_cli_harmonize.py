@@ -58,6 +58,7 @@ def test_run_writes_table_model_and_diagnostics(table, tmp_path):
                                rtol=1e-12)
     diag = json.loads((out / "diagnostics.json").read_text())
     assert diag["sites"] == ["site0", "site1", "site2"] and diag["site_col"] == "site"
+    assert diag["input"] == str(path.resolve()) and len(diag["input_sha256"]) == 64
     assert diag["covariate_columns"] == ["age", "sex[M]"]
     assert len(diag["priors"]) == 3 and len(diag["estimates"]["gamma_hat"][0]) == len(feats)
     assert ComBat.load(out / "model.npz").parametric is False
