@@ -131,3 +131,27 @@ def within_subject_sd(stability, X: pd.DataFrame) -> np.ndarray:
     if not np.all(np.isfinite(out)) or np.any(out < 0):
         raise ValidationError("Within-subject SDs must be finite and non-negative.")
     return out
+
+
+def get_scorer_checked(scoring, *, owner: str):
+    """A scikit-learn scorer from its name, or the callable itself; unknown names raise."""
+    from sklearn.metrics import get_scorer, get_scorer_names
+
+    if callable(scoring):
+        return scoring
+    if scoring not in get_scorer_names():
+        import difflib
+
+        close = difflib.get_close_matches(str(scoring), get_scorer_names(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ValidationError(
+            f"The 'scoring' parameter of {owner} must be a scikit-learn scorer name or a "
+            f"callable scorer(estimator, X, y). Got {scoring!r} instead.{hint}"
+        )
+    return get_scorer(scoring)
+
+
+def model_input(estimator, X: pd.DataFrame):
+    """``X`` as the fitted model expects it: a DataFrame when it was fitted with feature
+    names, else a plain array (avoids scikit-learn's feature-name warnings)."""
+    return X if hasattr(estimator, "feature_names_in_") else X.to_numpy(dtype=float)

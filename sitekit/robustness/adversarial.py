@@ -22,7 +22,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
-from sklearn.metrics import get_scorer
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -33,6 +32,8 @@ from sitekit.robustness._common import (
     as_frame,
     as_target,
     check_positive_int,
+    get_scorer_checked,
+    model_input,
     seed_from,
     within_subject_sd,
 )
@@ -206,9 +207,13 @@ def _seeded_global_rng(seed: int) -> Iterator[None]:
 def _hopskipjump(estimator, Xf, norm, s, *, random_state, max_iter, max_eval, init_eval,
                  init_size):
     import logging
+    import warnings
 
-    from art.attacks.evasion import HopSkipJump
-    from art.estimators.classification import BlackBoxClassifier
+    with warnings.catch_warnings():
+        # ART announces optional back-ends it does not find (PyTorch ...) on import
+        warnings.filterwarnings("ignore", message=".*not found.*", category=UserWarning)
+        from art.attacks.evasion import HopSkipJump
+        from art.estimators.classification import BlackBoxClassifier
 
     classes = np.asarray(estimator.classes_)
     k = len(classes)
@@ -217,7 +222,7 @@ def _hopskipjump(estimator, Xf, norm, s, *, random_state, max_iter, max_eval, in
 
     def predict_fn(u: np.ndarray) -> np.ndarray:
         x = pd.DataFrame(np.asarray(u, dtype=float) * s, columns=cols)
-        idx = np.array([lookup[v] for v in estimator.predict(x)])
+        idx = np.array([lookup[v] for v in estimator.predict(model_input(estimator, x))])
         return np.eye(k)[idx]
 
     U = Xf.to_numpy(dtype=float) / s
@@ -265,7 +270,7 @@ def _prepare(estimator, X, norm, method, scale):
     Wb = linear_decision(estimator, Xf.shape[1]) if method != "hopskipjump" else None
     if Wb is not None:
         # guard: the composed map must reproduce the model's own decision function
-        ref = np.asarray(estimator.decision_function(Xf), dtype=float).reshape(Xf.shape[0], -1)
+        ref = np.asarray(estimator.decision_function(model_input(estimator, Xf)), dtype=float).reshape(Xf.shape[0], -1)
         mine = Xf.to_numpy(dtype=float) @ Wb[0].T + Wb[1]
         if ref.shape != mine.shape or not np.allclose(ref, mine, rtol=1e-7, atol=1e-9):
             Wb = None
@@ -288,8 +293,8 @@ def _run(estimator, X, *, norm, method, scale, random_state, max_iter, max_eval,
         distance, X_adv = _hopskipjump(
             estimator, Xf, norm, s, random_state=random_state, max_iter=max_iter,
             max_eval=max_eval, init_eval=init_eval, init_size=init_size)
-    before = np.asarray(estimator.predict(Xf))
-    after = np.asarray(estimator.predict(X_adv))
+    before = np.asarray(estimator.predict(model_input(estimator, Xf)))
+    after = np.asarray(estimator.predict(model_input(estimator, X_adv)))
     flipped = before != after
     distance = np.where(flipped, distance, np.inf)
     out = pd.DataFrame({
@@ -427,8 +432,8 @@ def adversarial_budget(
                                random_state=random_state, **params)
     Xf = as_frame(X)
     yv = as_target(y, Xf.shape[0])
-    scorer = get_scorer(scoring or _default_scoring(estimator))
-    baseline = float(scorer(estimator, Xf, yv))
+    scorer = get_scorer_checked(scoring or _default_scoring(estimator), owner="adversarial_budget")
+    baseline = float(scorer(estimator, model_input(estimator, Xf), yv))
     used = table["method"].iloc[0]
     rows = []
     classes = np.asarray(estimator.classes_)
@@ -442,7 +447,7 @@ def adversarial_budget(
             take = (table["distance"] <= eps).to_numpy()
             X_att = Xf.copy()
             X_att.loc[take] = X_adv.loc[take].to_numpy()
-        score = float(scorer(estimator, X_att, yv))
+        score = float(scorer(estimator, model_input(estimator, X_att), yv))
         rows.append({"budget": eps, "norm": norm, "method": used, "score": score,
                      "baseline": baseline, "score_drop": baseline - score,
                      "flip_rate": float(np.mean(table["distance"].to_numpy() <= eps))})

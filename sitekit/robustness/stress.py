@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import is_classifier
-from sklearn.metrics import get_scorer
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._typing import RandomState
@@ -35,6 +34,8 @@ from sitekit.robustness._common import (
     as_sites,
     as_target,
     check_positive_int,
+    get_scorer_checked,
+    model_input,
     within_subject_sd,
 )
 
@@ -284,10 +285,15 @@ def stress_test(
     perts = parse_perturbations(perturbations)
     if not perts:
         raise ValidationError("stress_test needs at least one perturbation.")
-    scoring_name = scoring if isinstance(scoring, str) else (
-        getattr(scoring, "__name__", "custom") if scoring is not None else default_scoring(estimator))
-    scorer = get_scorer(scoring_name) if isinstance(scoring_name, str) and not callable(scoring) \
-        else scoring
+    if scoring is None:
+        scoring = default_scoring(estimator)
+    scorer = get_scorer_checked(scoring, owner="stress_test")
+    scoring_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "custom")
+    raw_scorer = scorer
+
+    def scorer(est, Xp, yy):
+        return raw_scorer(est, model_input(est, Xp), yy)
+
     baseline = float(scorer(estimator, Xf, yv))
     sd = Xf.std(ddof=1).to_numpy(dtype=float)
     records = []

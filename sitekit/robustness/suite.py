@@ -309,6 +309,10 @@ def load_suite(path: PathLike) -> dict:
         extra = set(given) - set(allowed)
         if extra:
             raise _err(p, f"unknown key(s) {sorted(extra)} in [{name}]; allowed: {sorted(allowed)}.")
+    check_number(settings["test_size"], name="test_size", owner=f"[settings] of '{p}'", low=0,
+                 high=0.9, low_inclusive=False)
+    for key in ("n_bootstrap", "n_permutations", "n_repeats", "cv", "random_state"):
+        check_number(settings[key], name=key, owner=f"[settings] of '{p}'", integer=True, low=0)
     checks = {}
     for name, spec in raw["checks"].items():
         check_option(name, tuple(CHECKS), name="check", owner=f"suite '{p}'")

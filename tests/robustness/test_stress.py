@@ -143,3 +143,19 @@ def test_parse_perturbations_from_toml_like_specs():
         parse_perturbations("nosie")
     with pytest.raises(ValidationError, match="levle"):
         parse_perturbations({"kind": "noise", "levle": [1]})
+
+
+def test_array_fitted_models_and_scorer_names():
+    import warnings
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    model = LogisticRegression().fit(X, y)  # no feature names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no scikit-learn feature-name warnings
+        res = stress_test(model, X, y, perturbations="noise", scoring="accuracy", n_repeats=2,
+                          random_state=0)
+    assert res.scoring == "accuracy" and res.baseline == pytest.approx(model.score(X, y))
+    with pytest.raises(ValidationError, match="Did you mean 'roc_auc'"):
+        stress_test(model, X, y, perturbations="noise", scoring="roc_acu")
