@@ -13,6 +13,11 @@ from sitekit.exceptions import ModelFileError, UnknownSiteError, ValidationError
 from sitekit.harmonize import ComBat, CovBat
 
 
+@pytest.fixture
+def covariance_sites():
+    return make_covariance_sites()
+
+
 def test_covbat_reduces_site_covariance_differences(covariance_sites):
     # Must-show: on data with site-specific covariance, the mean Frobenius distance between
     # per-site covariance matrices drops against plain ComBat.  Measured (seed 0):

@@ -27,6 +27,11 @@ def _n_significant(X, batches, alpha=0.05):
     return out
 
 
+@pytest.fixture
+def crossed_batches():
+    return make_crossed_batches()
+
+
 def test_nested_removes_both_crossed_batch_effects(crossed_batches):
     # Must-show: with two crossed batch variables no feature keeps a significant effect
     # of either (Kruskal-Wallis, BH FDR 0.05).  Measured (seed 0, 240 x 15):
