@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -293,8 +294,11 @@ def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) 
                 "(e.g. tcp://host:8786) and that the scheduler is running."
             ) from exc
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        with warnings.catch_warnings():
+            # the scheduler's HTTP endpoint moves to a free port when 8787 is taken: harmless
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     try:
         if not tasks:
