@@ -1,0 +1,128 @@
+"""`sitekit demo`: the whole chain on the sample data, then its report in a real browser.
+
+One end-to-end run (``--quick``: fewer perturbed cases, coarser filter sweep, fewer
+bootstraps) in a single test, so pytest-xdist never runs it twice; the helpers are tested
+on their own.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sitekit.cli import EXIT_BAD_INPUT, EXIT_OK, main
+from sitekit.cli.demo import STEPS, _robust_features, _stability_manifest
+from sitekit.datasets import sample_data_dir
+
+CHROMIUM = Path("/usr/bin/chromium")
+FORBIDDEN = ("http://", "https://", "//cdn", "<script", "<link", "@import", "url(")
+
+
+def _open_in_chromium(html: Path, shot: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    outside, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1400})
+
+            def route(r):
+                if r.request.url.startswith(("file://", "data:")):
+                    r.continue_()
+                else:
+                    outside.append(r.request.url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(html.as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+            banner = page.inner_text("#overall")
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    return {"outside": outside, "errors": errors, "images": images, "banner": banner}
+
+
+@pytest.mark.slow
+def test_demo_whole_chain_and_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "SKIPPED" not in printed, printed
+    assert f"Report: {(out / 'report.html').resolve()}" in printed
+    # every step wrote the outputs of its command
+    for rel in ("earl/check/check.csv", "earl/calibrate/calibration.json", "earl/calibrate/curves.csv",
+                "filtered/phantoms/site_A.nii.gz", "earl/check_filtered/check.csv",
+                "extract/features.parquet", "stability/count_noise/stability.csv",
+                "stability/resolution/robust_features.txt", "harmonize/model.npz",
+                "harmonize/diagnostics.json", "suite_combat/results.json", "suite_raw/loso.csv",
+                "report.html", "report.json"):
+        assert (out / rel).exists(), rel
+    # the chain is connected: extraction used each site's EARL filter
+    feats = pd.read_parquet(out / "extract" / "features.parquet")
+    cal = json.loads((out / "earl" / "calibrate" / "calibration.json").read_text())["sites"]
+    per_site = feats.groupby("site")["earl_fwhm_mm"].first()
+    assert {s: per_site[s] for s in per_site.index} == pytest.approx(
+        {s: cal[s]["chosen_fwhm_mm"] for s in per_site.index})
+    # unfiltered sites fail EARL1 and pass with their filter; the report says FAIL at the top
+    data = json.loads((out / "report.json").read_text())
+    verdicts = {v["label"]: v["status"] for v in data["verdicts"]}
+    assert verdicts["EARL EARL1 site site_A (check)"] == "FAIL"
+    assert all(verdicts[f"EARL EARL1 site {s} (check_filtered)"] == "PASS"
+               for s in ("site_A", "site_B", "site_C", "site_D"))
+    assert data["status"] == "FAIL" and data["verdicts"][0]["status"] == "FAIL"
+    assert set(data["sections"]) == {"earl", "harmonisation", "extraction", "feature_robustness",
+                                     "model_robustness", "model_robustness_2"}
+    h = data["sections"]["harmonisation"]["site_effects"]
+    assert h[1]["share"] < h[0]["share"]
+    html = (out / "report.html").read_text()
+    for s in FORBIDDEN:
+        assert s not in html
+    assert "site_A_000" not in html  # no subject identifiers
+    summary = html[html.index('id="summary"'):html.index('id="earl"')]
+    assert 'class="banner fail"' in summary and "site_A (check)" in summary
+    if CHROMIUM.exists():
+        got = _open_in_chromium(out / "report.html", tmp_path / "demo.png")
+        assert not got["outside"] and not got["errors"], got
+        assert len(got["images"]) == html.count("<img ") and all(w > 0 for w in got["images"])
+        assert got["banner"].startswith("FAIL")
+        assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_steps_option_checks_names(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "harmonise"]) == EXIT_BAD_INPUT
+    assert "harmonize" in capsys.readouterr().err  # did you mean
+
+
+def test_steps_are_documented():
+    from sitekit.cli import cli
+
+    help_text = cli.commands["demo"].help
+    assert [n for n, _ in STEPS][-1] == "report"
+    for word in ("earl check", "earl calibrate", "extract", "robustness features", "harmonize run",
+                 "robustness run", "report"):
+        assert word in help_text
+
+
+def test_stability_manifest_subset_with_absolute_paths(tmp_path):
+    m = pd.read_csv(_stability_manifest(sample_data_dir(), tmp_path / "m.csv", per_site=1))
+    assert sorted(m["site"]) == ["site_A", "site_B", "site_C", "site_D"]
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in m["image"])
+
+
+def test_robust_features_intersection(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("subject_id,site," + ",".join(f"f{i}" for i in range(10)) + "\n")
+    for name, feats in (("a", range(10)), ("b", range(1, 10))):
+        (tmp_path / "stab" / name).mkdir(parents=True)
+        (tmp_path / "stab" / name / "robust_features.txt").write_text(
+            "".join(f"f{i}\n" for i in feats) + "other\n")
+    assert _robust_features(tmp_path / "stab", table) == [f"f{i}" for i in range(1, 10)]
+    assert _robust_features(tmp_path / "stab", table, minimum=20) is None
+    assert _robust_features(tmp_path / "none", table) is None
