@@ -42,13 +42,19 @@ def register(cli: click.Group) -> None:
         from sitekit.features import extract, output_paths, read_manifest
 
         cases, _ = read_manifest(manifest)
-        with show_warnings(), progress("Extracting", len(cases)) as advance:
-            features, errors = extract(
-                manifest, params=params, workers=workers, scheduler=scheduler, out=out,
-                resume=resume, force=force, suv=suv, earl_calibration=earl_calibration,
-                progress=advance,
-            )
-        _, err_path, _ = output_paths(out)
+        _, err_path, parts_dir = output_paths(out)
+        try:
+            with show_warnings(), progress("Extracting", len(cases)) as advance:
+                features, errors = extract(
+                    manifest, params=params, workers=workers, scheduler=scheduler, out=out,
+                    resume=resume, force=force, suv=suv, earl_calibration=earl_calibration,
+                    progress=advance,
+                )
+        except KeyboardInterrupt:
+            if parts_dir.exists():
+                click.echo(f"Interrupted; the finished cases are kept in {parts_dir}. "
+                           "Run the same command with --resume to continue.", err=True)
+            raise click.exceptions.Abort() from None
         n_feat = sum(c.startswith("original_") for c in features.columns)
         click.echo(f"{len(features)} case(s) with {n_feat} features -> {out}")
         if len(errors):

@@ -60,3 +60,29 @@ def test_cli_extract_bad_manifest(tmp_path, capsys):
     assert main(["extract", str(bad), "--out", str(tmp_path / "f.parquet")]) == 2
     err = capsys.readouterr().err
     assert "'site'" in err and "'mask'" in err
+
+
+def test_cli_extract_interrupt_then_resume(tmp_path, manifest_factory, capsys, monkeypatch):
+    import sitekit.features._extract as extract_module
+
+    m = manifest_factory(tmp_path, 3)
+    (tmp_path / "p.yaml").write_text(PARAMS)
+    args = ["extract", str(m), "--out", str(tmp_path / "f.parquet"), "--params", str(tmp_path / "p.yaml")]
+    real = extract_module.process_case
+    calls = []
+
+    def ctrl_c_on_third(task, params):  # the user presses Ctrl-C during the third case
+        calls.append(task["subject_id"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, params)
+
+    monkeypatch.setattr(extract_module, "process_case", ctrl_c_on_third)
+    assert main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (tmp_path / "f.parquet").exists()
+    calls.clear()
+    monkeypatch.setattr(extract_module, "process_case", lambda t, p: (calls.append(t["subject_id"]), real(t, p))[1])
+    assert main([*args, "--resume"]) == 0
+    assert calls == ["S02"]
+    assert pd.read_parquet(tmp_path / "f.parquet")["subject_id"].tolist() == ["S00", "S01", "S02"]
