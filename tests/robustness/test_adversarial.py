@@ -159,3 +159,46 @@ def test_scale_from_stability_table_and_errors(data):
         minimal_perturbation(model, X, scale={"a": 1.0})
     with pytest.raises(ValidationError, match="positive"):
         minimal_perturbation(model, X, scale=[1, 0, 1, 1])
+
+
+def _linear_model(w, b):
+    """A LogisticRegression with a given decision function (for property tests)."""
+    model = LogisticRegression()
+    model.coef_ = np.asarray(w, dtype=float)[None, :]
+    model.intercept_ = np.array([float(b)])
+    model.classes_ = np.array([0, 1])
+    model.n_features_in_ = len(w)
+    return model
+
+
+finite = dict(allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_property_exact_step_reaches_the_boundary_and_no_shorter_step_flips(norm):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    @settings(max_examples=60, deadline=None)
+    @given(w=arrays(float, 3, elements=st.floats(-5, 5, **finite)).filter(
+               lambda v: np.abs(v).max() > 0.1),
+           b=st.floats(-3, 3, **finite),
+           x=arrays(float, (4, 3), elements=st.floats(-10, 10, **finite)),
+           s=arrays(float, 3, elements=st.floats(0.1, 10, **finite)))
+    def check(w, b, x, s):
+        model = _linear_model(w, b)
+        f = x @ w + b
+        x = x[np.abs(f) > 1e-6]
+        if not len(x):
+            return
+        res, x_adv = minimal_perturbation(model, x, norm=norm, scale=s, return_adversarial=True)
+        d = res["distance"].to_numpy()
+        np.testing.assert_allclose(d, _expected(x @ w + b, w, norm, s), rtol=1e-9)
+        assert res["flipped"].all()
+        delta = x_adv.to_numpy() - x
+        # 0.999 of the step stays on the original side: the distance is minimal along it
+        inside = model.predict(x + 0.999 * delta)
+        np.testing.assert_array_equal(inside, model.predict(x))
+
+    check()
