@@ -101,3 +101,23 @@ def test_smooth_missing_column_at_transform(data):
 
     with pytest.raises(ValidationError, match="'age'"):
         model.transform(df[feats], sites=df["site"], covariates=df[["sex"]])
+
+
+def test_covbat_and_nested_with_smooth_save_load(tmp_path, data):
+    from sitekit.harmonize import CovBat, NestedComBat
+
+    df, feats = data
+    cov = df[["age", "sex"]]
+    cb = CovBat(smooth={"age": 4}, n_components=3).fit(df[feats], sites=df["site"], covariates=cov)
+    assert "age" in cb.combat_.smooth_
+    loaded = CovBat.load(cb.save(tmp_path / "cb.npz"))
+    assert "age" in loaded.combat_.smooth_
+    pd.testing.assert_frame_equal(loaded.transform(df[feats], sites=df["site"], covariates=cov),
+                                  cb.transform(df[feats], sites=df["site"], covariates=cov))
+    batches = pd.DataFrame({"site": df["site"], "half": np.where(np.arange(len(df)) % 2, "x", "y")})
+    nc = NestedComBat(batch_cols=["site", "half"], smooth=["age"]).fit(
+        df[feats], batches=batches, covariates=cov)
+    loaded = NestedComBat.load(nc.save(tmp_path / "nc.npz"))
+    assert all("age" in step.smooth_ for step in loaded.steps_)
+    pd.testing.assert_frame_equal(loaded.transform(df[feats], batches=batches, covariates=cov),
+                                  nc.transform(df[feats], batches=batches, covariates=cov))
