@@ -101,10 +101,13 @@ class VoxelGrid:
         return (np.asarray(points, float) - self.origin) @ self.inverse.T
 
     def box(self, centre, half_width_mm) -> tuple[slice, slice, slice]:
-        """Array slices (z, y, x) of the voxels within ``half_width_mm`` of a physical point."""
+        """Array slices (z, y, x) of the voxels within ``half_width_mm`` of a physical point.
+
+        ``half_width_mm`` may be one number or three (physical x, y, z).
+        """
         c = np.asarray(centre, float)
         offsets = np.array([[dx, dy, dz] for dx in (-1, 1) for dy in (-1, 1) for dz in (-1, 1)], float)
-        corners = self.to_index(c + offsets * half_width_mm)
+        corners = self.to_index(c + offsets * np.broadcast_to(np.asarray(half_width_mm, float), (3,)))
         lo = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, self.size - 1)
         hi = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 1, self.size)
         return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])

@@ -191,8 +191,8 @@ def fit_sphere(image_arr, grid: VoxelGrid, centre, diameter_mm, *, exclude=None,
         keep &= ~exclude(pts)
     y = vals[keep]
     p = pts[keep]
-    if y.size > 6000:  # a regular subset keeps the fit fast on fine grids
-        step = int(np.ceil(y.size / 6000))
+    if y.size > 4000:  # a regular subset keeps the fit fast on fine grids
+        step = int(np.ceil(y.size / 4000))
         y, p = y[::step], p[::step]
         d0 = d0[keep][::step]
         keep = np.ones(y.size, bool)
@@ -334,7 +334,17 @@ def locate_spheres(image: sitk.Image, *, centres=None, system_fwhm_mm: float = 7
                                    preview=_preview_from_search(vol, origin, g, None), found=None)
     hot = np.maximum(sm, bkg) - bkg
     s_search = np.sqrt(sigma0**2 + g**2 / 12.0)
-    responses = [signal.fftconvolve(hot, _template(r, g, s_search), mode="same") for r in _RADII]
+    # the 37 mm response over the whole volume finds the sphere plane; the other responses are
+    # only needed in a slab around it
+    r37_full = signal.fftconvolve(hot, _template(_RADII[5], g, s_search), mode="same")
+    kz = int(np.unravel_index(int(np.argmax(r37_full)), r37_full.shape)[0])
+    dz = int(np.ceil(45.0 / g))
+    z0, z1 = max(0, kz - dz), min(hot.shape[0], kz + dz + 1)
+    hot = hot[z0:z1]
+    origin = origin + np.array([0.0, 0.0, z0 * g])
+    vol = vol[z0:z1]
+    responses = [signal.fftconvolve(hot, _template(r, g, s_search), mode="same") for r in _RADII[:5]]
+    responses.append(r37_full[z0:z1])
 
     # candidates for the 37 mm sphere: the strongest local maxima of its response
     r37 = responses[5]

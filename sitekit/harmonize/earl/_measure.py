@@ -265,7 +265,11 @@ def _slab_voxels(arr, grid: VoxelGrid, loc: Localisation, half_z: float):
     """Values and phantom coordinates of the voxels within ``half_z`` of the sphere plane."""
     centres2d = background_rois()
     half = float(np.max(np.linalg.norm(centres2d, axis=1))) + max(SPHERE_DIAMETERS_MM) / 2.0 + 5.0
-    box = grid.box(loc.ring_centre, max(half, half_z))
+    # the slab is thin along the phantom axis: a box thin along the axis nearest to it
+    axis = int(np.argmax(np.abs(loc.axes[2])))
+    widths = np.full(3, max(half, half_z))
+    widths[axis] = half_z + 0.15 * half  # room for a tilt of up to ~8 degrees
+    box = grid.box(loc.ring_centre, widths)
     ph = loc.to_phantom(grid.coords(box))
     sel = np.abs(ph[..., 2]) <= half_z
     return arr[box][sel], ph[sel], centres2d
