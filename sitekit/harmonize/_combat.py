@@ -873,6 +873,15 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 DataWarning,
                 stacklevel=2,
             )
+        unseen = (n == 0) & ~skip[None, :]
+        for i in np.flatnonzero(unseen.any(axis=1)):
+            warnings.warn(
+                f"New site {new.levels[i]!r} has no observed value of feature(s) "
+                f"{_names(feat_names[unseen[i]])}; new samples of that site keep those features "
+                "unchanged.",
+                DataWarning,
+                stacklevel=2,
+            )
         fit = _eb.fit_eb(
             n, s1, s2, m2=m2, use=use, parametric=self.parametric, mean_only=self.mean_only,
             eb=self.eb, ref=None, tol=self.tol, max_iter=self.max_iter,
