@@ -124,3 +124,18 @@ def test_adapt_several_new_sites_and_nan():
     gap_new = np.abs(out.loc[h.index].mean() - part.transform(
         df.loc[~new_sites, feats], sites=df.loc[~new_sites, "site"]).mean()) / df[feats].std()
     assert gap_new.mean() < 0.5 * gap_raw.mean()
+
+
+def test_adapting_sites_together_equals_one_after_another():
+    # each new site is estimated from its own data only
+    df, feats = _table(1)
+    new = df["site"].isin(["site_H", "site_I"])
+    part = ComBat().fit(df.loc[~new, feats], sites=df.loc[~new, "site"])
+    both = part.adapt(df.loc[new, feats], sites=df.loc[new, "site"])
+    h, i = df["site"] == "site_H", df["site"] == "site_I"
+    seq = part.adapt(df.loc[h, feats], sites=df.loc[h, "site"]).adapt(
+        df.loc[i, feats], sites=df.loc[i, "site"])
+    assert list(both.sites_) == list(seq.sites_)
+    pd.testing.assert_frame_equal(both.transform(df[feats], sites=df["site"]),
+                                  seq.transform(df[feats], sites=df["site"]))
+    pd.testing.assert_frame_equal(both.priors_, seq.priors_)
