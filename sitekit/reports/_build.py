@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from sitekit._typing import PathLike
-from sitekit.io import read_table
+from sitekit.io import file_hash, read_table
 from sitekit.reports import _sections as S
 from sitekit.reports._results import ResultFolder, collect_provenance, discover_results
 from sitekit.reports.html import Report, Section
@@ -36,6 +36,7 @@ def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
     """One EARL section from every EARL folder (checks labelled by folder when several)."""
     checks, curves, measurements = [], [], []
     calibration: dict = {}
+    inputs: dict = {}
     n_checks = sum((f.path / "check.csv").exists() for f in folders)
     for folder in folders:
         p = _first(folder, "check.csv")
@@ -60,11 +61,22 @@ def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
         meas = _first(folder, "measurements.csv")
         if meas is not None:
             measurements.append(read_table(meas))
-    return S.earl_section(pd.concat(checks, ignore_index=True) if checks else None,
+        vj = _first(folder, "verdict.json")
+        if vj is not None:
+            for scan in _json(vj).get("scans") or []:
+                if scan.get("sha256"):
+                    inputs[f"{folder.path.name}: phantom {scan.get('site')} "
+                           f"({Path(str(scan.get('path'))).name})"] = "sha256:" + str(scan["sha256"])
+    versions = sorted({str(v) for c in checks for v in c.get("standard_version", pd.Series()).dropna()})
+    sec = S.earl_section(pd.concat(checks, ignore_index=True) if checks else None,
                           calibration=calibration or None,
                           curves=pd.concat(curves, ignore_index=True) if curves else None,
                           measurements=pd.concat(measurements, ignore_index=True)
                           if measurements else None)
+    sec.results["inputs"] = inputs
+    if versions:
+        sec.results["params"] = {"standards": "; ".join(versions)}
+    return sec
 
 
 # ------------------------------------------------------------------------ harmonisation
@@ -124,9 +136,12 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
     params = {k: v for k, v in (params or {}).items() if v is not None}
     if "input" in diag:
         params = {"input": Path(str(diag["input"])).name, **params}
-    return S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
-                                   covariates=covs, priors=priors, gamma_hat=gamma_hat,
-                                   params=params)
+    sec = S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
+                                  covariates=covs, priors=priors, gamma_hat=gamma_hat,
+                                  params=params)
+    sec.results["inputs"] = {f"harmonisation input ({before_path.name})":
+                             "sha256:" + file_hash(before_path)}
+    return sec
 
 
 # --------------------------------------------------------------------------- extraction
@@ -135,7 +150,11 @@ def _extract(folder: ResultFolder, show_ids: bool) -> Section:
     features = read_table(pq)
     err = next((p for p in folder.files if "error" in p.name and p.suffix in (".csv", ".tsv", ".parquet")), None)
     errors = read_table(err) if err is not None and err.stat().st_size > 0 else None
-    return S.extraction_section(features, errors, show_ids=show_ids)
+    sec = S.extraction_section(features, errors, show_ids=show_ids)
+    prov = sec.results.get("provenance") or {}
+    if prov:
+        sec.results["params"] = dict(prov)
+    return sec
 
 
 # ----------------------------------------------------------------------- stability
@@ -164,9 +183,7 @@ def _stability(folders: list[ResultFolder], show_ids: bool) -> Section:
     for s in summaries.values():
         if isinstance(s.get("threshold"), int | float):
             threshold = float(s["threshold"])
-    summary = next(iter(summaries.values())) if len(summaries) == 1 else {
-        "runs": ", ".join(summaries)} if summaries else None
-    return S.stability_section(st, threshold=threshold, robust=rob, summary=summary)
+    return S.stability_section(st, threshold=threshold, robust=rob, summary=summaries or None)
 
 
 # ---------------------------------------------------------------------------- suite
@@ -183,6 +200,20 @@ def _suite_parts(folder: ResultFolder) -> dict:
         return read_table(p) if p is not None else None
 
     scoring = (res.get("summary") or {}).get("scoring")
+    model = res.get("model") or {}
+    settings = res.get("settings") or {}
+    data = res.get("data") or {}
+    folder.meta["params"] = {
+        "model": f"{model.get('spec') or model.get('file')} {model.get('params') or ''} "
+                 f"harmonize={model.get('harmonize')}",
+        "settings": ", ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict)),
+    }
+    folder.meta["inputs"] = {}
+    if data.get("sha256"):
+        folder.meta["inputs"][f"suite table ({Path(str(data.get('table'))).name})"] = (
+            "sha256:" + str(data["sha256"]))
+    if (res.get("suite") or {}).get("sha256"):
+        folder.meta["inputs"][f"suite file {folder.path.name}"] = "sha256:" + res["suite"]["sha256"]
     return {"checks": checks, "verdict": verdict, "loso": table("loso.csv"),
             "stress": table("stress.csv"), "adversarial": table("adversarial.csv"),
             "site_predictability": table("site_predictability.csv"), "scoring": scoring,
@@ -190,9 +221,7 @@ def _suite_parts(folder: ResultFolder) -> dict:
 
 
 def _suite(folder: ResultFolder, show_ids: bool) -> Section:
-    p = _suite_parts(folder)
-    p.pop("harmonize")
-    return S.suite_section(show_ids=show_ids, **p)
+    return _suites([folder], show_ids)[0]
 
 
 def _suites(folders: list[ResultFolder], show_ids: bool) -> list[Section]:
@@ -212,9 +241,12 @@ def _suites(folders: list[ResultFolder], show_ids: bool) -> list[Section]:
     for i, (f, p) in enumerate(zip(folders, parts)):
         p.pop("harmonize")
         title = "Model robustness suite" + (f": {f.path.name}" if len(folders) > 1 else "")
-        out.append(S.suite_section(show_ids=show_ids, title=title,
-                                   section_id="model_robustness" + (f"_{i + 1}" if i else ""),
-                                   **{**p, "loso": p["loso"] if i == 0 else None}))
+        sec = S.suite_section(show_ids=show_ids, title=title,
+                              section_id="model_robustness" + (f"_{i + 1}" if i else ""),
+                              **{**p, "loso": p["loso"] if i == 0 else None})
+        sec.results["params"] = f.meta.get("params", {})
+        sec.results["inputs"] = f.meta.get("inputs", {})
+        out.append(sec)
     return out
 
 
@@ -285,12 +317,15 @@ def build_report(results_dir: PathLike, *, show_ids: bool = False, title: str | 
     prov = collect_provenance(folders, command_line=command_line,
                               extra={"results_dir": Path(results_dir).name,
                                      "subject_ids_shown": show_ids})
-    params = {}
-    for s in sections:
-        p = s.results.get("params") if isinstance(s.results, dict) else None
+    params, inputs = {}, {}
+    for sec in sections:
+        p = sec.results.get("params") if isinstance(sec.results, dict) else None
         if p:
-            params[s.id] = ", ".join(f"{k}={v}" for k, v in p.items())
+            params[sec.id] = "; ".join(f"{k}={v}" for k, v in p.items())
+        inputs.update(sec.results.get("inputs") or {})
     if params:
         prov["parameters"] = params
+    if inputs:
+        prov["inputs"] = inputs
     report = Report(title or "sitekit report", sections, provenance=prov, warnings=problems)
     return report

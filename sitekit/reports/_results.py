@@ -178,7 +178,7 @@ def collect_provenance(folders: list[ResultFolder], *, command_line: str | None 
         for p in f.files:
             rel = p.relative_to(common) if common is not None else p
             if str(rel) not in hashes:
-                hashes[str(rel)] = "sha256:" + file_hash(p)[:16]
+                hashes[str(rel)] = "sha256:" + file_hash(p)
     prov = {
         "sitekit_version": __version__,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

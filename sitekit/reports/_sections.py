@@ -24,6 +24,7 @@ __all__ = [
     "extraction_section",
     "stability_section",
     "suite_section",
+    "describe_perturbation",
 ]
 
 #: Columns that identify subjects (or point at their files); hidden unless ``show_ids``.
@@ -364,6 +365,24 @@ def extraction_section(features: pd.DataFrame | None, errors: pd.DataFrame | Non
 
 
 # ------------------------------------------------------------------- feature stability
+def describe_perturbation(p) -> str:
+    """A short text for a perturbation configuration (as in ``summary.json``)."""
+    if p is None:
+        return ""
+    if isinstance(p, str):
+        return p
+    if isinstance(p, dict):
+        name = p.get("name", "")
+        params = p.get("params") or {}
+        if name == "Compose" and isinstance(params.get("transforms"), list):
+            return " + ".join(describe_perturbation(t) for t in params["transforms"])
+        shown = [f"{k}={v}" for k, v in params.items()
+                 if v is not None and k not in ("random_state", "seed")
+                 and not isinstance(v, dict)]
+        return f"{name}({', '.join(shown)})" if shown else str(name)
+    return str(p)
+
+
 def _feature_class(name: str) -> str:
     parts = str(name).split("_")
     return parts[1] if len(parts) >= 3 else "other"
@@ -382,7 +401,7 @@ def stability_section(stability: pd.DataFrame, *, threshold: float = 0.9,
     robust : list of str, default=None
         The robust feature list (else from the ``robust`` column or ``icc >= threshold``).
     summary : dict, default=None
-        Run summary (perturbations, n, form); shown as a table.
+        ``{run name: summary.json content}`` of each run; shown as a table.
     """
     sec = Section("feature_robustness", "Feature robustness under image perturbations",
                   intro="Each case was perturbed several times and re-extracted; the ICC says how "
@@ -421,12 +440,20 @@ def stability_section(stability: pd.DataFrame, *, threshold: float = 0.9,
     n_feat = st["feature"].nunique()
     sec.verdicts.append(Verdict("Feature robustness", "INFO",
                                 f"{n_rob} of {n_feat} features robust (ICC >= {threshold:g})"))
+    runs = pd.DataFrame()
     if summary:
-        flat = {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in summary.items()
-                if not isinstance(v, dict)}
-        sec.add_table(pd.DataFrame({"setting": list(flat), "value": [str(v) for v in flat.values()]}),
-                      "Run settings.")
-    sec.results = {"per_perturbation": per_pert, "n_robust": n_rob, "n_features": n_feat,
+        rows = []
+        for run, sm in summary.items():
+            rows.append({"run": run, "perturbation": describe_perturbation(sm.get("perturbation")),
+                         **{k: sm.get(k) for k in ("n", "n_cases", "form", "threshold", "failures",
+                                                   "n_robust", "n_features")}})
+        runs = pd.DataFrame(rows)
+        sec.add_table(runs, "Runs: the perturbation (parameter ranges drawn per copy), copies per "
+                            "case (n), cases, ICC form and threshold.")
+    sec.results = {"runs": runs, "params": {
+                       str(r["run"]): f"{r['perturbation']}; n={r['n']}; {r['form']}"
+                       for r in runs.to_dict(orient="records")},
+                   "per_perturbation": per_pert, "n_robust": n_rob, "n_features": n_feat,
                    "robust_features": robust if robust is not None else
                    sorted(st.groupby("feature")["robust"].all().loc[lambda s: s].index.tolist())}
     return sec
