@@ -124,7 +124,8 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         location/scale estimates.
     ref_site : str or int, default=None
         Reference site: the grand mean and pooled variance are that site's, its rows come
-        back unchanged and the other sites are mapped onto it (M-ComBat).
+        back unchanged and the other sites are mapped onto it (sva's ``ref.batch``; see
+        ``target_site`` for the M-ComBat variant fitted on all sites).
     categorical : list of str, default=None
         Covariate columns to one-hot encode (treatment coding, first sorted level as
         reference).  Columns not listed are detected from their dtype: numeric -> continuous,
@@ -184,6 +185,10 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     priors_ : pandas.DataFrame
         One row per site: ``site, n_samples, n_features_used, gamma_bar, tau2, a_prior,
         b_prior, eb, mean_only, n_iter, converged``.
+    smooth_ : dict
+        ComBat-GAM spline terms: ``{covariate: {"knots": ndarray, "degree": 3}}`` (empty
+        without ``smooth``); their design columns are named ``age[spline0]`` ... in
+        ``covariate_columns_`` and their effects are rows of ``beta_``.
 
     See Also
     --------
