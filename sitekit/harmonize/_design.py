@@ -61,6 +61,21 @@ def _sorted_levels(values: Sequence) -> list:
         return sorted(uniq, key=str)
 
 
+def _level_index(values: Sequence, levels: Sequence) -> np.ndarray:
+    """Position of each value among ``levels`` (-1 if absent); '3' matches the level 3.
+
+    Labels may come back as text after a round trip through a table, so a value that is
+    not a level itself is looked up by its text.
+    """
+    lookup = {lev: i for i, lev in enumerate(levels)}
+    text_lookup = {str(lev): i for i, lev in enumerate(levels)}
+    out = np.empty(len(values), dtype=np.intp)
+    for j, v in enumerate(values):
+        i = lookup.get(v)
+        out[j] = text_lookup.get(str(v), -1) if i is None else i
+    return out
+
+
 @dataclass(frozen=True)
 class SiteCodes:
     """Sites as integer codes.
@@ -111,29 +126,19 @@ def encode_sites(sites, *, levels: list | None = None, owner: str = "ComBat") ->
         raise ValidationError(
             f"{owner}: 'sites' has missing labels (rows {bad}); give every sample a site."
         )
-    values = values.map(to_json_value)
+    first, uniques = pd.factorize(values)
+    uniques = [to_json_value(u) for u in uniques]
     if levels is None:
-        levels = _sorted_levels(values)
-    lookup = {lev: i for i, lev in enumerate(levels)}
-    # labels may arrive as text after a round trip through a table: accept '3' for 3
-    text_lookup = {str(lev): i for i, lev in enumerate(levels)}
-    codes = np.empty(values.size, dtype=np.intp)
-    unknown = []
-    for j, v in enumerate(values):
-        i = lookup.get(v)
-        if i is None:
-            i = text_lookup.get(str(v))
-        if i is None:
-            unknown.append(v)
-            continue
-        codes[j] = i
-    if unknown:
-        uniq = _sorted_levels(unknown)
+        levels = _sorted_levels(uniques)
+    index = _level_index(uniques, levels)
+    if (index < 0).any():
+        unknown = _sorted_levels([u for u, i in zip(uniques, index) if i < 0])
         raise UnknownSiteError(
-            f"{owner}: site(s) {uniq} were not seen in fit; the known sites are {list(levels)}. "
+            f"{owner}: site(s) {unknown} were not seen in fit; the known sites are {list(levels)}. "
             "Fit on data that includes these sites (adapting to unseen sites needs their own "
             "location/scale estimate)."
         )
+    codes = index[first].astype(np.intp)
     return SiteCodes(levels=list(levels), codes=codes)
 
 
@@ -191,7 +196,7 @@ def fit_covariate_encoding(
                 "covariates must be complete (drop or impute those samples)."
             )
         if name in categorical or (name not in continuous and _is_categorical_dtype(series)):
-            levels = _sorted_levels(series.map(to_json_value))
+            levels = _sorted_levels([to_json_value(u) for u in pd.unique(series)])
             columns.append({"name": name, "kind": "categorical", "levels": levels})
         else:
             values = pd.to_numeric(series, errors="coerce")
@@ -261,23 +266,18 @@ def covariate_matrix(
             blocks.append(values[:, None])
         else:
             levels = spec["levels"]
-            index = {lev: i for i, lev in enumerate(levels)}
-            text_index = {str(lev): i for i, lev in enumerate(levels)}
-            vals = series.map(to_json_value).tolist()
-            codes = np.empty(len(vals), dtype=np.intp)
-            unseen = []
-            for j, v in enumerate(vals):
-                i = index.get(v, text_index.get(str(v)))
-                if i is None:
-                    unseen.append(v)
-                else:
-                    codes[j] = i
-            if unseen:
+            first, uniques = pd.factorize(series)
+            uniques = [to_json_value(u) for u in uniques]
+            index = _level_index(uniques, levels)
+            if (index < 0).any():
+                unseen = [u for u, i in zip(uniques, index) if i < 0]
                 raise UnknownSiteError(
                     f"{owner}: categorical covariate '{name}' has level(s) "
                     f"{_sorted_levels(unseen)} not seen in fit (known levels: {levels}); "
                     "their effect cannot be kept. Refit with samples of these levels."
                 )
+            codes = index[first]
+            vals = codes
             block = np.zeros((len(vals), len(levels) - 1))
             rows = np.flatnonzero(codes > 0)
             block[rows, codes[rows] - 1] = 1.0
