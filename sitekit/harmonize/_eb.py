@@ -624,9 +624,11 @@ def fit_eb(
         full = u & ~cell_mean_only[i]
         if not eb or not u.any():
             continue
+        # the parametric priors must be estimable; the non-parametric EB needs only two
+        # usable features (each is weighted against the others)
         prior_ok = np.isfinite(tau2[i]) and tau2[i] > 0
         scale_ok = not full.any() or (np.isfinite(a[i]) and np.isfinite(b[i]) and a[i] > 0)
-        if not (prior_ok and scale_ok) or u.sum() < 2:
+        if u.sum() < 2 or (parametric and not (prior_ok and scale_ok)):
             continue
         eb_used[i] = True
         if parametric:

@@ -422,3 +422,30 @@ def test_transform_checks_feature_names_and_count(data):
         m.transform(X[X.columns[::-1]], sites=sites)
     with pytest.raises(ValidationError, match="features"):
         ComBat().fit(X.to_numpy(), sites=sites).transform(X.to_numpy()[:, :3], sites=sites.to_numpy())
+
+
+def test_feature_all_nan_everywhere_is_returned_nan():
+    X, sites, _ = make_sites_data(seed=9)
+    X["f5"] = np.nan
+    with pytest.warns(DataWarning, match=r"'f5' are missing \(NaN\) in every sample"):
+        out = ComBat().fit_transform(X, sites=sites)
+    assert out["f5"].isna().all() and out.drop(columns="f5").notna().all().all()
+
+
+def test_feature_missing_in_the_reference_site_is_unchanged():
+    X, sites, _ = make_sites_data(seed=10)
+    ref_rows = (sites == "site1").to_numpy()
+    X.loc[ref_rows, "f4"] = np.nan
+    with pytest.warns(DataWarning, match="no observed value in the reference site"):
+        out = ComBat(ref_site="site1").fit_transform(X, sites=sites)
+    pd.testing.assert_series_equal(out["f4"], X["f4"])
+    pd.testing.assert_frame_equal(out[ref_rows], X[ref_rows])
+
+
+def test_nonparametric_does_not_need_parametric_priors():
+    """Identical delta_hat across features (S2 = 0) leaves the inverse-gamma prior undefined;
+    the non-parametric EB does not use it."""
+    X, sites, _ = make_sites_data(n_features=6, seed=12)
+    m = ComBat(parametric=False, mean_only=True).fit(X, sites=sites)
+    assert m.priors_["eb"].all()
+    assert np.isnan(m.priors_["a_prior"]).all()
