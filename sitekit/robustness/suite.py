@@ -594,6 +594,17 @@ def run_suite(
         model.fit(X_tr, y[idx_tr])
     y_te, s_te = y[idx_te], sites[idx_te]
 
+    stability = None
+    if data.get("stability"):
+        stability = read_table((p.parent / data["stability"]).resolve())
+    check_option(scfg["noise_unit"], ("sd", "within"), name="noise_unit", owner="[stress]")
+    check_option(acfg["scale"], ("std", "within", "none"), name="scale", owner="[adversarial]")
+    if stability is None and "within" in (scfg["noise_unit"], acfg["scale"]):
+        raise _err(p, "'within' units need [data] stability, a table with 'feature' and "
+                      "'within_sd' or 'icc' (e.g. the stability table of "
+                      "'sitekit robustness features').")
+    adv_scale = {"std": "std", "within": stability, "none": None}[acfg["scale"]]
+
     step("stress")
     perts = []
     if scfg["noise_levels"]:
@@ -606,7 +617,7 @@ def run_suite(
         perts.append(SiteShift())
     stress = stress_test(model, X_te, y_te, sites=s_te, perturbations=perts,
                          scoring=scfg["scoring"], n_repeats=int(st["n_repeats"]),
-                         random_state=seed)
+                         stability=stability, random_state=seed)
     tables["stress"] = stress.summary
     tables["stress_scores"] = stress.scores
 
@@ -617,11 +628,11 @@ def run_suite(
     X_adv_in = X_te.iloc[pick]
     attack = {"max_iter": int(acfg["max_iter"]), "max_eval": int(acfg["max_eval"])}
     adv = minimal_perturbation(model, X_adv_in, norm=acfg["norm"], method=acfg["method"],
-                               scale=acfg["scale"], random_state=seed, **attack)
+                               scale=adv_scale, random_state=seed, **attack)
     tables["adversarial"] = adv.assign(site=s_te[pick]).reset_index(names="row")
     tables["adversarial_budget"] = adversarial_budget(
         model, X_adv_in, y_te[pick], budgets=acfg["budgets"], norm=acfg["norm"],
-        scale=acfg["scale"], method=acfg["method"], scoring=scfg["scoring"], random_state=seed,
+        scale=adv_scale, method=acfg["method"], scoring=scfg["scoring"], random_state=seed,
         **attack)
 
     # ---- checks
@@ -649,7 +660,8 @@ def run_suite(
                  "label": data["label"], "site": data["site"], "covariates": cov_cols,
                  "sites": {str(k): int(v) for k, v in pd.Series(sites).value_counts(
                      sort=False).items()},
-                 "n_train": len(idx_tr), "n_test": len(idx_te)},
+                 "n_train": len(idx_tr), "n_test": len(idx_te),
+                 "stability": data.get("stability")},
         "model": {"source": source, "spec": mcfg.get("spec"), "file": mcfg.get("file"),
                   "params": mcfg.get("params", {}), "harmonize": mcfg.get("harmonize"),
                   "unseen_site": unseen, "estimator": repr(model)},

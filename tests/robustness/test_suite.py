@@ -29,6 +29,7 @@ features = "^original_"
 label = "outcome"
 site = "site"
 covariates = ["age", "sex"]
+{data_extra}
 
 [model]
 {model}
@@ -43,12 +44,14 @@ n_repeats = 2
 [stress]
 noise_levels = [0.25]
 calibration_factors = [1.1]
+{stress_extra}
 
 [adversarial]
 budgets = [0.25]
 max_cases = 10
 max_iter = 3          # HopSkipJump budget for non-linear models (kept small for tests)
 max_eval = 50
+{adv_extra}
 
 [checks]
 {checks}
@@ -63,9 +66,12 @@ def small(tmp_path):
     df = make_feature_table(n_per_site=(30, 35, 30), n_features=6, random_state=0)
     df.to_csv(tmp_path / "table.csv", index=False)
 
-    def write(model=LOGISTIC, checks=EASY, name="suite.toml"):
+    def write(model=LOGISTIC, checks=EASY, name="suite.toml", data_extra="", stress_extra="",
+              adv_extra=""):
         path = tmp_path / name
-        path.write_text(SMALL.format(model=model, checks=checks), encoding="utf-8")
+        path.write_text(SMALL.format(model=model, checks=checks, data_extra=data_extra,
+                                     stress_extra=stress_extra, adv_extra=adv_extra),
+                        encoding="utf-8")
         return path
 
     return write
@@ -173,3 +179,18 @@ def test_bad_files_exit_2(tmp_path, small):
     (tmp_path / "table.csv").unlink()
     assert main(["robustness", "run", str(path), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_within_subject_units_from_a_stability_table(small, tmp_path):
+    df = pd.read_csv(tmp_path / "table.csv")
+    feats = [c for c in df.columns if c.startswith("original_")]
+    pd.DataFrame({"feature": feats, "icc": 0.75}).to_csv(tmp_path / "stability.csv", index=False)
+    within = dict(stress_extra='noise_unit = "within"', adv_extra='scale = "within"')
+    with pytest.raises(ValidationError, match="stability"):
+        run_suite(small(name="no_table.toml", **within))
+    with_table = run_suite(small(data_extra='stability = "stability.csv"', **within))
+    std_units = run_suite(small(name="std.toml"))
+    assert with_table.info["data"]["stability"] == "stability.csv"
+    # within SD = SD * sqrt(1 - 0.75) = SD / 2: distances in within-SD units are twice as large
+    np.testing.assert_allclose(with_table.tables["adversarial"]["distance"],
+                               2 * std_units.tables["adversarial"]["distance"], rtol=1e-9)
