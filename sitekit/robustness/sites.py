@@ -441,7 +441,8 @@ def loso_predictions(
     -------
     DataFrame
         Index of X; columns ``site``, ``y_true``, ``y_pred`` and, for classifiers, ``y_score``
-        (probability of ``classes_[1]`` for binary problems) or ``proba_<class>`` columns.
+        (probability of ``classes_[1]`` for binary problems; the decision function when the
+        estimator has no ``predict_proba``) or ``proba_<class>`` columns.
     """
     Xf = as_frame(X)
     n = Xf.shape[0]
@@ -500,6 +501,7 @@ def loso_predictions(
                 out[f"proba_{c}"] = scores[:, j]
     out.attrs["classes"] = None if classes is None else [c.item() if hasattr(c, "item") else c
                                                          for c in classes]
+    out.attrs["has_proba"] = bool(classifier and hasattr(estimator, "predict_proba"))
     return out
 
 
@@ -517,19 +519,25 @@ def _metric_arrays(preds: pd.DataFrame, classes):
     return y, pred, score
 
 
-def _check_scoring(scoring, classifier: bool, n_classes: int) -> list[str]:
+def _check_scoring(scoring, classifier: bool, n_classes: int, has_proba: bool = True) -> list[str]:
+    if classifier and not has_proba:
+        # decision values are no probabilities: only rank and label metrics apply
+        usable = ("roc_auc", "balanced_accuracy") if n_classes == 2 else ("balanced_accuracy",)
+    elif classifier:
+        usable = CLASSIFICATION_METRICS if n_classes == 2 else CLASSIFICATION_METRICS[:3]
+    else:
+        usable = REGRESSION_METRICS
     if scoring is None:
-        if not classifier:
-            return list(REGRESSION_METRICS)
-        return list(CLASSIFICATION_METRICS if n_classes == 2 else CLASSIFICATION_METRICS[:3])
+        return list(usable)
     names = [scoring] if isinstance(scoring, str) else list(scoring)
     allowed = CLASSIFICATION_METRICS if classifier else REGRESSION_METRICS
     for name in names:
         check_option(name, allowed, name="scoring", owner="leave_one_site_out")
-        if classifier and n_classes > 2 and _METRICS[name][2]:
+        if name not in usable:
+            why = ("the estimator has no predict_proba" if classifier and not has_proba
+                   else f"the outcome has {n_classes} classes")
             raise ValidationError(
-                f"The metric '{name}' is defined for binary outcomes only; the outcome has "
-                f"{n_classes} classes. Use 'roc_auc', 'balanced_accuracy' or 'brier'."
+                f"The metric '{name}' cannot be computed here: {why}. Use one of {list(usable)}."
             )
     return names
 
@@ -569,7 +577,8 @@ def leave_one_site_out(
     scoring : str or list of str, default=None
         Metric names.  Classifiers: ``roc_auc``, ``balanced_accuracy``, ``brier``,
         ``calibration_slope``, ``calibration_intercept``, ``ece`` (all by default; the last
-        three need a binary outcome).  Regressors: ``r2``, ``mae``, ``rmse``.
+        three need a binary outcome; estimators without ``predict_proba`` get ``roc_auc`` and
+        ``balanced_accuracy`` only).  Regressors: ``r2``, ``mae``, ``rmse``.
     n_bootstrap : int, default=1000
         Bootstrap resamples of each site's held-out cases for the percentile CIs; 0 skips
         the CIs (NaN).
@@ -612,7 +621,8 @@ def leave_one_site_out(
                              covariates=covariates, unseen_site=unseen_site)
     classes = preds.attrs["classes"]
     classifier = classes is not None
-    metrics = _check_scoring(scoring, classifier, 0 if classes is None else len(classes))
+    metrics = _check_scoring(scoring, classifier, 0 if classes is None else len(classes),
+                             preds.attrs["has_proba"])
     y_all, pred_all, score_all = _metric_arrays(preds, classes)
     alpha = (1.0 - confidence) / 2.0
     rows = []

@@ -311,3 +311,25 @@ def test_vectorised_bootstrap_equals_per_resample_loop():
     batch = _compute_batch(names, y[idx], pred[idx], p[idx])
     np.testing.assert_array_equal(np.isnan(loop), np.isnan(batch))
     np.testing.assert_allclose(batch, loop, rtol=0, atol=1e-9)
+
+
+def test_loso_without_predict_proba_uses_rank_and_label_metrics(cohort):
+    from sklearn.svm import LinearSVC
+
+    df, feats = cohort
+    model = make_pipeline(StandardScaler(), LinearSVC())
+    res = leave_one_site_out(model, df[feats], df["outcome"], sites=df["site"], n_bootstrap=0)
+    assert set(res["metric"]) == {"roc_auc", "balanced_accuracy"}
+    with pytest.raises(ValidationError, match="no predict_proba"):
+        leave_one_site_out(model, df[feats], df["outcome"], sites=df["site"], scoring="brier")
+
+
+def test_loso_multiclass(cohort):
+    df, feats = cohort
+    y3 = pd.qcut(df["age"], 3, labels=["young", "mid", "old"]).astype(str).to_numpy()
+    res = leave_one_site_out(_model(), df[feats], y3, sites=df["site"], n_bootstrap=20,
+                             random_state=0)
+    assert set(res["metric"]) == {"roc_auc", "balanced_accuracy", "brier"}
+    assert res["value"].notna().all()
+    with pytest.raises(ValidationError, match="3 classes"):
+        leave_one_site_out(_model(), df[feats], y3, sites=df["site"], scoring="ece")
