@@ -64,6 +64,15 @@ def progress_callback(compute: Callable) -> Iterator[None]:
 
 
 def _compute(*objs):
+    import warnings
+
+    with warnings.catch_warnings():
+        # the design rows of the blocks travel in the graph (n x p numbers): expected
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return _compute_now(*objs)
+
+
+def _compute_now(*objs):
     import dask
 
     hook = _PROGRESS.get()
