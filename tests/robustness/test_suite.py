@@ -194,3 +194,19 @@ def test_within_subject_units_from_a_stability_table(small, tmp_path):
     # within SD = SD * sqrt(1 - 0.75) = SD / 2: distances in within-SD units are twice as large
     np.testing.assert_allclose(with_table.tables["adversarial"]["distance"],
                                2 * std_units.tables["adversarial"]["distance"], rtol=1e-9)
+
+
+def test_black_box_model_suite_uses_hopskipjump_on_max_cases(small):
+    path = small(model='spec = "random_forest"\nparams = { n_estimators = 15, max_depth = 3 }',
+                 checks="median_adversarial_distance = { min = 0.0 }")
+    result = run_suite(path)
+    adv = result.tables["adversarial"]
+    assert len(adv) == 10 and (adv["method"] == "hopskipjump").all()
+    assert adv["flipped"].any()
+    assert result.passed
+
+
+def test_linear_model_suite_attacks_every_test_case(small):
+    result = run_suite(small())
+    assert len(result.tables["adversarial"]) == result.info["data"]["n_test"]
+    assert (result.tables["adversarial"]["method"] == "exact").all()
