@@ -117,15 +117,16 @@ def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: fl
             stage="check",
         )
     arr = sitk.GetArrayViewFromImage(mask)
+    if np.any(arr == label):
+        return
     if not np.any(arr):
         raise ExtractionError("empty mask: no voxel is labelled", stage="check")
-    if not np.any(arr == label):
-        present = np.unique(arr[arr != 0])
-        shown = ", ".join(str(v.item()) for v in present[:10]) + (" ..." if present.size > 10 else "")
-        raise ExtractionError(
-            f"label {label} absent from the mask (labels present: {shown}); set label_value",
-            stage="check",
-        )
+    present = np.unique(arr[arr != 0])
+    shown = ", ".join(str(v.item()) for v in present[:10]) + (" ..." if present.size > 10 else "")
+    raise ExtractionError(
+        f"label {label} absent from the mask (labels present: {shown}); set label_value",
+        stage="check",
+    )
 
 
 def run_extractor(image: sitk.Image, mask: sitk.Image, params: dict, label: int) -> dict[str, float]:

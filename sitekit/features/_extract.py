@@ -76,53 +76,71 @@ def hash_and_verify(path: PathLike, image) -> str:
     """SHA-256 of an image file (as :func:`sitekit.io.file_hash`), checking it is complete.
 
     ITK reads a truncated ``.nii.gz`` without complaint and fills the missing voxels with
-    zeros, which would give plausible but wrong features.  While hashing, the gzip stream is
-    decompressed to check that it ends properly, and a NIfTI file must hold at least the
-    header plus all voxels of ``image``.  A DICOM directory is hashed only.
+    zeros, which would give plausible but wrong features.  A NIfTI file must hold at least
+    the header plus all voxels of ``image``: for ``.nii`` the file size tells; for
+    ``.nii.gz`` the uncompressed size in the gzip trailer must match, and when it does not
+    (a truncated file ends in arbitrary bytes, or several gzip members) the stream is
+    decompressed to decide.  A DICOM directory is hashed only.
 
     Raises
     ------
     CorruptFileError
-        The file is truncated.
+        The file is truncated or not valid gzip.
     """
-    import zlib
-
     p = Path(path)
     if p.is_dir():
         return file_hash(p)
     name = p.name.lower()
-    gz = name.endswith(".gz")
     h = hashlib.sha256()
-    inflate = zlib.decompressobj(wbits=31) if gz else None
-    raw_size = 0
+    size = 0
+    tail = b""
     with open(p, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-            if inflate is None:
-                raw_size += len(chunk)
-                continue
+            size += len(chunk)
+            tail = (tail + chunk)[-4:]
+    if name.endswith((".nii", ".nii.gz")):
+        need = _NIFTI_HEADER_BYTES + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
+            * image.GetSizeOfPixelComponent()
+        if name.endswith(".gz"):
+            isize = int.from_bytes(tail, "little") if len(tail) == 4 else -1
+            if not (need < 2**32 and need <= isize <= need + (1 << 20)):
+                have = _inflated_size(p)  # exact answer for the unusual cases
+                if have < need:
+                    raise CorruptFileError(
+                        f"Image '{p}' is truncated: it decompresses to {have} bytes, a NIfTI of size "
+                        f"{image.GetSize()} needs at least {need}; copy or export it again."
+                    )
+        elif size < need:
+            raise CorruptFileError(
+                f"Image '{p}' is truncated: it holds {size} bytes, a NIfTI of size "
+                f"{image.GetSize()} needs at least {need}; copy or export it again."
+            )
+    return h.hexdigest()
+
+
+def _inflated_size(path: Path) -> int:
+    """Uncompressed size of a (multi-member) gzip file; raises if the stream ends early."""
+    import zlib
+
+    inflate = zlib.decompressobj(wbits=31)
+    total = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
             data = chunk
             while data:
                 if inflate.eof:  # another gzip member follows
                     data, inflate = inflate.unused_data + data, zlib.decompressobj(wbits=31)
                 try:
-                    raw_size += len(inflate.decompress(data))
+                    total += len(inflate.decompress(data))
                 except zlib.error as exc:
-                    raise CorruptFileError(f"Image '{p}' is corrupt: {exc}.") from exc
+                    raise CorruptFileError(f"Image '{path}' is corrupt: {exc}.") from exc
                 data = inflate.unused_data if inflate.eof else b""
-    if gz and not inflate.eof:
+    if not inflate.eof:
         raise CorruptFileError(
-            f"Image '{p}' is truncated (the gzip stream ends early); copy or export it again."
+            f"Image '{path}' is truncated (the gzip stream ends early); copy or export it again."
         )
-    if name.endswith((".nii", ".nii.gz")):
-        need = _NIFTI_HEADER_BYTES + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
-            * image.GetSizeOfPixelComponent()
-        if raw_size < need:
-            raise CorruptFileError(
-                f"Image '{p}' is truncated: it holds {raw_size} bytes, a NIfTI of size "
-                f"{image.GetSize()} needs at least {need}; copy or export it again."
-            )
-    return h.hexdigest()
+    return total
 
 
 def process_case(task: Mapping, params: dict) -> dict:
