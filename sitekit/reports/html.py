@@ -116,6 +116,9 @@ class TableBlock:
         for _, row in self.data.head(self.max_rows).iterrows():
             cells = []
             for col, v in row.items():
+                if (isinstance(v, float | np.floating) and math.isfinite(float(v))
+                        and float(v).is_integer() and _is_count_column(col)):
+                    v = int(v)
                 cells.append({"text": _format(v, self.digits), "cls": _cell_class(col, v)})
             out.append(cells)
         return out
@@ -178,6 +181,11 @@ def _format(v, digits: int) -> str:
             return f"{float(v):.{digits}g}"
         return f"{float(v):.{digits}f}"
     return str(v)
+
+
+def _is_count_column(col) -> bool:
+    c = str(col).lower()
+    return c in {"sphere_mm", "n", "severity_n"} or c.startswith("n_")
 
 
 def _cell_class(col, v) -> str:
