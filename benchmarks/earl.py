@@ -41,6 +41,7 @@ vox = np.array(json.loads(sys.argv[2]))
 t = time.perf_counter()
 fitres, res = fit_WB_NEMA_sphere_profiles(vol, vox, sameSignal=True, dfix=1.5)
 dt = time.perf_counter() - t
+res = res.sort_values("R")  # ascending diameter, as sitekit reports
 print(json.dumps({"seconds": dt, "fwhm": [float(v) for v in res["FWHM"]], "R": [float(v) for v in res["R"]],
                   "max": [float(v) for v in res["max"]], "signal": float(res["signal"].values[0])}))
 """

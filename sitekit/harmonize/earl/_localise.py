@@ -244,7 +244,8 @@ def fit_sphere(image_arr, grid: VoxelGrid, centre, diameter_mm, *, exclude=None,
         r = np.linalg.norm(p - c, axis=1)
         return (b + A * sphere_profile(r, R, s) - y) / scale
 
-    sol = optimize.least_squares(resid, x0, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=200)
+    sol = optimize.least_squares(resid, x0, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=200,
+                                 tr_solver="lsmr")
     c, A, b, s = unpack(sol.x)
     dof = max(y.size - len(names), 1)
     sigma_res = np.sqrt(2 * sol.cost / dof) * scale
@@ -373,14 +374,20 @@ def locate_spheres(image: sitk.Image, *, centres=None, system_fwhm_mm: float = 7
                 best = (float(score[i]), (c[i], angles[i], mirrored))
     _, (c_best, a_best, mirrored) = best
 
+    stack = np.stack(responses)
+    kidx = np.arange(6, dtype=float)
+
     def neg_score(x):
         pts = ring_points(x[:3], x[3], mirrored, _normal_from_tilt(x[4], x[5]))
-        return -sum(float(_interp(responses[k], origin, g, pts[k][None, :])[0]) for k in range(6))
+        idx = ((pts - origin) / g)[:, ::-1]
+        coords = np.vstack([kidx, idx.T])
+        return -float(ndimage.map_coordinates(stack, coords, order=1, mode="constant", cval=0.0).sum())
 
     x0 = np.r_[c_best, a_best, 0.0, 0.0]
     simplex = np.vstack([x0] + [x0 + d for d in np.diag([3.0, 3.0, 3.0, np.deg2rad(3.0), 0.04, 0.04])])
     sol = optimize.minimize(neg_score, x0, method="Nelder-Mead",
-                            options={"initial_simplex": simplex, "xatol": 0.05, "fatol": 1e-6, "maxiter": 1500})
+                            options={"initial_simplex": simplex, "xatol": 0.05,
+                                     "fatol": 1e-5 * abs(best[0]) + 1e-12, "maxiter": 1500})
     x = sol.x
     normal = _normal_from_tilt(x[4], x[5])
     pred = ring_points(x[:3], x[3], mirrored, normal)
