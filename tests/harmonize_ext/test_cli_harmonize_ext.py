@@ -126,3 +126,21 @@ def test_flag_errors(tmp_path):
                  "--model", m]) == 0
     assert main(["harmonize", "apply", str(path), "--model", m, "--out", out,
                  "--model-out", str(tmp_path / "x.npz")]) == 2           # --model-out needs --adapt
+
+
+def test_apply_adapt_covbat_model(tmp_path):
+    df, path = _table(tmp_path)
+    train, new = df[df["site"] != "site_D"], df[df["site"] == "site_D"]
+    train_path, new_path = tmp_path / "train.csv", tmp_path / "new.csv"
+    train.to_csv(train_path, index=False)
+    new.to_csv(new_path, index=False)
+    run = tmp_path / "run"
+    assert main(["harmonize", "run", str(train_path), "--site-col", "site", "--covariates", "age,sex",
+                 "--exclude", "outcome", "--method", "covbat", "--out", str(run)]) == 0
+    adapted = tmp_path / "adapted.npz"
+    out = tmp_path / "h.csv"
+    assert main(["harmonize", "apply", str(path), "--model", str(run / "model.npz"), "--adapt",
+                 "--model-out", str(adapted), "--out", str(out)]) == 0
+    m = CovBat.load(adapted)
+    assert list(m.sites_) == ["site_A", "site_B", "site_C", "site_D"]
+    assert pd.read_csv(out).shape == df.shape
