@@ -209,6 +209,11 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN cells pass through, as in ComBat
+        return tags
+
     # ------------------------------------------------------------------ helpers
     def _combat_params(self) -> dict:
         params = dict(
