@@ -132,3 +132,17 @@ def test_calibration_qc_cli(tmp_path):
                  "--out", str(tmp_path / "qc")]) == 0
     assert (tmp_path / "qc" / "qc.csv").exists()
     assert main(["earl", "calibration-qc", str(tmp_path / "cyl.nii.gz"), "--expected-conc", "6000"]) == 1
+
+
+def test_check_with_manual_centres(tmp_path, good):
+    d, scan = good
+    centres = tmp_path / "centres.json"
+    centres.write_text(json.dumps({"centres": scan.truth[["centre_x", "centre_y", "centre_z"]].to_numpy().tolist()}))
+    out = tmp_path / "out"
+    assert main(["earl", "check", str(d / "site_x.nii.gz"), "--fill", str(d / "fill.json"), "--centres",
+                 str(centres), "--out", str(out)]) == 0
+    m = pd.read_csv(out / "measurements.csv")
+    assert (m["centre_source"] == "manual").all()
+    # measure also takes a path
+    direct = earl.measure(d / "site_x.nii.gz", fill=d / "fill.json", centres=centres)
+    np.testing.assert_allclose(direct["rc_max"], m["rc_max"], rtol=1e-9)

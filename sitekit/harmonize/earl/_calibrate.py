@@ -91,7 +91,7 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
 
     Parameters
     ----------
-    image : SimpleITK.Image
+    image : SimpleITK.Image or path
         The site's phantom scan.
     standard : {"EARL1", "EARL2"}, default="EARL1"
     sphere_conc, background_conc, fill, centres, a50_background
@@ -117,6 +117,10 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
     if grid_f.ndim != 1 or grid_f.size < 2 or np.any(~np.isfinite(grid_f)) or np.any(grid_f < 0) \
             or np.any(np.diff(grid_f) <= 0):
         raise ValidationError("fwhm_grid must be at least two increasing FWHM values >= 0 (mm).")
+    if not isinstance(image, sitk.Image):
+        from sitekit.harmonize.earl._image import read_phantom
+
+        image = read_phantom(image)
     base = measure_phantom(image, sphere_conc=sphere_conc, background_conc=background_conc, fill=fill,
                            centres=centres, a50_background=a50_background, site=site)
     info = base.info

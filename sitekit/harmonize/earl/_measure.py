@@ -320,8 +320,12 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
     See :func:`measure` for the parameters; also returns the background ROIs and the
     localisation.  ``localisation`` reuses a previous search (calibration sweeps).
     """
+    if isinstance(image, str | Path):
+        from sitekit.harmonize.earl._image import read_phantom
+
+        image = read_phantom(image)
     if not isinstance(image, sitk.Image):
-        raise ValidationError(f"measure needs a SimpleITK.Image; got {type(image).__name__}. "
+        raise ValidationError(f"measure needs a SimpleITK.Image or a path; got {type(image).__name__}. "
                               "Read scans with sitekit.harmonize.earl.read_phantom.")
     check_option(a50_background, ("measured", "known"), name="a50_background")
     s_conc, b_conc, source = resolve_concentrations(image, sphere_conc=sphere_conc,
@@ -399,9 +403,9 @@ def measure(image: sitk.Image, *, sphere_conc=None, background_conc=None, fill=N
 
     Parameters
     ----------
-    image : SimpleITK.Image
-        Phantom scan in activity concentration (Bq/mL when a fill is given).  Read files with
-        :func:`read_phantom`.
+    image : SimpleITK.Image or path
+        Phantom scan in activity concentration (Bq/mL when a fill is given); a path is read
+        with :func:`read_phantom`.
     sphere_conc, background_conc : float, optional
         True concentrations at scan start, in the image's units.
     fill : FillDescription, dict or path, optional
