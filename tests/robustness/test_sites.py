@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from sitekit.robustness.sites import (
     expected_calibration_error,
 )
 
-SAMPLE = "sample_data/features.csv"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "features.csv"
 
 
 @pytest.fixture(scope="module")

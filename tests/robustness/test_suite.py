@@ -20,7 +20,7 @@ from sitekit.exceptions import CheckFailedError, ModelFileError, ValidationError
 from sitekit.robustness import run_suite
 from sitekit.robustness.sites import POOLED
 
-SUITE_DIR = Path("sample_data/suite")
+SUITE_DIR = Path(__file__).resolve().parents[2] / "sample_data" / "suite"
 
 SMALL = """
 [data]
