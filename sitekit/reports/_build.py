@@ -37,6 +37,7 @@ def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
     checks, curves, measurements = [], [], []
     calibration: dict = {}
     inputs: dict = {}
+    previews: dict = {}
     n_checks = sum((f.path / "check.csv").exists() for f in folders)
     for folder in folders:
         p = _first(folder, "check.csv")
@@ -46,6 +47,10 @@ def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
                 if n_checks > 1:
                     chk.insert(0, "run", folder.path.name)
                 checks.append(chk)
+            for png in sorted(folder.path.glob("spheres_*.png")):
+                site = png.stem.removeprefix("spheres_")
+                label = f"{site} ({folder.path.name})" if n_checks > 1 else site
+                previews[label] = png.read_bytes()
         cp = _first(folder, "calibration.json")
         if cp is not None:
             d = _json(cp)
@@ -72,7 +77,7 @@ def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
                           calibration=calibration or None,
                           curves=pd.concat(curves, ignore_index=True) if curves else None,
                           measurements=pd.concat(measurements, ignore_index=True)
-                          if measurements else None)
+                          if measurements else None, previews=previews or None)
     sec.results["inputs"] = inputs
     if versions:
         sec.results["params"] = {"standards": "; ".join(versions)}

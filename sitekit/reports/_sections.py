@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sitekit.reports import figures as F
-from sitekit.reports.html import Section, Verdict
+from sitekit.reports.html import FigureBlock, Section, Verdict
 
 __all__ = [
     "ID_COLUMNS",
@@ -55,7 +55,7 @@ def _fmt(v, digits=2) -> str:
 # --------------------------------------------------------------------------------- EARL
 def earl_section(check: pd.DataFrame | None, *, calibration: dict | None = None,
                  curves: pd.DataFrame | None = None, measurements: pd.DataFrame | None = None,
-                 notes: list[str] | None = None) -> Section:
+                 previews: dict[str, bytes] | None = None, notes: list[str] | None = None) -> Section:
     """The EARL section: RC curves with bands, pass/fail per site, calibration curves.
 
     Parameters
@@ -68,6 +68,8 @@ def earl_section(check: pd.DataFrame | None, *, calibration: dict | None = None,
         RC against FWHM: ``site, fwhm_mm, sphere_mm, metric, rc``.
     measurements : DataFrame, default=None
         Per-sphere measurements; shown as a table.
+    previews : dict of str to bytes, default=None
+        ``{label: PNG bytes}`` of the sphere-localisation previews (``spheres_<site>.png``).
     notes : list of str, default=None
         Plain notes (e.g. "no Gaussian filter reaches EARL2 RCmax").
     """
@@ -131,6 +133,15 @@ def earl_section(check: pd.DataFrame | None, *, calibration: dict | None = None,
             ax = F.plot_rc_curve(g.drop(columns=["run"], errors="ignore"), title=name)
             sec.add_figure(ax, f"{name}: RC per sphere and site (lines) against the shaded "
                                "acceptance band; red crosses are spheres out of band.")
+    if previews:
+        import base64
+
+        sec.add_text("Sphere localisation", "heading")
+        for label, png in previews.items():
+            sec.blocks.append(FigureBlock(
+                "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                f"{label}: the sphere plane with the spheres found outlined in green; each "
+                "sphere should sit inside its outline.", f"sphere localisation {label}"))
     if measurements is not None and len(measurements):
         results["measurements"] = measurements
     if calibration:

@@ -45,6 +45,10 @@ def write_earl(d, *, fwhm_by_site=None):
         cal[site] = {"standard": "EARL1", "chosen_fwhm_mm": chosen, "smallest_fwhm_mm": chosen - 1,
                      "centre_fwhm_mm": chosen, "note": None}
     pd.DataFrame(rows).to_csv(d / "check.csv", index=False)
+    from matplotlib.image import imsave
+
+    for site in fwhm_by_site:  # the sphere-localisation preview `earl check` writes
+        imsave(d / f"spheres_{site}.png", np.random.default_rng(0).random((40, 50)), cmap="gray")
     pd.DataFrame(curves).to_csv(d / "curves.csv", index=False)
     (d / "calibration.json").write_text(json.dumps(
         {"format": "sitekit-earl-calibration", "version": 1, "standard": "EARL1", "sites": cal}))

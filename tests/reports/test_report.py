@@ -25,6 +25,7 @@ def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
     data = check_saved_report(
         rep, tmp_path / "out" / "report.html",
         required=["Summary", "EARL phantom accreditation", "Harmonisation", "Provenance",
+                  'alt="sphere localisation site_B"', "Sphere localisation",
                   "site_B", "Harmonisation effect", "sitekit report results --out r.html",
                   "input_hashes", "scikit-learn"],
         forbidden=SUBJECT_IDS,
