@@ -46,6 +46,7 @@ __all__ = [
     "site_effects",
     "calibration_slope_intercept",
     "expected_calibration_error",
+    "calibration_curve_by_site",
 ]
 
 #: Label of the row that pools the held-out predictions of every site.
@@ -672,6 +673,51 @@ def leave_one_site_out(
         worst[name] = str(table.loc[idx, "site"])
     table.attrs["worst_site"] = worst
     return (table, preds) if return_predictions else table
+
+
+def calibration_curve_by_site(predictions: pd.DataFrame, *, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability-diagram data per held-out site (and pooled) from :func:`loso_predictions`.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        Held-out predictions with ``site``, ``y_true`` and ``y_score`` (binary, probabilities).
+    n_bins : int, default=10
+        Equal-width probability bins (the bins of :func:`expected_calibration_error`).
+
+    Returns
+    -------
+    DataFrame
+        One row per non-empty (site, bin): ``site``, ``bin``, ``bin_low``, ``bin_high``, ``n``,
+        ``mean_predicted``, ``observed`` (share of positives).
+    """
+    n_bins = check_positive_int(n_bins, name="n_bins", owner="calibration_curve_by_site")
+    missing = [c for c in ("site", "y_true", "y_score") if c not in predictions.columns]
+    if missing:
+        raise ValidationError(
+            f"calibration_curve_by_site needs the columns {missing} of loso_predictions() for a "
+            "binary classifier with predict_proba."
+        )
+    classes = predictions.attrs.get("classes") or sorted(pd.unique(predictions["y_true"]))
+    if len(classes) != 2:
+        raise ValidationError("calibration_curve_by_site needs a binary outcome.")
+    y = (predictions["y_true"].to_numpy() == classes[1]).astype(float)
+    p = predictions["y_score"].to_numpy(dtype=float)
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    rows = []
+    groups = [(site, predictions["site"].to_numpy() == site)
+              for site in pd.unique(predictions["site"])]
+    groups.append((POOLED, np.ones(len(predictions), dtype=bool)))
+    for site, mask in groups:
+        for b in range(n_bins):
+            sel = mask & (idx == b)
+            if not sel.any():
+                continue
+            rows.append({"site": site, "bin": b, "bin_low": b / n_bins, "bin_high": (b + 1) / n_bins,
+                         "n": int(sel.sum()), "mean_predicted": float(p[sel].mean()),
+                         "observed": float(y[sel].mean())})
+    return pd.DataFrame(rows, columns=["site", "bin", "bin_low", "bin_high", "n",
+                                       "mean_predicted", "observed"])
 
 
 # ------------------------------------------------------------------ site predictability

@@ -41,7 +41,13 @@ from sitekit.robustness.adversarial import (
     linear_decision,
     minimal_perturbation,
 )
-from sitekit.robustness.sites import POOLED, leave_one_site_out, site_effects, site_predictability
+from sitekit.robustness.sites import (
+    POOLED,
+    calibration_curve_by_site,
+    leave_one_site_out,
+    site_effects,
+    site_predictability,
+)
 from sitekit.robustness.stress import CalibrationShift, FeatureNoise, SiteShift, stress_test
 
 __all__ = ["SuiteResult", "run_suite", "load_suite", "build_model", "load_model", "CHECKS",
@@ -370,7 +376,8 @@ class SuiteResult:
         ``name``, ``value``, ``op`` (``min``/``max``), ``threshold``, ``passed``,
         ``description``, ``details`` (JSON text).
     tables : dict of str -> DataFrame
-        The tidy tables: ``loso``, ``loso_predictions``, ``site_predictability``,
+        The tidy tables: ``loso``, ``loso_predictions``, ``calibration_curve`` (binary
+        classifiers with probabilities), ``site_predictability``,
         ``site_effects``, ``stress``, ``stress_scores``, ``adversarial``,
         ``adversarial_budget``.
     info : dict
@@ -557,6 +564,8 @@ def run_suite(
                                      covariates=cov, n_bootstrap=int(st["n_bootstrap"]),
                                      random_state=seed, return_predictions=True)
     tables["loso"] = loso
+    if "y_score" in preds and preds.attrs.get("has_proba") and len(preds.attrs["classes"]) == 2:
+        tables["calibration_curve"] = calibration_curve_by_site(preds)
     preds.attrs = {}
     tables["loso_predictions"] = preds.assign(subject=df[data["id"]]) if data.get("id") else preds
     unseen = "adapt" if harmonizer is not None and hasattr(harmonizer, "adapt") else (

@@ -334,3 +334,19 @@ def test_loso_multiclass(cohort):
     assert res["value"].notna().all()
     with pytest.raises(ValidationError, match="3 classes"):
         leave_one_site_out(_model(), df[feats], y3, sites=df["site"], scoring="ece")
+
+
+def test_calibration_curve_by_site_matches_ece(cohort):
+    from sitekit.robustness.sites import calibration_curve_by_site
+
+    df, feats = cohort
+    res, preds = leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"],
+                                    n_bootstrap=0, return_predictions=True)
+    curve = calibration_curve_by_site(preds)
+    assert list(curve.columns) == ["site", "bin", "bin_low", "bin_high", "n", "mean_predicted",
+                                   "observed"]
+    for site, grp in curve.groupby("site"):
+        n = grp["n"].sum()
+        ece = float(np.sum(grp["n"] * np.abs(grp["observed"] - grp["mean_predicted"])) / n)
+        value = res[(res["site"] == site) & (res["metric"] == "ece")]["value"].iloc[0]
+        assert ece == pytest.approx(value, abs=1e-12)
