@@ -17,6 +17,7 @@ Feature robustness lives in :mod:`sitekit.robustness.perturbations` and
 from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbation
 from sitekit.robustness.sites import (
     SitePredictability,
+    calibration_curve_by_site,
     leave_one_site_out,
     loso_predictions,
     site_effects,
@@ -34,6 +35,7 @@ from sitekit.robustness.suite import SuiteResult, run_suite
 __all__ = [
     "leave_one_site_out",
     "loso_predictions",
+    "calibration_curve_by_site",
     "site_predictability",
     "SitePredictability",
     "site_effects",
