@@ -135,7 +135,11 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
     sigma_max = float(grid_f.max()) / 2.3548
     half = RING_RADIUS_MM + max(SPHERE_DIAMETERS_MM) / 2 + PEAK_SPHERE_DIAMETER_MM + 4 * sigma_max + \
         3 * float(np.max(grid.spacing)) + 12.0
-    box = grid.box(loc.ring_centre, half)
+    widths = np.full(3, half)
+    axis = int(np.argmax(np.abs(loc.axes[2])))  # thin along the phantom axis (tilt margin included)
+    widths[axis] = max(SPHERE_DIAMETERS_MM) / 2 + PEAK_SPHERE_DIAMETER_MM + 4 * sigma_max + \
+        3 * float(np.max(grid.spacing)) + 8.0 + 0.15 * RING_RADIUS_MM
+    box = grid.box(loc.ring_centre, widths)
     sub = np.ascontiguousarray(arr[box])
     sub_img = sitk.GetImageFromArray(sub)
     sub_img.SetSpacing(tuple(grid.spacing))
