@@ -19,7 +19,11 @@ compared (they must agree to 1e-10 feature SDs).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+
+# arrow's own allocator keeps freed memory; the system one returns it (workers inherit this)
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 import shutil
 import sys
 import tempfile
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n = args.samples or (20_000 if args.quick else 250_000)
     f = args.features or (200 if args.quick else 2_000)
-    rows = args.rows_per_file or (2_000 if args.quick else 10_000)
+    rows = args.rows_per_file or (2_000 if args.quick else 5_000)
 
     import dask
     import dask.dataframe as dd
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
         feats = [f"f{j:05d}" for j in range(f)]
         with PeakMemory() as mem, LocalCluster(
             n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit,
-            dashboard_address=None, processes=True,
+            dashboard_address=None, processes=True, silence_logs=logging.ERROR,
         ) as cluster, Client(cluster) as client:
             limit = args.workers * dask.utils.parse_bytes(args.memory_limit) / 1e9
             print(f"cluster: {args.workers} workers x {args.memory_limit} "

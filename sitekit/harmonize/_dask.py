@@ -360,9 +360,9 @@ def transform(estimator, X, *, sites, covariates=None):
 
 def _harmonize_partition(part: pd.DataFrame, model, site_col, covariate_cols, features):
     covs = part[covariate_cols] if covariate_cols else None
-    Y = part[features]
-    out = part.copy()
-    out[features] = model.transform(Y, sites=part[site_col].to_numpy(), covariates=covs)
+    harmonised = model.transform(part[features], sites=part[site_col].to_numpy(), covariates=covs)
+    out = part.copy(deep=False)  # copy-on-write: the partition itself is never modified
+    out[features] = harmonised
     return out
 
 
