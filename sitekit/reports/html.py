@@ -249,7 +249,7 @@ class Report:
     >>> from sitekit.reports import Report, Section
     >>> s = Section("demo", "Demo")
     >>> s.add_text("Hello <world>")
-    >>> "Hello &lt;world&gt;" in Report("T", [s])._repr_html_()
+    >>> "Hello &lt;world&gt;" in Report("T", [s]).to_html()
     True
     """
 

@@ -51,6 +51,11 @@ def test_report_renders_offline_in_chromium(results_dir, tmp_path):
             first_section = page.evaluate("document.querySelector('section').id")
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=False)
+            # prints: the print stylesheet hides the navigation; a PDF comes out
+            page.emulate_media(media="print")
+            nav_hidden = page.evaluate("getComputedStyle(document.querySelector('nav')).display")
+            pdf = tmp_path / "report.pdf"
+            page.pdf(path=str(pdf), format="A4")
         finally:
             browser.close()
 
@@ -61,3 +66,5 @@ def test_report_renders_offline_in_chromium(results_dir, tmp_path):
     assert not outside, f"requests left the file: {outside}"
     assert first_section == "summary" and banner.startswith("FAIL")
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert nav_hidden == "none"
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.read_bytes().count(b"/Type /Page") > 3
