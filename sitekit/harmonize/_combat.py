@@ -29,7 +29,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sitekit._typing import PathLike
-from sitekit._validation import check_bool, check_number
+from sitekit._validation import check_bool, check_number, check_option
 from sitekit._version import __version__
 from sitekit.exceptions import (
     DataWarning,
@@ -144,6 +144,13 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         the target's rows pass through the same map (the identity for them, to rounding),
         while ``ref_site`` takes the model from the reference rows and returns those rows
         bit-identical.  Cannot be combined with ``ref_site``.
+    unseen_sites : {"error", "adapt"}, default="error"
+        What :meth:`transform` does with samples of sites that fit never saw: raise
+        :class:`~sitekit.exceptions.UnknownSiteError`, or estimate those sites'
+        location/scale from the samples being transformed (:meth:`adapt`, frozen model,
+        no labels used) and harmonise them.  ``"adapt"`` makes leave-one-site-out
+        cross-validation of a Pipeline run (``cv=LeaveOneGroupOut()`` over sites); the
+        estimate then depends on the whole batch of the new site passed to ``transform``.
     tol : float, default=1e-4
         Relative convergence tolerance of the parametric EB iteration.
     max_iter : int, default=1000
@@ -227,6 +234,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         continuous: list | None = None,
         smooth: list | dict | None = None,
         target_site=None,
+        unseen_sites: str = "error",
         tol: float = 1e-4,
         max_iter: int = 1000,
     ) -> None:
@@ -238,6 +246,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.continuous = continuous
         self.smooth = smooth
         self.target_site = target_site
+        self.unseen_sites = unseen_sites
         self.tol = tol
         self.max_iter = max_iter
 
@@ -255,6 +264,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_bool(self.eb, name="eb", owner=owner)
         check_number(self.tol, name="tol", owner=owner, low=0, low_inclusive=False)
         check_number(self.max_iter, name="max_iter", owner=owner, low=1, integer=True)
+        check_option(self.unseen_sites, ("error", "adapt"), name="unseen_sites", owner=owner)
         self._check_ext_params()
         for name in ("categorical", "continuous"):
             value = getattr(self, name)
@@ -560,6 +570,21 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if _dask.is_dask_collection(X):  # lazy, blockwise: _dask.py
             return _dask.transform(self, X, sites=sites, covariates=covariates)
         Y, index, columns, sites, covariates = self._prepare(X, sites, covariates, reset=False)
+        if self.unseen_sites == "adapt":
+            new = ~np.isin(sites, self.sites_)
+            if new.any():
+                rows = pd.DataFrame(Y[new], columns=columns) if columns is not None else Y[new]
+                model = self.adapt(
+                    rows, sites=sites[new],
+                    covariates=None if covariates is None else covariates.iloc[np.flatnonzero(new)]
+                    .reset_index(drop=True),
+                )
+                out = model.transform(Y if columns is None else pd.DataFrame(Y, columns=columns),
+                                      sites=sites, covariates=covariates)
+                out = np.asarray(out)
+                if columns is not None:
+                    return pd.DataFrame(out, index=index, columns=columns, copy=False)
+                return out
         codes = encode_sites(sites, levels=list(self.sites_))
         C = covariate_matrix(covariates, self.covariate_encoding_, n_samples=Y.shape[0])
         extra = self._extra_design(covariates, Y.shape[0])

@@ -9,6 +9,8 @@ estimate of the new site's location/scale (adapting to unseen sites is issue 8).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, cross_val_scor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sitekit.exceptions import UnknownSiteError
+from sitekit.exceptions import DataWarning, UnknownSiteError, ValidationError
 from sitekit.harmonize import ComBat
 
 
@@ -33,8 +35,8 @@ def task():
     return X, y.to_numpy(), sites, cov, subjects
 
 
-def make_pipe():
-    combat = ComBat().set_fit_request(sites=True, covariates=True).set_transform_request(
+def make_pipe(**params):
+    combat = ComBat(**params).set_fit_request(sites=True, covariates=True).set_transform_request(
         sites=True, covariates=True
     )
     return make_pipeline(combat, StandardScaler(), LogisticRegression())
@@ -73,6 +75,39 @@ def test_leave_one_site_out_names_the_unseen_site(task):
         with pytest.raises(UnknownSiteError, match="were not seen in fit; the known sites are"):
             cross_val_score(make_pipe(), X, y, cv=LeaveOneGroupOut(), params=params,
                             error_score="raise")
+
+
+def test_leave_one_site_out_runs_with_unseen_sites_adapt(task):
+    """Issue 3: LOSO cross_val_score runs; ComBat is fitted on the training sites only and
+    the held-out site is adapted (frozen model, no labels) inside transform."""
+    X, y, sites, cov, _ = task
+    params = {"sites": sites, "covariates": cov, "groups": sites}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        with sklearn.config_context(enable_metadata_routing=True):
+            res = cross_validate(make_pipe(unseen_sites="adapt"), X, y, cv=LeaveOneGroupOut(),
+                                 params=params, return_estimator=True, return_indices=True,
+                                 error_score="raise")
+    assert res["test_score"].shape == (3,) and np.all(res["test_score"] > 0.5)
+    for est, train, test in zip(res["estimator"], res["indices"]["train"], res["indices"]["test"]):
+        combat = est[0]
+        held_out = set(sites.iloc[test])
+        assert held_out.isdisjoint(combat.sites_)  # the held-out site never reached fit
+        assert combat.priors_["n_samples"].sum() == len(train)
+        # transform of the held-out site equals an explicit adapt of the frozen model
+        Xt = X.iloc[test]
+        adapted = combat.adapt(Xt, sites=sites.iloc[test], covariates=cov.iloc[test])
+        np.testing.assert_allclose(
+            combat.transform(Xt, sites=sites.iloc[test], covariates=cov.iloc[test]),
+            adapted.transform(Xt, sites=sites.iloc[test], covariates=cov.iloc[test]),
+            rtol=0, atol=1e-12,
+        )
+
+
+def test_unseen_sites_option_is_validated(task):
+    X, _, sites, _, _ = task
+    with pytest.raises(ValidationError, match="unseen_sites.*did you mean|unseen_sites"):
+        ComBat(unseen_sites="adpat").fit(X, sites=sites)
 
 
 def test_without_request_routing_complains(task):
