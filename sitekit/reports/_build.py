@@ -16,7 +16,7 @@ from sitekit.reports.html import Report, Section
 
 __all__ = ["build_report", "load_section"]
 
-_ORDER = {"earl": 0, "harmonize": 1, "extract": 2, "stability": 3, "suite": 4}
+_ORDER = {"earl": 0, "extract": 1, "stability": 2, "harmonize": 3, "suite": 4}  # the chain's order
 
 
 def _json(path: Path) -> dict:
@@ -285,8 +285,9 @@ def build_report(results_dir: PathLike, *, show_ids: bool = False, title: str | 
     Returns
     -------
     Report
-        Sections in the order EARL, harmonisation, extraction, feature robustness, model
-        robustness; a section that cannot be built becomes a warning in the report.
+        Sections in the order of the chain: EARL, extraction, feature robustness,
+        harmonisation, model robustness; a section that cannot be built becomes a warning in
+        the report.
     """
     folders = discover_results(results_dir)
     sections: list[Section] = []

@@ -19,8 +19,8 @@ def test_discovers_every_kind(results_dir):
 
 def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
     rep = build_report(results_dir, command_line="sitekit report results --out r.html")
-    assert [s.id for s in rep.sections] == ["earl", "harmonisation", "extraction",
-                                            "feature_robustness", "model_robustness"]
+    assert [s.id for s in rep.sections] == ["earl", "extraction", "feature_robustness",
+                                            "harmonisation", "model_robustness"]
     assert rep.status == "FAIL" and not rep.warnings
     data = check_saved_report(
         rep, tmp_path / "out" / "report.html",
