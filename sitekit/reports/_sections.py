@@ -34,6 +34,8 @@ ID_COLUMNS = frozenset({
 })
 
 ALPHA = 0.05
+#: Above this many features, site predictability runs on principal components.
+MAX_PREDICTABILITY_FEATURES = 200
 
 
 def drop_ids(df: pd.DataFrame, show_ids: bool) -> pd.DataFrame:
@@ -266,7 +268,19 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
                    "Share of features whose distribution differs between sites (Kruskal-Wallis, "
                    f"Benjamini-Hochberg q < {ALPHA:g}); lower after harmonisation is better.")
     pred = []
-    for stage, X in (("before", before), ("after", after)):
+    stages = [("before", before), ("after", after)]
+    if len(cols) > MAX_PREDICTABILITY_FEATURES:
+        # many features: predict the site from the leading principal components (same
+        # projection before and after), which keeps the check fast and well-posed
+        from sklearn.decomposition import PCA
+
+        k = min(50, len(before) - 1)
+        mu, sd = before.mean(), before.std().replace(0, 1).fillna(1)
+        pca = PCA(n_components=k, random_state=random_state).fit(((before - mu) / sd).fillna(0))
+        stages = [(st, pd.DataFrame(pca.transform(((X - mu) / sd).fillna(0)))) for st, X in stages]
+        sec.add_text(f"Site predictability uses the first {k} principal components of the "
+                     f"{len(cols)} standardised features.", "note")
+    for stage, X in stages:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

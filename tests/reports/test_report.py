@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from report_checks import check_report, check_saved_report
@@ -9,7 +10,15 @@ from report_fixtures import SUBJECT_IDS, write_earl, write_stability, write_suit
 
 from sitekit.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from sitekit.exceptions import MissingFileError, OutputExistsError, ValidationError
-from sitekit.reports import Report, Section, build_report, discover_results
+from sitekit.reports import (
+    Report,
+    Section,
+    build_report,
+    discover_results,
+    drop_ids,
+    harmonization_section,
+)
+from sitekit.reports._sections import describe_perturbation
 
 
 def test_discovers_every_kind(results_dir):
@@ -148,3 +157,30 @@ def test_cli_report(small_results_dir, tmp_path, capsys):
     assert main(["report", str(results_dir), "--out", str(out), "--force", "--show-ids"]) == EXIT_OK
     assert SUBJECT_IDS[0] in out.read_text()
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == EXIT_BAD_INPUT
+
+
+def test_drop_ids_and_perturbation_text():
+    df = pd.DataFrame({"subject_id": ["a"], "image": ["x.nii"], "site": ["s"], "row": [3], "v": [1.0]})
+    assert list(drop_ids(df, show_ids=False).columns) == ["site", "v"]
+    assert list(drop_ids(df, show_ids=True).columns) == list(df.columns)
+    conf = {"name": "Compose", "params": {"transforms": [
+        {"name": "RandomGaussianBlur", "params": {"fwhm_mm": [3.0, 7.0], "random_state": None}},
+        {"name": "RandomMaskVolume", "params": {"fraction": [-0.1, 0.1]}}]}}
+    assert describe_perturbation(conf) == ("RandomGaussianBlur(fwhm_mm=[3.0, 7.0]) + "
+                                           "RandomMaskVolume(fraction=[-0.1, 0.1])")
+    assert describe_perturbation("NTCV") == "NTCV" and describe_perturbation(None) == ""
+
+
+def test_harmonisation_section_many_features_uses_components():
+    rng = np.random.default_rng(0)
+    sites = np.repeat(["a", "b", "c"], 20)
+    shift = np.repeat([0.0, 1.0, -1.0], 20)[:, None]
+    before = pd.DataFrame(rng.normal(size=(60, 250)) + shift, columns=[f"f{i}" for i in range(250)])
+    after = before - shift
+    sec = harmonization_section(before, after, sites)
+    share = sec.results["site_effects"]
+    assert share["share"].iloc[0] > 0.9 and share["share"].iloc[1] < 0.1
+    pred = sec.results["site_predictability"]
+    assert pred["auc"].iloc[0] > 0.9 and pred["auc"].iloc[1] < 0.7
+    assert any("principal components" in getattr(b, "text", "") for b in sec.blocks)
+    assert sec.verdicts[0].status == "PASS" and "->" in sec.verdicts[0].detail
