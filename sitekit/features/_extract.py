@@ -45,6 +45,9 @@ _PARTS_FORMAT = "sitekit-extract-parts"
 FLUSH_SECONDS = 5.0
 FLUSH_CASES = 500
 
+#: Most cases in one Dask task (see :func:`chunk_size`).
+MAX_CHUNK = 8
+
 #: How long to try connecting to a Dask scheduler given by address.
 SCHEDULER_TIMEOUT = "20s"
 
@@ -299,6 +302,21 @@ def _run_serial(tasks, params, on_result) -> None:
         on_result(process_case(task, params))
 
 
+def chunk_size(n_tasks: int, n_workers: int) -> int:
+    """Cases per Dask task: up to :data:`MAX_CHUNK`, keeping >= 4 tasks per worker.
+
+    A Dask task costs a few milliseconds of scheduling and serialisation, as much as a
+    small lesion's extraction; a few cases per task amortise it while the queue stays long
+    enough to balance the workers.
+    """
+    return int(max(1, min(MAX_CHUNK, n_tasks // (4 * max(1, n_workers)))))
+
+
+def process_cases(tasks: list, params: dict) -> list[dict]:
+    """:func:`process_case` over a chunk of cases (one Dask task)."""
+    return [process_case(task, params) for task in tasks]
+
+
 def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) -> None:
     from distributed import Client, LocalCluster, as_completed
 
@@ -321,18 +339,23 @@ def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) 
     try:
         if not tasks:
             return
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+        size = chunk_size(len(tasks), n_workers)
         futures = {}
-        for task in tasks:
-            fut = client.submit(process_case, task, params, pure=False,
-                                key=f"sitekit-extract-{_part_key(task['subject_id'])}-{id(task)}")
-            futures[fut] = task["subject_id"]
+        for i in range(0, len(tasks), size):
+            chunk = tasks[i : i + size]
+            fut = client.submit(process_cases, chunk, params, pure=False,
+                                key=f"sitekit-extract-{_part_key(chunk[0]['subject_id'])}-{id(chunk)}")
+            futures[fut] = chunk
         for fut in as_completed(list(futures)):
             try:
-                result = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a lost worker fails that case only
-                result = {"subject_id": futures[fut], "ok": False, "stage": "extract",
-                          "reason": f"Dask worker failed: {type(exc).__name__}: {exc}"}
-            on_result(result)
+                results = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails its cases only
+                results = [{"subject_id": t["subject_id"], "ok": False, "stage": "extract",
+                            "reason": f"Dask worker failed: {type(exc).__name__}: {exc}"}
+                           for t in futures[fut]]
+            for result in results:
+                on_result(result)
     finally:
         client.close()
         if cluster is not None:

@@ -178,11 +178,20 @@ def test_existing_output_needs_force(tmp_path, manifest):
         extract(manifest, resume=True)
 
 
-def test_dask_two_workers_equal_serial(manifest):
+def test_dask_two_workers_equal_serial(tmp_path, manifest_factory):
+    manifest = manifest_factory(tmp_path, 16)
+    assert extract_module.chunk_size(16, 2) == 2  # two cases per Dask task
     serial, _ = extract(manifest)
     parallel, errors = extract(manifest, workers=2)
     assert errors.empty
     pd.testing.assert_frame_equal(parallel, serial)
+
+
+def test_chunk_size():
+    assert extract_module.chunk_size(3, 2) == 1
+    assert extract_module.chunk_size(64, 2) == 8
+    assert extract_module.chunk_size(10_000, 2) == extract_module.MAX_CHUNK
+    assert extract_module.chunk_size(100, 50) == 1
 
 
 def test_earl_filter_per_site(tmp_path, manifest):
