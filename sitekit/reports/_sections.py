@@ -176,10 +176,20 @@ def earl_section(check: pd.DataFrame | None, *, calibration: dict | None = None,
             if "standard" in sub.columns:
                 sub = sub[sub["standard"] == sub["standard"].iloc[0]]
             chosen = (calibration or {}).get(site, {}).get("chosen_fwhm_mm")
-            ax = F.plot_rc_vs_fwhm(sub, chosen_fwhm=chosen,
+            compliant = None
+            if "in_band" in g.columns:
+                std_rows = g if "standard" not in g.columns else g[g["standard"] == sub["standard"].iloc[0]]
+                if "verified" in std_rows.columns:
+                    std_rows = std_rows[std_rows["verified"].astype(bool)]
+                ok = std_rows.groupby("fwhm_mm")["in_band"].apply(lambda v: bool(v.astype(bool).all()))
+                if ok.any():
+                    compliant = (float(ok[ok].index.min()), float(ok[ok].index.max()))
+            ax = F.plot_rc_vs_fwhm(sub, chosen_fwhm=chosen, compliant=compliant,
                                    title=f"{site}" + (f" {metric}" if metric else ""))
             sec.add_figure(ax, f"{site}: {metric or 'RC'} of each sphere as the post-filter FWHM "
-                               "grows; the dashed line is the chosen filter.")
+                               "grows; dashed: the chosen filter"
+                               + ("; shaded: filters with every sphere and metric in band."
+                                  if compliant else "."))
         results["curves_sites"] = sorted(cv["site"].astype(str).unique())
     for n in notes or []:
         sec.add_text(n, "note")

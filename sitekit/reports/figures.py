@@ -108,7 +108,8 @@ def plot_rc_curve(data, *, title: str | None = None, ax: Axes | None = None) -> 
     return ax
 
 
-def plot_rc_vs_fwhm(data, *, chosen_fwhm: float | None = None, title: str | None = None,
+def plot_rc_vs_fwhm(data, *, chosen_fwhm: float | None = None,
+                    compliant: tuple[float, float] | None = None, title: str | None = None,
                     ax: Axes | None = None) -> Axes:
     """Recovery coefficients against the post-filter FWHM, one line per sphere.
 
@@ -118,11 +119,16 @@ def plot_rc_vs_fwhm(data, *, chosen_fwhm: float | None = None, title: str | None
         Columns ``fwhm_mm``, ``sphere_mm``, ``rc``.  One site and one metric.
     chosen_fwhm : float, default=None
         The chosen filter, drawn as a vertical dashed line (label ``chosen``).
+    compliant : (float, float), default=None
+        The range of filters with every sphere in band, shaded (label ``compliant``).
     title : str, default=None
     ax : matplotlib Axes, default=None
     """
     df = _require(data, ["fwhm_mm", "sphere_mm", "rc"], "plot_rc_vs_fwhm")
     ax = _axes(ax)
+    if compliant is not None:
+        ax.axvspan(float(compliant[0]), float(compliant[1]), color=PASS_COLOUR, alpha=0.15,
+                   label="compliant")
     for i, (sphere, g) in enumerate(df.groupby("sphere_mm", sort=True)):
         g = g.sort_values("fwhm_mm")
         ax.plot(g["fwhm_mm"], g["rc"], color=_colour(i), label=f"{sphere:g} mm")

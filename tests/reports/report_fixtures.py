@@ -39,8 +39,10 @@ def write_earl(d, *, fwhm_by_site=None):
                                  lower=lo, upper=hi, passed=margin >= 0, margin=margin))
             for f in np.arange(0, 10.5, 1.0):
                 eff = sqrt(fwhm**2 + f**2)
-                curves.append(dict(site=site, fwhm_mm=f, sphere_mm=sphere, metric="rc_max",
-                                   rc=rc_max(sphere, eff)))
+                rc = rc_max(sphere, eff)
+                curves.append(dict(site=site, standard="EARL1", fwhm_mm=f, sphere_mm=sphere,
+                                   metric="rc_max", rc=rc, lower=m_lo, upper=m_hi,
+                                   in_band=m_lo <= rc <= m_hi, verified=True))
         chosen = sqrt(max(8.3**2 - fwhm**2, 0.0))
         cal[site] = {"standard": "EARL1", "chosen_fwhm_mm": chosen, "smallest_fwhm_mm": chosen - 1,
                      "centre_fwhm_mm": chosen, "note": None}

@@ -53,7 +53,11 @@ def test_rc_curve_band_lines_and_failures():
 def test_rc_vs_fwhm_lines_per_sphere_and_chosen_line():
     f = np.arange(0, 8.0)
     df = pd.concat([pd.DataFrame({"fwhm_mm": f, "sphere_mm": s, "rc": 1 - f / (s + 5)}) for s in (10, 37)])
-    ax = F.plot_rc_vs_fwhm(df, chosen_fwhm=6.2)
+    ax = F.plot_rc_vs_fwhm(df, chosen_fwhm=6.2, compliant=(5.0, 7.5))
+    span = [p for p in ax.patches if p.get_label() == "compliant"]
+    assert len(span) == 1
+    xs = span[0].get_patch_transform().transform(span[0].get_path().vertices)[:, 0]
+    assert (xs.min(), xs.max()) == pytest.approx((5.0, 7.5))
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     assert {"10 mm", "37 mm", "chosen"} <= set(lines)
     np.testing.assert_allclose(lines["chosen"].get_xdata(), [6.2, 6.2])
