@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sitekit.exceptions import CorruptFileError, MissingFileError, ValidationError
 from sitekit.harmonize import earl
@@ -89,3 +91,32 @@ def test_read_calibration_bad_files(tmp_path):
     (tmp_path / "y.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(CorruptFileError, match="not a sitekit"):
         earl.read_calibration(tmp_path / "y.json")
+
+
+@settings(max_examples=25, deadline=None)
+@given(fwhm=st.floats(0.5, 12.0), sx=st.floats(1.0, 5.0), sz=st.floats(1.0, 5.0), scale=st.floats(0.1, 10.0))
+def test_filter_is_linear_and_keeps_the_mean(fwhm, sx, sz, scale):
+    """Property: a constant image stays constant, and filtering commutes with scaling."""
+    rng = np.random.default_rng(0)
+    a = rng.random((12, 14, 16))
+    img = sitk.GetImageFromArray(a)
+    img.SetSpacing((sx, sx, sz))
+    out = sitk.GetArrayFromImage(earl.apply_filter(img, fwhm))
+    scaled = sitk.GetImageFromArray(a * scale)
+    scaled.CopyInformation(img)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(earl.apply_filter(scaled, fwhm)), out * scale, rtol=1e-9)
+    const = sitk.GetImageFromArray(np.full((12, 14, 16), 3.5))
+    const.SetSpacing((sx, sx, sz))
+    np.testing.assert_allclose(sitk.GetArrayFromImage(earl.apply_filter(const, fwhm)), 3.5, rtol=1e-12)
+
+
+def test_read_centres_forms(tmp_path):
+    pts = np.arange(18, dtype=float).reshape(6, 3)
+    (tmp_path / "a.json").write_text(json.dumps(pts.tolist()))
+    (tmp_path / "b.json").write_text(json.dumps({"centres": {f"{d:g}": p for d, p in
+                                                             zip([37, 28, 22, 17, 13, 10], pts[::-1].tolist())}}))
+    np.testing.assert_array_equal(earl.read_centres(tmp_path / "a.json"), pts)
+    np.testing.assert_array_equal(earl.read_centres(tmp_path / "b.json"), pts)
+    (tmp_path / "c.json").write_text(json.dumps({"centres": {"10": [0, 0, 0]}}))
+    with pytest.raises(CorruptFileError, match="must give the spheres"):
+        earl.read_centres(tmp_path / "c.json")
