@@ -221,7 +221,8 @@ def _suite_parts(folder: ResultFolder) -> dict:
         folder.meta["inputs"][f"suite file {folder.path.name}"] = "sha256:" + res["suite"]["sha256"]
     return {"checks": checks, "verdict": verdict, "loso": table("loso.csv"),
             "stress": table("stress.csv"), "adversarial": table("adversarial.csv"),
-            "site_predictability": table("site_predictability.csv"), "scoring": scoring,
+            "site_predictability": table("site_predictability.csv"),
+            "calibration_curve": table("calibration_curve.csv"), "scoring": scoring,
             "harmonize": (res.get("model") or {}).get("harmonize")}
 
 

@@ -506,6 +506,7 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
                   loso: pd.DataFrame | None = None, stress: pd.DataFrame | None = None,
                   adversarial: pd.DataFrame | None = None,
                   site_predictability: pd.DataFrame | None = None,
+                  calibration_curve: pd.DataFrame | None = None,
                   scoring: str | None = None, title: str = "Model robustness suite",
                   section_id: str = "model_robustness", show_ids: bool = False) -> Section:
     """The model-robustness section: the suite's checks and verdict, LOSO, stress, adversarial.
@@ -526,6 +527,8 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
         ``distance`` (+ ``norm``) per case.
     site_predictability : DataFrame, default=None
         ``auc`` per ``space`` (``raw``/``harmonized``).
+    calibration_curve : DataFrame, default=None
+        Per-site reliability table: ``site, mean_predicted, observed`` (``n``).
     scoring : str, default=None
         The metric the stress scores are in (y label).
     """
@@ -576,6 +579,11 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
         sec.add_table(main[cols] if cols else main, "Per-site metrics (all metrics in the JSON).",
                       max_rows=40)
         results["loso"] = lo
+    if calibration_curve is not None and len(calibration_curve):
+        sec.add_figure(F.plot_calibration_by_site(calibration_curve),
+                       "Calibration at each held-out site: predicted probability against the "
+                       "observed share of positives per bin; points on the dotted diagonal are "
+                       "well calibrated, a site far from it needs recalibration.")
     if site_predictability is not None and len(site_predictability) and "auc" in site_predictability:
         sp = site_predictability.rename(columns={"space": "stage"})
         if "stage" in sp.columns:

@@ -35,6 +35,7 @@ __all__ = [
     "plot_stress_curves",
     "plot_site_forest",
     "plot_adversarial_distances",
+    "plot_calibration_by_site",
 ]
 
 #: Colour-blind-safe palette (Okabe & Ito) used for sites and series.
@@ -422,5 +423,33 @@ def plot_adversarial_distances(data, *, ax: Axes | None = None) -> Axes:
             ax.axvline(float(np.median(d)), color=_colour(i), linestyle="--")
     ax.set_xlabel("smallest flipping perturbation (standardised units)")
     ax.set_ylabel("cases")
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+def plot_calibration_by_site(data, *, ax: Axes | None = None) -> Axes:
+    """Reliability diagram per held-out site: observed share of positives against prediction.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Columns ``site``, ``mean_predicted``, ``observed``; optional ``n`` (marker size).
+
+    Returns
+    -------
+    Axes
+        One line per site (label = site) and the diagonal (label ``perfect``).
+    """
+    df = _require(data, ["site", "mean_predicted", "observed"], "plot_calibration_by_site")
+    ax = _axes(ax, (4.4, 3.8))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for i, (site, g) in enumerate(df.groupby("site", sort=True)):
+        g = g.sort_values("mean_predicted")
+        ax.plot(g["mean_predicted"], g["observed"], marker="o", color=_colour(i), label=str(site),
+                markersize=4)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed share of positives")
     ax.legend(fontsize="x-small")
     return ax

@@ -107,6 +107,9 @@ def write_suite(d, *, passed=True, harmonize="combat"):
     pd.DataFrame(st).to_csv(d / "stress.csv", index=False)
     pd.DataFrame({"auc": [0.99, 0.45], "p_value": [0.05, 1.0], "leakage": [True, False],
                   "space": ["raw", "harmonized"]}).to_csv(d / "site_predictability.csv", index=False)
+    pd.DataFrame({"site": ["site_A"] * 3 + ["site_B"] * 3, "bin": [0, 5, 9] * 2,
+                  "mean_predicted": [0.05, 0.55, 0.92] * 2, "observed": [0.1, 0.5, 0.8, 0.0, 0.7, 1.0],
+                  "n": 5}).to_csv(d / "calibration_curve.csv", index=False)
     rng = np.random.default_rng(1)
     pd.DataFrame({"row": np.arange(40), "subject_id": [f"SUBJ-{i:04d}" for i in range(40)],
                   "distance": rng.gamma(2.0, 0.4, size=40), "flipped": True, "norm": "l2",

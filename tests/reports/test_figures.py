@@ -155,3 +155,13 @@ def test_draws_on_given_axes_and_embeds():
     assert not plt.get_fignums()  # the pyplot figure was closed
     png = embed_figure(F.plot_icc_distribution(pd.DataFrame({"icc": [0.5]})), format="png")
     assert png.startswith("data:image/png;base64,")
+
+
+def test_calibration_by_site_lines_and_diagonal():
+    df = pd.DataFrame({"site": ["a", "a", "b"], "mean_predicted": [0.2, 0.7, 0.5],
+                       "observed": [0.25, 0.6, 0.9]})
+    ax = F.plot_calibration_by_site(df)
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    np.testing.assert_allclose(lines["perfect"].get_ydata(), [0, 1])
+    np.testing.assert_allclose(lines["a"].get_xdata(), [0.2, 0.7])
+    np.testing.assert_allclose(lines["b"].get_ydata(), [0.9])

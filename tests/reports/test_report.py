@@ -36,6 +36,7 @@ def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
         required=["Summary", "EARL phantom accreditation", "Harmonisation", "Provenance",
                   'alt="sphere localisation site_B"', "Sphere localisation",
                   "shaded: filters with every sphere and metric in band",
+                  "Calibration at each held-out site",
                   "site_B", "Harmonisation effect", "sitekit report results --out r.html",
                   "input_hashes", "scikit-learn"],
         forbidden=SUBJECT_IDS,
