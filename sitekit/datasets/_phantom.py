@@ -159,7 +159,8 @@ def make_phantom_scan(
         "centre_x": phys[:, 0], "centre_y": phys[:, 1], "centre_z": phys[:, 2],
         "sphere_conc": float(sphere_conc), "background_conc": float(background_conc),
     })
-    fill = make_fill(sphere_conc, background_conc)
+    fill = make_fill(sphere_conc, background_conc,
+                     stated_ratio=sphere_conc / background_conc if background_conc > 0 else None)
     info = {"profile": prof.to_dict(), "geometry": {
         "centre": list(map(float, geom.centre)), "rotation_deg": geom.rotation_deg,
         "tilt_deg": geom.tilt_deg, "mirrored": geom.mirrored}, "noise": noise}
