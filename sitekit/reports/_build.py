@@ -12,7 +12,7 @@ from sitekit._typing import PathLike
 from sitekit.io import file_hash, read_table
 from sitekit.reports import _sections as S
 from sitekit.reports._results import ResultFolder, collect_provenance, discover_results
-from sitekit.reports.html import Report, Section
+from sitekit.reports.html import Report, Section, Verdict
 
 __all__ = ["build_report", "load_section"]
 
@@ -144,8 +144,16 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
     sec = S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
                                   covariates=covs, priors=priors, gamma_hat=gamma_hat,
                                   params=params)
+    now = file_hash(before_path)
+    recorded = diag.get("input_sha256")
     sec.results["inputs"] = {f"harmonisation input ({before_path.name})":
-                             "sha256:" + file_hash(before_path)}
+                             "sha256:" + str(recorded or now)}
+    if recorded and recorded != now:
+        sec.add_text(f"The input table '{before_path.name}' changed after the harmonisation run "
+                     "(its SHA-256 differs from the one recorded); the before/after statistics "
+                     "may not describe that run.", "warning")
+        sec.verdicts.append(Verdict("Harmonisation input", "WARN",
+                                    "input table changed since the run"))
     return sec
 
 

@@ -186,3 +186,16 @@ def test_harmonisation_section_many_features_uses_components():
     assert pred["auc"].iloc[0] > 0.9 and pred["auc"].iloc[1] < 0.7
     assert any("principal components" in getattr(b, "text", "") for b in sec.blocks)
     assert sec.verdicts[0].status == "PASS" and "->" in sec.verdicts[0].detail
+
+
+def test_changed_harmonisation_input_is_flagged(tmp_path):
+    from report_fixtures import write_harmonize
+
+    d = write_harmonize(tmp_path / "h")
+    table = tmp_path / "features_input.csv"
+    df = pd.read_csv(table)
+    df.loc[0, "age"] += 1.0
+    df.to_csv(table, index=False)
+    rep = build_report(d)
+    assert [v.status for v in rep.verdicts if v.label == "Harmonisation input"] == ["WARN"]
+    assert "changed after the harmonisation run" in rep.to_html()
