@@ -92,6 +92,7 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
     model_path = next((p for p in folder.files if p.suffix == ".npz"), None)
     priors = pd.DataFrame(diag["priors"]) if diag.get("priors") else None
     gamma_hat = (diag.get("estimates") or {}).get("gamma_hat")
+    delta_hat = (diag.get("estimates") or {}).get("delta_hat")
     params = diag.get("params")
     features = [str(f) for f in diag.get("features") or []]
     if model_path is not None and (priors is None or gamma_hat is None or not features):
@@ -104,6 +105,7 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
         if model is not None:
             priors = model.priors_ if priors is None else priors
             gamma_hat = model.gamma_hat_ if gamma_hat is None else gamma_hat
+            delta_hat = model.delta_hat_ if delta_hat is None else delta_hat
             params = params or model.get_params()
             names = getattr(model, "feature_names_in_", None)
             features = features or ([] if names is None else [str(f) for f in names])
@@ -143,7 +145,7 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
         params = {"input": Path(str(diag["input"])).name, **params}
     sec = S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
                                   covariates=covs, priors=priors, gamma_hat=gamma_hat,
-                                  params=params)
+                                  delta_hat=delta_hat, params=params)
     now = file_hash(before_path)
     recorded = diag.get("input_sha256")
     sec.results["inputs"] = {f"harmonisation input ({before_path.name})":

@@ -218,7 +218,7 @@ def _pca_frames(before: pd.DataFrame, after: pd.DataFrame, sites: np.ndarray):
 
 def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
                           covariates: pd.DataFrame | list | None = None,
-                          priors: pd.DataFrame | None = None, gamma_hat=None,
+                          priors: pd.DataFrame | None = None, gamma_hat=None, delta_hat=None,
                           params: dict | None = None, n_permutations: int = 0,
                           random_state: int = 0, n_boxplots: int = 3) -> Section:
     """The harmonisation section: site effects and site predictability before/after.
@@ -235,6 +235,9 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
     gamma_hat : array-like of shape (n_sites, n_features), default=None
         ComBat's ``gamma_hat_`` (rows in the order of ``priors``); with ``priors`` it gives
         the empirical-Bayes prior plots.
+    delta_hat : array-like of shape (n_sites, n_features), default=None
+        ComBat's ``delta_hat_``; with ``a_prior``/``b_prior`` in ``priors`` it gives the
+        scale-prior plots.
     params : dict, default=None
         The harmoniser's parameters (shown).
     n_permutations : int, default=0
@@ -327,15 +330,25 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
         sec.add_text("Empirical-Bayes priors", "heading")
         priors = pd.DataFrame(priors)
         gh = np.asarray(pd.DataFrame(gamma_hat).to_numpy(), dtype=float)
+        dh = (None if delta_hat is None
+              else np.asarray(pd.DataFrame(delta_hat).to_numpy(), dtype=float))
         for i, row in priors.reset_index(drop=True).iterrows():
             if i >= gh.shape[0] or "tau2" not in row or "gamma_bar" not in row:
                 break
             if row["tau2"] is None or not np.isfinite(float(row["tau2"])):
                 continue
             ax = F.plot_eb_prior(pd.DataFrame({"gamma_hat": gh[i]}), gamma_bar=float(row["gamma_bar"]),
-                                 tau2=float(row["tau2"]), title=f"site {row['site']}")
+                                 tau2=float(row["tau2"]), title=f"site {row['site']}: location")
             sec.add_figure(ax, f"Site {row['site']}: per-feature site shifts (bars) and the fitted "
                                "normal prior (line); a good fit supports the EB shrinkage.")
+            a, b = row.get("a_prior"), row.get("b_prior")
+            if dh is not None and a is not None and b is not None and np.isfinite(float(a)) \
+                    and np.isfinite(float(b)) and float(a) > 0 and float(b) > 0 \
+                    and not bool(row.get("mean_only", False)):
+                ax = F.plot_eb_prior_scale(pd.DataFrame({"delta_hat": dh[i]}), a_prior=float(a),
+                                           b_prior=float(b), title=f"site {row['site']}: scale")
+                sec.add_figure(ax, f"Site {row['site']}: per-feature site variances (bars) and the "
+                                   "fitted inverse-gamma prior (line).")
         results["priors"] = priors
     line = (f"site effect in {100 * share_b:.0f} % of features before, {100 * share_a:.0f} % after")
     if len(pred_df) == 2:

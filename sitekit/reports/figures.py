@@ -28,6 +28,7 @@ __all__ = [
     "plot_pca_sites",
     "plot_site_boxplots",
     "plot_eb_prior",
+    "plot_eb_prior_scale",
     "plot_site_predictability",
     "plot_icc_distribution",
     "plot_icc_heatmap",
@@ -240,6 +241,37 @@ def plot_eb_prior(data, *, gamma_bar: float, tau2: float, title: str | None = No
     ax.plot(x, np.exp(-0.5 * ((x - gamma_bar) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)),
             color=PALETTE[0], label="prior")
     ax.set_xlabel("site shift (standardised)")
+    ax.set_ylabel("density")
+    if title:
+        ax.set_title(title, fontsize="small")
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+def plot_eb_prior_scale(data, *, a_prior: float, b_prior: float, title: str | None = None,
+                        ax: Axes | None = None) -> Axes:
+    """Empirical-Bayes prior of the site scale: histogram of ``delta_hat`` with the prior.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Column ``delta_hat`` (one site's per-feature variances of the standardised data).
+    a_prior, b_prior : float
+        Shape and scale of the fitted inverse-gamma prior; drawn as a density (label ``prior``).
+    """
+    from scipy import stats
+
+    df = _require(data, ["delta_hat"], "plot_eb_prior_scale")
+    ax = _axes(ax, (3.6, 2.8))
+    d = df["delta_hat"].astype(float)
+    d = d[np.isfinite(d) & (d > 0)].to_numpy()
+    ax.hist(d, bins=min(30, max(5, len(d) // 2)), density=True, color="#bbbbbb",
+            edgecolor="white", label="estimates")
+    prior = stats.invgamma(a=a_prior, scale=b_prior)
+    hi = max(float(d.max()) if len(d) else 1.0, float(prior.ppf(0.99)))
+    x = np.linspace(max(1e-6, 0.0), hi, 300)
+    ax.plot(x, prior.pdf(x), color=PALETTE[1], label="prior")
+    ax.set_xlabel("site scale (variance, standardised)")
     ax.set_ylabel("density")
     if title:
         ax.set_title(title, fontsize="small")

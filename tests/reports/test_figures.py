@@ -165,3 +165,14 @@ def test_calibration_by_site_lines_and_diagonal():
     np.testing.assert_allclose(lines["perfect"].get_ydata(), [0, 1])
     np.testing.assert_allclose(lines["a"].get_xdata(), [0.2, 0.7])
     np.testing.assert_allclose(lines["b"].get_ydata(), [0.9])
+
+
+def test_eb_scale_prior_is_inverse_gamma_density():
+    from scipy import stats
+
+    d = stats.invgamma(a=5.0, scale=4.0).rvs(size=300, random_state=0)
+    ax = F.plot_eb_prior_scale(pd.DataFrame({"delta_hat": d}), a_prior=5.0, b_prior=4.0)
+    prior = [ln for ln in ax.get_lines() if ln.get_label() == "prior"][0]
+    x, y = prior.get_xdata(), prior.get_ydata()
+    assert np.trapezoid(y, x) == pytest.approx(1.0, abs=0.02)
+    assert x[np.argmax(y)] == pytest.approx(4.0 / 6.0, abs=0.02)  # mode b / (a + 1)
