@@ -264,10 +264,43 @@ def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> 
         image = reader.Execute()
     except RuntimeError as exc:
         raise CorruptFileError(f"DICOM series in '{d}' could not be read: {_first_line(exc)}") from exc
+    image = _undo_monochrome1(image, reader, len(files))
     for key in _DICOM_KEYS:
         if reader.HasMetaDataKey(0, key):
             image.SetMetaData(key, reader.GetMetaData(0, key).strip())
     return image
+
+
+def _undo_monochrome1(image: sitk.Image, reader: sitk.ImageSeriesReader, n_slices: int) -> sitk.Image:
+    """Give MONOCHROME1 slices their stored values back.
+
+    GDCM turns MONOCHROME1 into MONOCHROME2 by inverting the stored value
+    (``top - raw``, ``top`` the largest value of the bit depth) before the rescale, which is
+    right for display and wrong for quantitative images (a PET scan's background would read
+    as its hottest region).  Here ``slope * raw + intercept`` is recovered per slice.
+    """
+
+    def tag(k: int, key: str, default: str) -> str:
+        return reader.GetMetaData(k, key).strip() if reader.HasMetaDataKey(k, key) else default
+
+    arr = None
+    for k in range(n_slices):
+        if tag(k, "0028|0004", "MONOCHROME2").upper() != "MONOCHROME1":
+            continue
+        if arr is None:
+            arr = sitk.GetArrayFromImage(image)
+        slope = float(tag(k, "0028|1053", "1") or 1)
+        intercept = float(tag(k, "0028|1052", "0") or 0)
+        bits = int(tag(k, "0028|0101", "16") or 16)
+        top = (1 << (bits - 1)) - 1 if tag(k, "0028|0103", "0") == "1" else (1 << bits) - 1
+        # GDCM returned slope * (top - raw) + intercept
+        arr[k] = slope * top + 2.0 * intercept - arr[k]
+    if arr is None:
+        return image
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    out.SetMetaData("0028|0004", "MONOCHROME2")
+    return out
 
 
 def _first_line(exc: Exception) -> str:

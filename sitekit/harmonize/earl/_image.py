@@ -14,50 +14,11 @@ from sitekit.io import read_image
 __all__ = ["read_phantom", "VoxelGrid"]
 
 
-def _monochrome1_fix(image: sitk.Image, directory: Path) -> sitk.Image:
-    """Undo GDCM's inversion of MONOCHROME1 slices (value -> max - value before rescale)."""
-    reader = sitk.ImageSeriesReader()
-    ids = reader.GetGDCMSeriesIDs(str(directory))
-    if len(ids) != 1:
-        return image
-    files = reader.GetGDCMSeriesFileNames(str(directory), ids[0])
-    if len(files) != image.GetSize()[2]:
-        return image
-    arr = None
-    for k, f in enumerate(files):
-        r = sitk.ImageFileReader()
-        r.SetFileName(f)
-        r.ReadImageInformation()
-
-        def tag(key, default, r=r):
-            return r.GetMetaData(key).strip() if r.HasMetaDataKey(key) else default
-
-        if tag("0028|0004", "MONOCHROME2").upper() != "MONOCHROME1":
-            continue
-        if arr is None:
-            arr = sitk.GetArrayFromImage(image)
-        slope = float(tag("0028|1053", "1") or 1)
-        intercept = float(tag("0028|1052", "0") or 0)
-        bits = int(tag("0028|0101", "16") or 16)
-        signed = tag("0028|0103", "0") == "1"
-        top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-        # GDCM returned slope * (top - raw) + intercept; the stored activity is slope * raw + intercept
-        arr[k] = slope * top + 2.0 * intercept - arr[k]
-    if arr is None:
-        return image
-    out = sitk.GetImageFromArray(arr)
-    out.CopyInformation(image)
-    for key in image.GetMetaDataKeys():
-        out.SetMetaData(key, image.GetMetaData(key))
-    out.SetMetaData("0028|0004", "MONOCHROME2")
-    return out
-
-
 def read_phantom(path: PathLike) -> sitk.Image:
     """Read a phantom scan (NIfTI, NRRD, MetaImage or DICOM series directory) as float64.
 
-    Uses :func:`sitekit.io.read_image`; DICOM slices stored as MONOCHROME1 (which the DICOM
-    reader inverts) are turned back into activity values.
+    Uses :func:`sitekit.io.read_image` (which also gives MONOCHROME1 DICOM slices their
+    stored activity values back).
 
     Parameters
     ----------
@@ -69,8 +30,6 @@ def read_phantom(path: PathLike) -> sitk.Image:
     """
     p = Path(path)
     image = read_image(p)
-    if p.is_dir():
-        image = _monochrome1_fix(image, p)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValidationError(f"Phantom scan '{p}' must be a 3D scalar image.")
     if image.GetPixelID() != sitk.sitkFloat64:
