@@ -148,11 +148,11 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
             result = fn()
         except _Skip as exc:
             status[name] = f"skipped: {exc}"
-            echo(f"  - {name:<20s} SKIPPED ({exc})")
+            echo(f"  -- {name:<20s} SKIPPED ({exc})")
             return
         dt = time.perf_counter() - t0
         status[name] = result
-        echo(f"  {'✓' if result == 'ok' else '!'} {name:<20s} {dt:6.1f} s  {desc}"
+        echo(f"  {'ok' if result == 'ok' else '!!'} {name:<20s} {dt:6.1f} s  {desc}"
              + ("" if result == "ok" else f"  [{result}]"))
 
     def cmd(args: list[str], folder: str, *, fail_ok: bool = False) -> str:
