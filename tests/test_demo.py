@@ -126,3 +126,21 @@ def test_robust_features_intersection(tmp_path):
     assert _robust_features(tmp_path / "stab", table) == [f"f{i}" for i in range(1, 10)]
     assert _robust_features(tmp_path / "stab", table, minimum=20) is None
     assert _robust_features(tmp_path / "none", table) is None
+
+
+def test_missing_part_is_skipped_with_a_note(tmp_path, monkeypatch):
+    import sitekit.cli.demo as demo
+
+    monkeypatch.setattr(demo, "_has_command", lambda *path: path != ("robustness", "run"))
+    lines = []
+    status = demo.run_demo(tmp_path, root=sample_data_dir(), steps=["suite_combat", "harmonize"],
+                           echo=lines.append)
+    assert status["harmonize"] == "ok"
+    assert status["suite_combat"].startswith("skipped: `sitekit robustness run` is not available")
+    assert any("SKIPPED" in ln and "suite_combat" in ln for ln in lines)
+
+
+def test_report_failure_is_exit_2(tmp_path, capsys):
+    # nothing to report on: the report step cannot be built
+    assert main(["demo", "--out", str(tmp_path), "--steps", "report"]) == EXIT_BAD_INPUT
+    assert "could not be built" in capsys.readouterr().err
