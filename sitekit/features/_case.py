@@ -48,6 +48,9 @@ def quiet_radiomics() -> Iterator[None]:
 
 def get_extractor(params: dict):
     """A cached ``RadiomicsFeatureExtractor`` for a validated parameter dict."""
+    last = _EXTRACTORS.get("__last__")
+    if last is not None and last[0] is params:  # extract() passes one dict for every case
+        return last[1]
     key = canonical_json(params)
     ext = _EXTRACTORS.get(key)
     if ext is None:
@@ -58,6 +61,7 @@ def get_extractor(params: dict):
 
             ext = RadiomicsFeatureExtractor(params)
         _EXTRACTORS[key] = ext
+    _EXTRACTORS["__last__"] = (params, ext)
     return ext
 
 
@@ -69,6 +73,10 @@ def _label_of(params: Mapping, label: int | None) -> int:
     if isinstance(label, bool) or not isinstance(label, int | np.integer) or label <= 0:
         raise ValidationError(f"The 'label' parameter must be a positive integer. Got {label!r} instead.")
     return int(label)
+
+
+def _fmt(values, digits: int) -> str:
+    return "(" + ", ".join(f"{round(v, digits):g}" for v in values) + ")"
 
 
 def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: float) -> None:
@@ -98,22 +106,22 @@ def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: fl
             f"image/mask geometry mismatch: size {image.GetSize()} vs {mask.GetSize()}",
             stage="check",
         )
-    sp_i, sp_m = np.array(image.GetSpacing()), np.array(mask.GetSpacing())
-    if np.any(np.abs(sp_i - sp_m) > tolerance * sp_i):
+    sp_i, sp_m = image.GetSpacing(), mask.GetSpacing()
+    if any(abs(a - b) > tolerance * a for a, b in zip(sp_i, sp_m, strict=True)):
         raise ExtractionError(
-            f"image/mask geometry mismatch: spacing {tuple(sp_i.round(6))} vs {tuple(sp_m.round(6))} mm",
+            f"image/mask geometry mismatch: spacing {_fmt(sp_i, 6)} vs {_fmt(sp_m, 6)} mm",
             stage="check",
         )
-    o_i, o_m = np.array(image.GetOrigin()), np.array(mask.GetOrigin())
-    if np.any(np.abs(o_i - o_m) > tolerance * sp_i.min()):
+    o_i, o_m = image.GetOrigin(), mask.GetOrigin()
+    if any(abs(a - b) > tolerance * min(sp_i) for a, b in zip(o_i, o_m, strict=True)):
         raise ExtractionError(
-            f"image/mask geometry mismatch: origin {tuple(o_i.round(4))} vs {tuple(o_m.round(4))} mm",
+            f"image/mask geometry mismatch: origin {_fmt(o_i, 4)} vs {_fmt(o_m, 4)} mm",
             stage="check",
         )
-    d_i, d_m = np.array(image.GetDirection()), np.array(mask.GetDirection())
-    if np.any(np.abs(d_i - d_m) > tolerance):
+    d_i, d_m = image.GetDirection(), mask.GetDirection()
+    if any(abs(a - b) > tolerance for a, b in zip(d_i, d_m, strict=True)):
         raise ExtractionError(
-            f"image/mask geometry mismatch: direction {tuple(d_i.round(4))} vs {tuple(d_m.round(4))}",
+            f"image/mask geometry mismatch: direction {_fmt(d_i, 4)} vs {_fmt(d_m, 4)}",
             stage="check",
         )
     arr = sitk.GetArrayViewFromImage(mask)
