@@ -475,6 +475,12 @@ def read_table(path, **kwargs):
         raise CorruptFileError(f"Table '{path}' could not be read as Parquet: {exc}") from exc
 
 
+def part_name(i: int) -> str:
+    """File name of partition ``i`` of a written Parquet directory: zero-padded, so that
+    every reader (pandas/pyarrow sort names as text) sees the rows in their input order."""
+    return f"part.{i:06d}.parquet"
+
+
 def write_table(df, path, *, force: bool = False, index: bool = False):
     """:func:`sitekit.io.write_table`; a dask DataFrame is written partition by partition
     as a Parquet directory (into a temporary directory renamed into place at the end)."""
@@ -499,7 +505,7 @@ def write_table(df, path, *, force: bool = False, index: bool = False):
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        _compute(df.to_parquet(tmp, write_index=index, compute=False))
+        _compute(df.to_parquet(tmp, write_index=index, compute=False, name_function=part_name))
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, old / "x")
