@@ -38,8 +38,9 @@ def parquet_table(tmp_path_factory):
     table = pd.concat([cov.assign(site=sites), X], axis=1)
     path = tmp_path_factory.mktemp("scale") / "table"
     path.mkdir()
-    for k, start in enumerate(range(0, len(table), 40)):
-        table.iloc[start : start + 40].to_parquet(path / f"part-{k:03d}.parquet")
+    # > 10 partitions, so that output part names must sort in row order
+    for k, start in enumerate(range(0, len(table), 20)):
+        table.iloc[start : start + 20].to_parquet(path / f"part-{k:03d}.parquet")
     return path, table, list(X.columns)
 
 
