@@ -85,6 +85,9 @@ def test_demo_whole_chain_and_report(tmp_path, capsys):
     for s in FORBIDDEN:
         assert s not in html
     assert "site_A_000" not in html  # no subject identifiers
+    # the stability step feeds the suites: noise in within-subject SDs from the measured ICCs
+    assert 'noise_unit = "within"' in (out / "suites" / "suite_combat.toml").read_text()
+    assert "noise SD (within-subject SDs)" in html
     summary = html[html.index('id="summary"'):html.index('id="earl"')]
     assert 'class="banner fail"' in summary and "site_A (check)" in summary
     if CHROMIUM.exists():

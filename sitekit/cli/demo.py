@@ -46,7 +46,7 @@ label = "outcome"
 site = "site"
 id = "subject_id"
 covariates = ["age", "sex"]
-
+{stability}
 [model]
 spec = "logistic"
 params = {{ C = 0.1 }}
@@ -59,8 +59,7 @@ n_permutations = {n_permutations}
 n_repeats = 3
 
 [stress]
-noise_levels = [0.1, 0.25, 0.5, 1.0]
-calibration_factors = [0.9, 0.95, 1.05, 1.1]
+{noise}calibration_factors = [0.9, 0.95, 1.05, 1.1]
 site_shift = true
 
 [adversarial]
@@ -70,7 +69,7 @@ budgets = [0.1, 0.25, 0.5]
 
 [checks]
 worst_site_auc = {{ min = 0.70 }}
-{site_check}auc_drop_noise = {{ level = 0.25, max = 0.05 }}
+{site_check}auc_drop_noise = {{ level = {noise_check}, max = 0.05 }}
 auc_drop_calibration = {{ factor = 1.1, max = 0.05 }}
 auc_drop_site_shift = {{ max = 0.05 }}
 median_adversarial_distance = {{ min = 0.25 }}
@@ -114,6 +113,20 @@ def _stability_manifest(root: Path, out: Path, per_site: int) -> Path:
         m[col] = [str((root / "cohort" / p).resolve()) for p in m[col]]
     out.parent.mkdir(parents=True, exist_ok=True)
     m.to_csv(out, index=False)
+    return out
+
+
+def _min_icc_table(stab_root: Path, out: Path) -> Path | None:
+    """Per feature, the lowest ICC over the stability runs (the suite's within-subject noise)."""
+    import pandas as pd
+
+    tables = [pd.read_csv(p, usecols=["feature", "icc"])
+              for p in sorted(stab_root.glob("*/stability.csv"))]
+    if not tables:
+        return None
+    t = pd.concat(tables).groupby("feature", as_index=False)["icc"].min()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t.to_csv(out, index=False)
     return out
 
 
@@ -239,8 +252,17 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
     def suite(name: str, combat: bool):
         def run():
             need("robustness", "run")
-            feats = selected["features"]
+            feats = selected["features"] or _robust_features(out / "stability", table)
+            icc = _min_icc_table(out / "stability", out / "suites" / "stability_min_icc.csv")
+            if icc is not None:  # noise in within-subject SDs measured by the stability step
+                stab = f'stability = "{str(icc).replace(chr(92), "/")}"\n'
+                noise = 'noise_unit = "within"\nnoise_levels = [0.5, 1.0, 2.0, 4.0]\n'
+                noise_check = "1.0"
+            else:
+                stab, noise = "", "noise_levels = [0.1, 0.25, 0.5, 1.0]\n"
+                noise_check = "0.25"
             text = SUITE.format(
+                stability=stab, noise=noise, noise_check=noise_check,
                 table=str(table).replace("\\", "/"),
                 features='"^original_"' if not feats else "[" + ", ".join(f'"{f}"' for f in feats) + "]",
                 harmonize='harmonize = "combat"\n' if combat else "",

@@ -233,6 +233,7 @@ def _suite_parts(folder: ResultFolder) -> dict:
             "stress": table("stress.csv"), "adversarial": table("adversarial.csv"),
             "site_predictability": table("site_predictability.csv"),
             "calibration_curve": table("calibration_curve.csv"), "scoring": scoring,
+            "noise_unit": str((settings.get("stress") or {}).get("noise_unit") or "sd"),
             "harmonize": (res.get("model") or {}).get("harmonize")}
 
 

@@ -520,7 +520,8 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
                   adversarial: pd.DataFrame | None = None,
                   site_predictability: pd.DataFrame | None = None,
                   calibration_curve: pd.DataFrame | None = None,
-                  scoring: str | None = None, title: str = "Model robustness suite",
+                  scoring: str | None = None, noise_unit: str = "sd",
+                  title: str = "Model robustness suite",
                   section_id: str = "model_robustness", show_ids: bool = False) -> Section:
     """The model-robustness section: the suite's checks and verdict, LOSO, stress, adversarial.
 
@@ -544,6 +545,9 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
         Per-site reliability table: ``site, mean_predicted, observed`` (``n``).
     scoring : str, default=None
         The metric the stress scores are in (y label).
+    noise_unit : {"sd", "within"}, default="sd"
+        Unit of the noise severities: per-feature SDs or within-subject SDs (from a
+        stability table).
     """
     sec = Section(section_id, title,
                   intro="How the model holds up at sites it was not trained on, under noise and "
@@ -615,12 +619,14 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
         if scoring and "metric" not in curves.columns:
             curves = curves.assign(metric=scoring)
         for name, g in curves.groupby("perturbation", sort=True):
-            unit = {"noise": "noise SD (per-feature SDs)",
+            unit = {"noise": ("noise SD (within-subject SDs)" if noise_unit == "within"
+                              else "noise SD (per-feature SDs)"),
                     "calibration": "calibration factor"}.get(str(name), "severity")
             ax = F.plot_stress_curves(g)
             ax.set_xlabel(unit)
-            sec.add_figure(ax, f"{name}: model score as the perturbation grows (shaded: confidence "
-                               "interval over repeats); a steep fall means fragility to that shift.")
+            sec.add_figure(ax, f"{name}: model score as the perturbation grows (x: {unit}; shaded: "
+                               "confidence interval over repeats); a steep fall means fragility "
+                               "to that shift.")
         if len(shift):
             cols = [c for c in ("target_site", "score", "ci_low", "ci_high", "score_drop", "worst")
                     if c in shift.columns]
