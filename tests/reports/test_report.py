@@ -1,6 +1,7 @@
 """Reports built from result folders: sections, verdicts at the top, ids hidden, self-contained."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,10 @@ def test_save_refuses_overwrite_without_force(tmp_path):
         rep.save_as_html(tmp_path / "r.html")
     rep.save_as_html(tmp_path / "r.html", force=True)
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "INFO"
+    umask = os.umask(0)
+    os.umask(umask)
+    # the usual mode of a new file, not the 0600 of the temporary file it was written as
+    assert (tmp_path / "r.html").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_bad_folder_errors(tmp_path):
