@@ -82,12 +82,13 @@ class _Skip(Exception):
 
 def _run(args: list[str], log: Path) -> int:
     """Run one sitekit command, its console output going to ``log``; return its exit code."""
-    from sitekit.cli import main
+    from sitekit.cli import _state, main
 
     log.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
+    debug = ["--debug"] if _state.get("debug") else []  # keep `sitekit --debug demo` in the steps
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        code = main(args)
+        code = main([*debug, *args])
     log.write_text("$ sitekit " + " ".join(args) + "\n" + buf.getvalue(), encoding="utf-8")
     return code
 
