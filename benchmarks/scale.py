@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         feats = [f"f{j:05d}" for j in range(f)]
         with PeakMemory() as mem, LocalCluster(
             n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit,
-            dashboard_address=None, processes=True, silence_logs=logging.ERROR,
+            dashboard_address=":0", processes=True, silence_logs=logging.ERROR,
         ) as cluster, Client(cluster) as client:
             limit = args.workers * dask.utils.parse_bytes(args.memory_limit) / 1e9
             print(f"cluster: {args.workers} workers x {args.memory_limit} "

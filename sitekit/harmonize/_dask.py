@@ -428,7 +428,7 @@ def session(*, scheduler: str | None = None, workers: int | None = None, memory_
         else:
             cluster = LocalCluster(
                 n_workers=int(workers or 2), threads_per_worker=1, processes=True,
-                dashboard_address=None, memory_limit=memory_limit, silence_logs=logging.ERROR,
+                dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR,
             )
             client = Client(cluster)
         token = _SESSION.set(client)

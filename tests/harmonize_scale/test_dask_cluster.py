@@ -21,7 +21,7 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
         memory_limit="1GB",
     )
     c = distributed.Client(cluster)
@@ -94,3 +94,18 @@ def test_cli_run_and_apply_on_a_scheduler(client, parquet_table, tmp_path):
                  "--scheduler", addr, "--out", str(tmp_path / "applied.parquet")]) == 2
     assert main(["harmonize", "fit", str(path), *common, "--method", "covbat", "--scheduler", addr,
                  "--model", str(tmp_path / "cov.npz")]) == 2
+
+
+def test_cli_fit_with_local_workers(parquet_table, tmp_path, capsys):
+    """`--workers N` starts (and stops) its own LocalCluster; the model equals the in-memory fit."""
+    from sitekit.cli import main
+
+    path, table, feats = parquet_table
+    assert main(["harmonize", "fit", str(path), "--site-col", "site", "--covariates", "age,sex",
+                 "--workers", "1", "--model", str(tmp_path / "m.npz")]) == 0
+    assert "dask: 1 workers" in capsys.readouterr().err
+    model = ComBat.load(tmp_path / "m.npz")
+    ref = ComBat().fit(table[feats], sites=table["site"].to_numpy(), covariates=table[["age", "sex"]])
+    np.testing.assert_allclose(model.gamma_star_, ref.gamma_star_, rtol=1e-9, atol=1e-12)
+    assert main(["harmonize", "fit", str(path), "--site-col", "site", "--workers", "1",
+                 "--scheduler", "tcp://127.0.0.1:1", "--model", str(tmp_path / "x.npz")]) == 2
