@@ -62,6 +62,13 @@ def test_federated_equals_pooled(tmp_path, params):
     model = _run(X, sites, cov, tmp_path, **params)
     assert model.get_params()["parametric"] == params.get("parametric", True)
     assert_close(model.transform(X, sites=sites, covariates=cov), expected, rel=1e-10)
+    # the fitted state, not only the output, is the pooled one (guards the shared finish step)
+    pooled = ComBat(**params).fit(X, sites=sites, covariates=cov)
+    np.testing.assert_array_equal(model.adjusted_, pooled.adjusted_)
+    np.testing.assert_array_equal(model.n_per_site_, pooled.n_per_site_)
+    for name in ("grand_mean_", "var_pooled_", "gamma_star_", "delta_star_", "beta_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(pooled, name), rtol=1e-9, atol=1e-12)
+    pd.testing.assert_frame_equal(model.priors_, pooled.priors_, rtol=1e-9, check_dtype=False)
 
 
 def test_categorical_level_absent_at_one_site():
