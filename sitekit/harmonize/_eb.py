@@ -256,7 +256,7 @@ def residual_moments(
             if isinstance(rs, slice):
                 Yb = Y[rs]
             else:
-                Yb = np.take(Y, rs, axis=0, out=gather[: rs.size])
+                Yb = np.take(Y, rs, axis=0, out=gather[: rs.size], mode="clip")
             np.fmin(ymin[i], np.fmin.reduce(Yb, axis=0), out=ymin[i])
             np.fmax(ymax[i], np.fmax.reduce(Yb, axis=0), out=ymax[i])
             R = np.subtract(Yb, B[i], out=buf[: Yb.shape[0]])
@@ -336,7 +336,7 @@ def site_moments_complete(
             if isinstance(rs, slice):
                 Yb = Y[rs]
             else:
-                Yb = np.take(Y, rs, axis=0, out=gather[: rs.size])
+                Yb = np.take(Y, rs, axis=0, out=gather[: rs.size], mode="clip")
             nb = Yb.shape[0]
             mb = Yb.sum(axis=0) / nb
             if not np.isfinite(mb).all():
@@ -715,12 +715,12 @@ def adjust(
     for sl in row_chunks(N, F):
         c = codes[sl]
         k = c.size
-        blk = np.take(scale, c, axis=0, out=buf[:k])
+        blk = np.take(scale, c, axis=0, out=buf[:k], mode="clip")
         o = out[sl]
         np.multiply(Y[sl], blk, out=o)
-        o += np.take(shift, c, axis=0, out=buf[:k])
+        o += np.take(shift, c, axis=0, out=buf[:k], mode="clip")
         if covs:
             m = np.matmul(C[sl], beta, out=buf2[:k])
-            m *= np.take(one_minus, c, axis=0, out=buf[:k])
+            m *= np.take(one_minus, c, axis=0, out=buf[:k], mode="clip")
             o += m
     return out
