@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=None, help="copies of the 32 sample cases")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--skip-parallel", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--large", action="store_true",
                     help="synthetic clinical-size lesions (8 x repeat cases) instead of the sample cohort")
     args = ap.parse_args()
@@ -165,75 +166,84 @@ def main() -> None:
         _sitekit(manifest, tmp / "warm.parquet")
 
         raw_t, sk_t = [], []
-        for _ in range(rounds):
+        for _ in range(0 if args.skip_overhead else rounds):
             raw_t.append(_raw(df))
             sk_t.append(_sitekit(manifest, tmp / "f.parquet"))
-        print("\n## Overhead over raw pyradiomics (1 process)")
-        print(f"{'':28}{'wall s':>9}{'ms/case':>9}{'CPU s':>9}{'ms/case':>9}")
-        for label, runs in (("raw pyradiomics loop", raw_t), ("sitekit extract(out=...)", sk_t)):
-            w = statistics.median(r[0] for r in runs)
-            c = statistics.median(r[1] for r in runs)
-            print(f"{label:28}{w:9.3f}{1000 * w / n:9.1f}{c:9.3f}{1000 * c / n:9.1f}")
-        for k, what in ((0, "wall"), (1, "CPU")):
-            ratios = [s[k] / r[k] for s, r in zip(sk_t, raw_t, strict=True)]
-            best = min(s[k] for s in sk_t) / min(r[k] for r in raw_t)
-            print(f"overhead ({what} time): median of rounds {100 * (statistics.median(ratios) - 1):+.1f} %, "
-                  f"best-of-rounds {100 * (best - 1):+.1f} % (per round "
-                  f"{', '.join(f'{x:.3f}' for x in ratios)}); target <= +5 %")
-
-        # Same-run attribution, robust to a busy machine: inside one sitekit run, the CPU
-        # time spent in pyradiomics (execute) and in reading the images (what the raw loop
-        # does too) vs everything else sitekit adds.
-        inside = _attributed(manifest, tmp / "attr.parquet")
-        print(f"same-run attribution: pyradiomics + image reading {inside['core']:.3f} s CPU, "
-              f"sitekit's own work {inside['rest']:.3f} s CPU = "
-              f"{100 * inside['rest'] / inside['core']:+.1f} % (checks, hashes, provenance, "
-              "part files, consolidated Parquet)")
+        if not args.skip_overhead:
+            _report_overhead(raw_t, sk_t, n, manifest, tmp)
 
         if args.skip_parallel:
             return
-        from distributed import Client, LocalCluster
+        _parallel(manifest, tmp, n, rounds)
 
-        t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
-        startup = time.perf_counter() - t
-        try:
-            with Client(cluster) as client:
-                addr = cluster.scheduler_address
-                _sitekit(manifest, tmp / "warm2.parquet", scheduler=addr)  # warm the workers
-                one, two, worker_cpu = [], [], []
-                for _ in range(rounds):
-                    one.append(_sitekit(manifest, tmp / "f1.parquet"))
-                    before = sum(client.run(time.process_time).values())
-                    two.append(_sitekit(manifest, tmp / "f2.parquet", scheduler=addr))
-                    worker_cpu.append(sum(client.run(time.process_time).values()) - before)
-                client.close()
-        finally:
-            cluster.close()
-        cold = _sitekit(manifest, tmp / "f3.parquet", workers=2)[0]
-        one_raw = one
-        one, two = [r[0] for r in one], [r[0] for r in two]
-        o_med, t_med = statistics.median(one), statistics.median(two)
-        speed = [a / b for a, b in zip(one, two, strict=True)]
-        print("\n## Parallel: 1 process vs 2 Dask worker processes")
-        print(f"{'':34}{'median s':>10}{'ms/case':>10}")
-        print(f"{'workers=1 (in-process)':34}{o_med:10.3f}{1000 * o_med / n:10.1f}")
-        print(f"{'2-worker LocalCluster (warm)':34}{t_med:10.3f}{1000 * t_med / n:10.1f}")
-        print(f"speed-up: median {statistics.median(speed):.2f}x, best-of-rounds "
-              f"{min(one) / min(two):.2f}x (per round "
-              f"{', '.join(f'{x:.2f}' for x in speed)}); target >= 1.7x")
-        cpu_one = statistics.median(r[1] for r in one_raw)
-        cpu_two = statistics.median(worker_cpu)
-        print(f"CPU time: in-process {cpu_one:.2f} s, both workers together {cpu_two:.2f} s "
-              f"(parallel work efficiency {cpu_one / cpu_two:.0%}); wall-clock speed-up is "
-              f"bounded by the free cores (load average {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} CPUs)")
-        print(f"LocalCluster start-up: {startup:.1f} s; a cold `workers=2` run incl. start-up: "
-              f"{cold:.1f} s vs {o_med:.1f} s in-process")
-        print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+def _report_overhead(raw_t, sk_t, n, manifest, tmp) -> None:
+    print("\n## Overhead over raw pyradiomics (1 process)")
+    print(f"{'':28}{'wall s':>9}{'ms/case':>9}{'CPU s':>9}{'ms/case':>9}")
+    for label, runs in (("raw pyradiomics loop", raw_t), ("sitekit extract(out=...)", sk_t)):
+        w = statistics.median(r[0] for r in runs)
+        c = statistics.median(r[1] for r in runs)
+        print(f"{label:28}{w:9.3f}{1000 * w / n:9.1f}{c:9.3f}{1000 * c / n:9.1f}")
+    for k, what in ((0, "wall"), (1, "CPU")):
+        ratios = [s[k] / r[k] for s, r in zip(sk_t, raw_t, strict=True)]
+        best = min(s[k] for s in sk_t) / min(r[k] for r in raw_t)
+        print(f"overhead ({what} time): median of rounds {100 * (statistics.median(ratios) - 1):+.1f} %, "
+              f"best-of-rounds {100 * (best - 1):+.1f} % (per round "
+              f"{', '.join(f'{x:.3f}' for x in ratios)}); target <= +5 %")
+
+    # Same-run attribution, robust to a busy machine: inside one sitekit run, the CPU
+    # time spent in pyradiomics (execute) and in reading the images (what the raw loop
+    # does too) vs everything else sitekit adds.
+    inside = _attributed(manifest, tmp / "attr.parquet")
+    print(f"same-run attribution: pyradiomics + image reading {inside['core']:.3f} s CPU, "
+          f"sitekit's own work {inside['rest']:.3f} s CPU = "
+          f"{100 * inside['rest'] / inside['core']:+.1f} % (checks, hashes, provenance, "
+          "part files, consolidated Parquet)")
+
+
+def _parallel(manifest: Path, tmp: Path, n: int, rounds: int) -> None:
+    from distributed import Client, LocalCluster
+
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+    startup = time.perf_counter() - t
+    try:
+        with Client(cluster) as client:
+            addr = cluster.scheduler_address
+            _sitekit(manifest, tmp / "warm2.parquet", scheduler=addr)  # warm the workers
+            one, two, worker_cpu = [], [], []
+            for _ in range(rounds):
+                one.append(_sitekit(manifest, tmp / "f1.parquet"))
+                before = sum(client.run(time.process_time).values())
+                two.append(_sitekit(manifest, tmp / "f2.parquet", scheduler=addr))
+                worker_cpu.append(sum(client.run(time.process_time).values()) - before)
+            client.close()
+    finally:
+        cluster.close()
+    cold = _sitekit(manifest, tmp / "f3.parquet", workers=2)[0]
+    one_raw = one
+    one, two = [r[0] for r in one], [r[0] for r in two]
+    o_med, t_med = statistics.median(one), statistics.median(two)
+    speed = [a / b for a, b in zip(one, two, strict=True)]
+    print("\n## Parallel: 1 process vs 2 Dask worker processes")
+    print(f"{'':34}{'median s':>10}{'ms/case':>10}")
+    print(f"{'workers=1 (in-process)':34}{o_med:10.3f}{1000 * o_med / n:10.1f}")
+    print(f"{'2-worker LocalCluster (warm)':34}{t_med:10.3f}{1000 * t_med / n:10.1f}")
+    print(f"speed-up: median {statistics.median(speed):.2f}x, best-of-rounds "
+          f"{min(one) / min(two):.2f}x (per round "
+          f"{', '.join(f'{x:.2f}' for x in speed)}); target >= 1.7x")
+    cpu_one = statistics.median(r[1] for r in one_raw)
+    cpu_two = statistics.median(worker_cpu)
+    print(f"CPU time: in-process {cpu_one:.2f} s, both workers together {cpu_two:.2f} s "
+          f"(parallel work efficiency {cpu_one / cpu_two:.0%}); wall-clock speed-up is "
+          f"bounded by the free cores (load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs)")
+    print(f"LocalCluster start-up: {startup:.1f} s; a cold `workers=2` run incl. start-up: "
+          f"{cold:.1f} s vs {o_med:.1f} s in-process")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
