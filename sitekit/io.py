@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,7 @@ __all__ = [
     "write_image",
     "read_dicom_series",
     "image_suffix",
+    "check_nifti_complete",
 ]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet")
@@ -337,9 +339,73 @@ def read_image(path: PathLike) -> sitk.Image:
     if suffix in TABLE_SUFFIXES or suffix in (".json", ".toml", ".yaml", ".txt"):
         raise CorruptFileError(f"'{p}' is a {suffix[1:]} file, not an image; give a NIfTI, NRRD or DICOM path.")
     try:
-        return sitk.ReadImage(str(p))
+        image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise CorruptFileError(f"Image '{p}' could not be read: {_first_line(exc)}") from exc
+    if suffix in (".nii", ".nii.gz"):
+        check_nifti_complete(p, image)
+    return image
+
+
+_NIFTI_HEADER_BYTES = 348
+
+
+def check_nifti_complete(path: PathLike, image: sitk.Image) -> None:
+    """Raise if a NIfTI file holds fewer bytes than its header promises.
+
+    ITK reads a truncated ``.nii``/``.nii.gz`` without complaint and fills the missing voxels
+    with zeros, which gives plausible but wrong numbers downstream.  For ``.nii`` the file
+    size tells; for ``.nii.gz`` the uncompressed size in the gzip trailer (4 bytes at the end)
+    must match, and only when it does not (a truncated file ends in arbitrary bytes, or the
+    file has several gzip members) is the stream decompressed to decide.
+
+    Raises
+    ------
+    CorruptFileError
+        The file is truncated or not valid gzip.
+    """
+    p = Path(path)
+    need = _NIFTI_HEADER_BYTES + (
+        image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+    )
+    size = p.stat().st_size
+    if p.name.lower().endswith(".gz"):
+        with open(p, "rb") as fh:
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+        isize = int.from_bytes(tail, "little") if len(tail) == 4 else -1
+        if need < 2**32 and need <= isize <= need + (1 << 20):
+            return
+        have = _inflated_size(p)  # exact answer for the unusual cases
+    else:
+        have = size
+    if have < need:
+        raise CorruptFileError(
+            f"Image '{p}' is truncated: it holds {have} bytes of data, a NIfTI of size "
+            f"{image.GetSize()} needs at least {need}; copy or export it again."
+        )
+
+
+def _inflated_size(path: Path) -> int:
+    """Uncompressed size of a (multi-member) gzip file; raises if the stream ends early."""
+    inflate = zlib.decompressobj(wbits=31)
+    total = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            data = chunk
+            while data:
+                if inflate.eof:  # another gzip member follows
+                    data, inflate = inflate.unused_data + data, zlib.decompressobj(wbits=31)
+                try:
+                    total += len(inflate.decompress(data))
+                except zlib.error as exc:
+                    raise CorruptFileError(f"Image '{path}' is corrupt: {exc}.") from exc
+                data = inflate.unused_data if inflate.eof else b""
+    if not inflate.eof:
+        raise CorruptFileError(
+            f"Image '{path}' is truncated (the gzip stream ends early); copy or export it again."
+        )
+    return total
 
 
 def write_image(image: sitk.Image, path: PathLike, *, force: bool = False, compress: bool = True) -> Path:

@@ -133,3 +133,14 @@ def test_file_hash_file_and_directory(tmp_path):
     (tmp_path / "d" / "a.txt").write_text("y")
     assert file_hash(tmp_path / "d") != h1
     assert len(file_hash(tmp_path / "d" / "a.txt")) == 64
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_truncated_nifti_is_refused(tmp_path, suffix):
+    """ITK fills the missing voxels of a truncated NIfTI with zeros; sitekit refuses it."""
+    a = np.random.default_rng(2).random((20, 30, 40)).astype(np.float32)
+    path = write_image(sitk.GetImageFromArray(a), tmp_path / f"img{suffix}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(CorruptFileError, match="truncated|could not be read"):
+        read_image(path)

@@ -72,80 +72,6 @@ def _part_key(subject_id: str) -> str:
 
 
 # ------------------------------------------------------------------ one case (runs on workers)
-_NIFTI_HEADER_BYTES = 348
-
-
-def hash_and_verify(path: PathLike, image) -> str:
-    """SHA-256 of an image file (as :func:`sitekit.io.file_hash`), checking it is complete.
-
-    ITK reads a truncated ``.nii.gz`` without complaint and fills the missing voxels with
-    zeros, which would give plausible but wrong features.  A NIfTI file must hold at least
-    the header plus all voxels of ``image``: for ``.nii`` the file size tells; for
-    ``.nii.gz`` the uncompressed size in the gzip trailer must match, and when it does not
-    (a truncated file ends in arbitrary bytes, or several gzip members) the stream is
-    decompressed to decide.  A DICOM directory is hashed only.
-
-    Raises
-    ------
-    CorruptFileError
-        The file is truncated or not valid gzip.
-    """
-    p = Path(path)
-    if p.is_dir():
-        return file_hash(p)
-    name = p.name.lower()
-    h = hashlib.sha256()
-    size = 0
-    tail = b""
-    with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-            tail = (tail + chunk)[-4:]
-    if name.endswith((".nii", ".nii.gz")):
-        need = _NIFTI_HEADER_BYTES + image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() \
-            * image.GetSizeOfPixelComponent()
-        if name.endswith(".gz"):
-            isize = int.from_bytes(tail, "little") if len(tail) == 4 else -1
-            if not (need < 2**32 and need <= isize <= need + (1 << 20)):
-                have = _inflated_size(p)  # exact answer for the unusual cases
-                if have < need:
-                    raise CorruptFileError(
-                        f"Image '{p}' is truncated: it decompresses to {have} bytes, a NIfTI of size "
-                        f"{image.GetSize()} needs at least {need}; copy or export it again."
-                    )
-        elif size < need:
-            raise CorruptFileError(
-                f"Image '{p}' is truncated: it holds {size} bytes, a NIfTI of size "
-                f"{image.GetSize()} needs at least {need}; copy or export it again."
-            )
-    return h.hexdigest()
-
-
-def _inflated_size(path: Path) -> int:
-    """Uncompressed size of a (multi-member) gzip file; raises if the stream ends early."""
-    import zlib
-
-    inflate = zlib.decompressobj(wbits=31)
-    total = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            data = chunk
-            while data:
-                if inflate.eof:  # another gzip member follows
-                    data, inflate = inflate.unused_data + data, zlib.decompressobj(wbits=31)
-                try:
-                    total += len(inflate.decompress(data))
-                except zlib.error as exc:
-                    raise CorruptFileError(f"Image '{path}' is corrupt: {exc}.") from exc
-                data = inflate.unused_data if inflate.eof else b""
-    if not inflate.eof:
-        raise CorruptFileError(
-            f"Image '{path}' is truncated (the gzip stream ends early); copy or export it again."
-        )
-    return total
-
-
 def process_case(task: Mapping, params: dict) -> dict:
     """Read, pre-process and extract one manifest row; never raises.
 
@@ -161,8 +87,8 @@ def process_case(task: Mapping, params: dict) -> dict:
             "sitekit_version": __version__,
             "pyradiomics_version": pyradiomics_version(),
             "params_hash": task["params_hash"],
-            "image_hash": hash_and_verify(task["image"], image),
-            "mask_hash": hash_and_verify(task["mask"], mask),
+            "image_hash": file_hash(task["image"]),
+            "mask_hash": file_hash(task["mask"]),
             "label": int(task["label"]),
             "suv_conversion": task["suv"],
             "earl_fwhm_mm": np.nan if task["fwhm"] is None else float(task["fwhm"]),
