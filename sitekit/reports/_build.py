@@ -139,12 +139,12 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
     feats = [f for f in features if f in before.columns and f in after.columns] or [
         c for c in after.columns if c in before.columns and c != site_col
         and pd.api.types.is_float_dtype(after[c])]
-    covs = [str(c) for c in diag.get("covariates") or []]
+    covs = [str(c) for c in diag.get("covariates") or [] if str(c) in before.columns]
     params = {k: v for k, v in (params or {}).items() if v is not None}
     if "input" in diag:
         params = {"input": Path(str(diag["input"])).name, **params}
     sec = S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
-                                  covariates=covs, priors=priors, gamma_hat=gamma_hat,
+                                  covariates=before[covs] if covs else None, priors=priors, gamma_hat=gamma_hat,
                                   delta_hat=delta_hat, params=params)
     now = file_hash(before_path)
     recorded = diag.get("input_sha256")

@@ -216,6 +216,58 @@ def _pca_frames(before: pd.DataFrame, after: pd.DataFrame, sites: np.ndarray):
     return out[0], out[1], pca.explained_variance_ratio_
 
 
+def covariate_associations(before: pd.DataFrame, after: pd.DataFrame,
+                           covariates: pd.DataFrame) -> pd.DataFrame:
+    """How many features are associated with each covariate, before and after harmonisation.
+
+    Numeric covariates with more than 5 distinct values: Spearman correlation per feature
+    (vectorised over features); others: Kruskal-Wallis across the levels
+    (:func:`sitekit.robustness.site_effects` with the covariate as the grouping).  Both with
+    Benjamini-Hochberg FDR over the features.
+
+    Returns
+    -------
+    DataFrame
+        ``covariate, test, n_before, n_after, median_effect_before, median_effect_after``
+        (effect: ``|rho|`` or epsilon squared).
+    """
+    from scipy import stats
+
+    from sitekit.robustness.sites import site_effects
+
+    rows = []
+    for c in covariates.columns:
+        v = covariates[c]
+        numeric = pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v)
+        counts, effects = [], []
+        for X in (before, after):
+            if numeric and v.nunique() > 5:
+                test = "Spearman"
+                a = X.to_numpy(dtype=float)
+                a = np.where(np.isfinite(a), a, np.nanmean(a, axis=0))
+                ra = stats.rankdata(a, axis=0)
+                rv = stats.rankdata(v.to_numpy(dtype=float))
+                ra = (ra - ra.mean(0)) / np.where(ra.std(0) > 0, ra.std(0), 1)
+                rv = (rv - rv.mean()) / (rv.std() or 1)
+                rho = np.clip(ra.T @ rv / len(rv), -1, 1)
+                n = len(rv)
+                t = rho * np.sqrt((n - 2) / np.maximum(1 - rho**2, 1e-12))
+                p = 2 * stats.t.sf(np.abs(t), n - 2)
+                q = stats.false_discovery_control(p, method="bh")
+                eff = np.abs(rho)
+            else:
+                test = "Kruskal-Wallis"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    e = site_effects(X, v.astype(str).to_numpy())
+                q, eff = e["q_value"].to_numpy(), e["epsilon_squared"].to_numpy()
+            counts.append(int(np.sum(q < ALPHA)))
+            effects.append(float(np.nanmedian(eff)))
+        rows.append({"covariate": str(c), "test": test, "n_before": counts[0], "n_after": counts[1],
+                     "median_effect_before": effects[0], "median_effect_after": effects[1]})
+    return pd.DataFrame(rows)
+
+
 def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
                           covariates: pd.DataFrame | list | None = None,
                           priors: pd.DataFrame | None = None, gamma_hat=None, delta_hat=None,
@@ -326,6 +378,15 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
                        f"{feat}, one of the most site-affected features: per-site boxes before and "
                        "after; after harmonisation the boxes should line up.")
     results["most_affected"] = top[["feature", "epsilon_squared", "q_value"]].head(10)
+    kept = None
+    if isinstance(covariates, pd.DataFrame) and covariates.shape[1] and len(covariates) == len(before):
+        kept = covariate_associations(before, after, covariates)
+        sec.add_text("Biology kept", "heading")
+        sec.add_table(kept, "Features associated with each covariate (Spearman for numbers, "
+                            f"Kruskal-Wallis for categories; Benjamini-Hochberg q < {ALPHA:g}) before "
+                            "and after: ComBat should keep these associations, so the counts should "
+                            "stay close.")
+        results["covariate_associations"] = kept
     if priors is not None and gamma_hat is not None and len(priors):
         sec.add_text("Empirical-Bayes priors", "heading")
         priors = pd.DataFrame(priors)
@@ -351,6 +412,9 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
                                    "fitted inverse-gamma prior (line).")
         results["priors"] = priors
     line = (f"site effect in {100 * share_b:.0f} % of features before, {100 * share_a:.0f} % after")
+    if kept is not None and len(kept):
+        line += "; covariate associations " + ", ".join(
+            f"{r.covariate} {r.n_before} -> {r.n_after}" for r in kept.itertuples())
     if len(pred_df) == 2:
         line += (f"; site predictability AUC {pred_df['auc'].iloc[0]:.2f} -> "
                  f"{pred_df['auc'].iloc[1]:.2f}")

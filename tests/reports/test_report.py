@@ -204,3 +204,24 @@ def test_changed_harmonisation_input_is_flagged(tmp_path):
     rep = build_report(d)
     assert [v.status for v in rep.verdicts if v.label == "Harmonisation input"] == ["WARN"]
     assert "changed after the harmonisation run" in rep.to_html()
+
+
+def test_covariate_associations_match_scipy():
+    from scipy import stats
+
+    from sitekit.reports._sections import covariate_associations
+
+    rng = np.random.default_rng(3)
+    age = rng.uniform(30, 80, size=120)
+    sex = rng.choice(["F", "M"], size=120)
+    X = pd.DataFrame(rng.normal(size=(120, 8)), columns=[f"f{i}" for i in range(8)])
+    X.iloc[:, :3] += 0.05 * age[:, None]
+    X.iloc[:, 3] += 2.0 * (sex == "M")
+    cov = pd.DataFrame({"age": age, "sex": sex})
+    got = covariate_associations(X, X * 2.0 + 1.0, cov).set_index("covariate")
+    p = np.array([stats.spearmanr(X[c], age).pvalue for c in X.columns])
+    want = int((stats.false_discovery_control(p, method="bh") < 0.05).sum())
+    assert got.loc["age", "n_before"] == got.loc["age", "n_after"] == want == 3
+    rho = np.median([abs(stats.spearmanr(X[c], age).statistic) for c in X.columns])
+    assert got.loc["age", "median_effect_before"] == pytest.approx(rho, abs=1e-12)
+    assert got.loc["sex", "test"] == "Kruskal-Wallis" and got.loc["sex", "n_before"] >= 1
