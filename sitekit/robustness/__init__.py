@@ -1,6 +1,6 @@
 """Robustness: of features (image perturbations, ICC) and of models (sites, stress, adversarial).
 
-Model-robustness names re-exported here (see ``docs/robustness_models.md``):
+Model-robustness names re-exported here (see the README section "Model robustness and cross-site generalisation"):
 
 * :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects` -- generalisation
   across sites and site leakage (:mod:`sitekit.robustness.sites`);

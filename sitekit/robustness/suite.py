@@ -1,7 +1,7 @@
 """Robustness suites for CI: a TOML file -> analyses -> tidy tables -> checks -> verdict.
 
 A suite file names the data, the model, the analyses' settings and the checks with their
-thresholds (the layout is documented in ``docs/robustness_models.md`` and in
+thresholds (the layout is documented in the README section "Model robustness and cross-site generalisation" and in
 :func:`run_suite`).  :func:`run_suite` runs leave-one-site-out validation, site leakage
 (before/after harmonisation), stress tests and adversarial distances, evaluates the checks
 and, with ``out_dir``, writes every table as CSV plus ``results.json``.  Models come from a

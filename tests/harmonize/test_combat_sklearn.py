@@ -1,6 +1,6 @@
 """ComBat inside scikit-learn: Pipeline with metadata routing, cross-validation, clone.
 
-Cross-validation choice (documented in docs/harmonize.md): the harmoniser is fitted on the
+Cross-validation choice (documented in the README, "Harmonisation: ComBat"): the harmoniser is fitted on the
 training folds only, so every site of a test fold must occur in the training folds.  Split
 subjects (GroupKFold over subject ids) for that.  Leave-one-site-out puts an unseen site in
 every test fold: ComBat then raises UnknownSiteError naming the known sites -- it needs an
