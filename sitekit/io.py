@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import locale
 import os
 import tempfile
 import zlib
@@ -43,6 +44,7 @@ __all__ = [
     "read_dicom_series",
     "image_suffix",
     "check_nifti_complete",
+    "preserve_locale",
 ]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet")
@@ -149,6 +151,30 @@ def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def preserve_locale() -> Iterator[None]:
+    """Restore the process locale after a block that calls into GDCM.
+
+    SimpleITK's DICOM writer (GDCM) switches the C locale to ``"C"`` to format decimal
+    strings and does not restore ``LC_CTYPE``; afterwards Python's default text encoding is
+    ASCII, so any later ``open()``/``read_text()`` of non-ASCII text fails.  Wrap every
+    DICOM write in this.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        try:
+            locale.setlocale(locale.LC_ALL, saved)
+        except locale.Error:  # a composite string glibc will not take back: restore by category
+            for part in saved.split(";"):
+                name, _, value = part.partition("=")
+                cat = getattr(locale, name, None)
+                if cat is not None and value:
+                    with contextlib.suppress(locale.Error):
+                        locale.setlocale(cat, value)
 
 
 # --------------------------------------------------------------------------- tables

@@ -1,5 +1,7 @@
 """Round trips and named errors of sitekit.io."""
 
+import locale
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,15 @@ from sitekit.exceptions import (
     OutputExistsError,
     ValidationError,
 )
-from sitekit.io import atomic_output, file_hash, read_image, read_table, write_image, write_table
+from sitekit.io import (
+    atomic_output,
+    file_hash,
+    preserve_locale,
+    read_image,
+    read_table,
+    write_image,
+    write_table,
+)
 
 
 @pytest.fixture
@@ -73,16 +83,21 @@ def test_dicom_series_round_trip(tmp_path):
     img.SetSpacing((2.0, 2.0, 3.0))
     d = tmp_path / "series"
     d.mkdir()
+    before = locale.getpreferredencoding(False).upper().replace("-", "")
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(a.shape[0]):
         sl = img[:, :, k]
+        sl.SetMetaData("0028|1053", "1")
         sl.SetMetaData("0008|0060", "PT")
         sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
         sl.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
         sl.SetMetaData("0020|0013", str(k))
         writer.SetFileName(str(d / f"{k:03d}.dcm"))
-        writer.Execute(sl)
+        with preserve_locale():
+            writer.Execute(sl)
+    # GDCM's writer leaves LC_CTYPE at "C"; preserve_locale gives it back
+    assert locale.getpreferredencoding(False).upper().replace("-", "") in {"UTF8", before}
     back = read_image(d)
     np.testing.assert_allclose(sitk.GetArrayFromImage(back), a)
     assert back.GetSpacing() == pytest.approx((2.0, 2.0, 3.0))

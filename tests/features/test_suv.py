@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from sitekit.exceptions import ExtractionError
 from sitekit.features import extract, extract_case, suv_bw_factor, to_suv_bw
-from sitekit.io import read_image
+from sitekit.io import preserve_locale, read_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
@@ -34,6 +34,12 @@ def write_pet_series(directory, activity_bqml: np.ndarray, spacing=(3.0, 3.0, 3.
     vol.SetSpacing(spacing)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    with preserve_locale():
+        _write_slices(writer, vol, tags, directory)
+    return vol
+
+
+def _write_slices(writer, vol, tags, directory):
     for k in range(vol.GetDepth()):
         sl = vol[:, :, k]
         for key, value in tags.items():
@@ -43,7 +49,6 @@ def write_pet_series(directory, activity_bqml: np.ndarray, spacing=(3.0, 3.0, 3.
         sl.SetMetaData("0008|0018", f"1.2.826.0.1.3680043.2.1125.1.99.{k + 1}")
         writer.SetFileName(str(directory / f"slice{k:03d}.dcm"))
         writer.Execute(sl)
-    return vol
 
 
 def _expected_factor(dt_s=3600.0):

@@ -50,7 +50,7 @@ def test_demo_script_four_sites_equals_pooled(tmp_path):
     env = dict(os.environ, SITEKIT=_sitekit_command(), COVARIATES="age,sex",
                COMBINE_OPTIONS="--nonparametric")
     proc = subprocess.run(["bash", str(DEMO), str(tmp_path / "sites")], env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, encoding="utf-8", timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     # what leaves a site is printed
     assert "Exactly this leaves the site" in proc.stdout and "dty" in proc.stdout

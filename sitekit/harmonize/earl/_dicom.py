@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from sitekit._typing import PathLike
 from sitekit.exceptions import OutputExistsError, ValidationError
+from sitekit.io import preserve_locale
 
 __all__ = ["write_dicom_series", "new_uid"]
 
@@ -117,7 +118,7 @@ def write_dicom_series(image: sitk.Image, out_dir: PathLike, *, reference: PathL
     iop = "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1]))
     img = sitk.Cast(image, sitk.sitkFloat32)
     units = image.GetMetaData("0054|1001") if image.HasMetaDataKey("0054|1001") else "BQML"
-    with _atomic_dir(out_dir, force=force, inputs=inputs) as tmp:
+    with _atomic_dir(out_dir, force=force, inputs=inputs) as tmp, preserve_locale():
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         for k in range(nz):
