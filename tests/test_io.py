@@ -88,7 +88,6 @@ def test_dicom_series_round_trip(tmp_path):
     writer.KeepOriginalImageUIDOn()
     for k in range(a.shape[0]):
         sl = img[:, :, k]
-        sl.SetMetaData("0028|1053", "1")
         sl.SetMetaData("0008|0060", "PT")
         sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
         sl.SetMetaData("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, k)))))
