@@ -87,3 +87,38 @@ def get_or_create_group(root: click.Group, name: str, help: str) -> click.Group:
         group = click.Group(name=name, help=help)
         root.add_command(group)
     return group
+
+
+def split_list(value: str | None) -> list[str]:
+    """Split a comma-separated option value (``"a, b"`` -> ``["a", "b"]``)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def feature_columns(df, site_col: str, covariates: list[str], features: list[str], exclude: list[str]):
+    """The feature columns: ``--features``, or every numeric column that is not the site, a
+    covariate, an excluded column or an id column (``id`` / ``*_id``)."""
+    import pandas as pd
+
+    from sitekit.exceptions import ValidationError
+
+    missing = [c for c in [site_col, *covariates, *features, *exclude] if c not in df.columns]
+    if missing:
+        raise ValidationError(
+            f"Column(s) {missing} are not in the table; its columns are {list(df.columns)[:20]}."
+        )
+    if features:
+        return features
+    skip = {site_col, *covariates, *exclude}
+    chosen = [
+        c for c in df.columns
+        if c not in skip
+        and pd.api.types.is_numeric_dtype(df[c])
+        and not pd.api.types.is_bool_dtype(df[c])
+        and not (str(c).lower() == "id" or str(c).lower().endswith("_id"))
+    ]
+    if not chosen:
+        raise ValidationError(
+            "The table has no numeric feature columns besides the site and covariates; "
+            "name them with --features."
+        )
+    return chosen

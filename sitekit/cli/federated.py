@@ -6,39 +6,13 @@ import json
 
 import click
 
-from sitekit.cli._common import force_option, print_table, show_warnings
-
-
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
-def _select_features(df, site_col: str, covariates: list[str], features: list[str], exclude: list[str]):
-    import pandas as pd
-
-    from sitekit.exceptions import ValidationError
-
-    missing = [c for c in [site_col, *covariates, *features, *exclude] if c not in df.columns]
-    if missing:
-        raise ValidationError(
-            f"Column(s) {missing} are not in the table; its columns are {list(df.columns)[:20]}."
-        )
-    if features:
-        return features
-    skip = {site_col, *covariates, *exclude}
-    chosen = [
-        c for c in df.columns
-        if c not in skip
-        and pd.api.types.is_numeric_dtype(df[c])
-        and not pd.api.types.is_bool_dtype(df[c])
-        and not (str(c).lower() == "id" or str(c).lower().endswith("_id"))
-    ]
-    if not chosen:
-        raise ValidationError(
-            "The table has no numeric feature columns besides the site and covariates; "
-            "name them with --features."
-        )
-    return chosen
+from sitekit.cli._common import (
+    feature_columns,
+    force_option,
+    print_table,
+    show_warnings,
+    split_list,
+)
 
 
 def register(cli: click.Group) -> None:
@@ -90,13 +64,13 @@ def register(cli: click.Group) -> None:
         from sitekit.io import read_table
 
         df = read_table(table)
-        covs = _split(covariates)
+        covs = split_list(covariates)
         message = None
         if round_message is not None:
             message = load_federated(round_message)
             feats = list(message.meta["features"])
         else:
-            feats = _select_features(df, site_col, covs, _split(features), _split(exclude))
+            feats = feature_columns(df, site_col, covs, split_list(features), split_list(exclude))
         if site_col not in df.columns:
             from sitekit.exceptions import ValidationError
 
@@ -106,8 +80,8 @@ def register(cli: click.Group) -> None:
                 df[feats] if message is None else df,
                 sites=df[site_col].to_numpy(),
                 covariates=df[covs] if covs else None,
-                categorical=_split(categorical) or None,
-                continuous=_split(continuous) or None,
+                categorical=split_list(categorical) or None,
+                continuous=split_list(continuous) or None,
                 message=message,
                 min_site_size=min_site_size,
             )

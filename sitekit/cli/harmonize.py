@@ -9,44 +9,17 @@ from __future__ import annotations
 
 import click
 
-from sitekit.cli._common import force_option, get_or_create_group, print_table, show_warnings
+from sitekit.cli._common import (
+    feature_columns,
+    force_option,
+    get_or_create_group,
+    print_table,
+    show_warnings,
+    split_list,
+)
 
 #: model-file metadata key under which the CLI records its column choices
 _CLI_KEY = "cli"
-
-
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
-def _feature_columns(df, site_col: str, covariates: list[str], features: list[str], exclude: list[str]):
-    """The feature columns: ``--features``, or every numeric column that is not the site, a
-    covariate, an excluded column or an id column (``id`` / ``*_id``)."""
-    import pandas as pd
-
-    from sitekit.exceptions import ValidationError
-
-    missing = [c for c in [site_col, *covariates, *features, *exclude] if c not in df.columns]
-    if missing:
-        raise ValidationError(
-            f"Column(s) {missing} are not in the table; its columns are {list(df.columns)[:20]}."
-        )
-    if features:
-        return features
-    skip = {site_col, *covariates, *exclude}
-    chosen = [
-        c for c in df.columns
-        if c not in skip
-        and pd.api.types.is_numeric_dtype(df[c])
-        and not pd.api.types.is_bool_dtype(df[c])
-        and not (str(c).lower() == "id" or str(c).lower().endswith("_id"))
-    ]
-    if not chosen:
-        raise ValidationError(
-            "The table has no numeric feature columns besides the site and covariates; "
-            "name them with --features."
-        )
-    return chosen
 
 
 def _params(ref_site, nonparametric: bool, mean_only: bool, no_eb: bool, categorical, continuous) -> dict:
@@ -55,8 +28,8 @@ def _params(ref_site, nonparametric: bool, mean_only: bool, no_eb: bool, categor
         "mean_only": mean_only,
         "eb": not no_eb,
         "ref_site": ref_site,
-        "categorical": _split(categorical) or None,
-        "continuous": _split(continuous) or None,
+        "categorical": split_list(categorical) or None,
+        "continuous": split_list(continuous) or None,
     }
 
 
@@ -67,16 +40,16 @@ def _fit(table: str, site_col: str, covariates, categorical, continuous, ref_sit
 
     ext = _check_ext(ext or {}, site_col, ref_site)
     df = read_table(table)
-    covs = _split(covariates)
-    for c in _split(categorical) + _split(continuous) + list(ext["smooth"] or []):
+    covs = split_list(covariates)
+    for c in split_list(categorical) + split_list(continuous) + list(ext["smooth"] or []):
         if c not in covs:
             covs.append(c)
     batch_cols = ext["batch_cols"]
     if batch_cols:  # nested: the batch columns play the part of the site column
-        feats = _feature_columns(df, batch_cols[0], covs, _split(features),
-                                 _split(exclude) + batch_cols[1:])
+        feats = feature_columns(df, batch_cols[0], covs, split_list(features),
+                                 split_list(exclude) + batch_cols[1:])
     else:
-        feats = _feature_columns(df, site_col, covs, _split(features), _split(exclude))
+        feats = feature_columns(df, site_col, covs, split_list(features), split_list(exclude))
     # --ref-site is text; ComBat matches it to integer site labels as well
     model = _make_model(_params(ref_site, nonparametric, mean_only, no_eb, categorical, continuous), ext)
     cov_df = df[covs] if covs else None
@@ -91,7 +64,7 @@ def _parse_smooth(value: str | None):
     """``age`` or ``age:7,bmi`` -> ["age"] or {"age": 7, "bmi": 5} (knots per covariate)."""
     from sitekit.exceptions import ValidationError
 
-    items = _split(value)
+    items = split_list(value)
     if not items:
         return None
     if not any(":" in it for it in items):
@@ -111,7 +84,7 @@ def _parse_smooth(value: str | None):
 def _check_ext(ext: dict, site_col, ref_site) -> dict:
     """Validate the extension flags; return them normalised."""
     method = ext.get("method") or "combat"
-    batch_cols = _split(ext.get("batch_cols"))
+    batch_cols = split_list(ext.get("batch_cols"))
     n_components = ext.get("n_components")
     out = {
         "method": method,
@@ -487,7 +460,7 @@ def register(cli: click.Group) -> None:
             raise ValidationError(
                 f"Model '{model_path}' does not record its site column; pass --site-col."
             )
-        covs = _split(covariates) if covariates else list(recorded.get(
+        covs = split_list(covariates) if covariates else list(recorded.get(
             "covariates", _covariate_names(model)))
         if not hasattr(model, "feature_names_in_"):
             raise ValidationError(
