@@ -158,3 +158,12 @@ def test_truncated_nifti_is_refused(tmp_path, suffix):
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(CorruptFileError, match="truncated|could not be read"):
         read_image(path)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    p = write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)

@@ -12,7 +12,6 @@ import html as _html
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -328,11 +327,6 @@ class Report:
         with atomic_output(path, force=force) as tmp_html, atomic_output(jpath, force=force) as tmp_json:
             tmp_html.write_text(text, encoding="utf-8")
             tmp_json.write_text(payload + "\n", encoding="utf-8")
-        # a report is meant to be shared: the usual file mode (the temporary file was 0600)
-        umask = os.umask(0)
-        os.umask(umask)
-        for p in (path, jpath):
-            os.chmod(p, 0o666 & ~umask)
         return path
 
     def __repr__(self) -> str:
