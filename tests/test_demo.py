@@ -147,3 +147,14 @@ def test_report_failure_is_exit_2(tmp_path, capsys):
     # nothing to report on: the report step cannot be built
     assert main(["demo", "--out", str(tmp_path), "--steps", "report"]) == EXIT_BAD_INPUT
     assert "could not be built" in capsys.readouterr().err
+
+
+def test_demo_with_a_relative_out_folder(tmp_path, monkeypatch):
+    """Regression: `make demo` passes a relative --out; the suite files written by the demo
+    must not resolve their table paths against the wrong folder (the suites were skipped)."""
+    from sitekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["demo", "--out", "rel_out", "--quick", "--steps", "stability,suite_raw"])
+    assert code == 0
+    assert (tmp_path / "rel_out" / "suite_raw" / "results.json").exists()

@@ -326,7 +326,7 @@ def register(cli: click.Group) -> None:
         if steps:
             chosen = [check_option(x.strip(), names, name="--steps", owner="sitekit demo")
                       for x in steps.split(",") if x.strip()]
-        outdir = Path(out)
+        outdir = Path(out).resolve()  # paths written into suite files must not depend on the cwd
         root = sample_data_dir()
         if not (root / "cohort" / "manifest.csv").exists():
             root = outdir / "sample_data"
