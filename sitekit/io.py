@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import locale
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = [
     "TABLE_SUFFIXES",
     "IMAGE_SUFFIXES",
     "atomic_output",
+    "atomic_directory",
     "file_hash",
     "read_table",
     "write_table",
@@ -131,6 +133,44 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: tuple = ()) ->
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ()) -> Iterator[Path]:
+    """Like :func:`atomic_output`, for an output that is a directory (DICOM series, Parquet).
+
+    Yields a fresh temporary directory next to ``path``; on success it replaces ``path``
+    (an existing one only with ``force``), on an exception it is removed.
+    """
+    target = Path(path)
+    for inp in inputs:
+        if Path(inp).exists() and target.exists() and os.path.samefile(inp, target):
+            raise OutputExistsError(
+                f"Output '{target}' is also an input of this run; choose another output path."
+            )
+    if target.exists() and not force:
+        raise OutputExistsError(
+            f"Output '{target}' already exists; pass --force (force=True) to replace it."
+        )
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)  # mkdtemp makes 0700 directories
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -484,9 +484,6 @@ def part_name(i: int) -> str:
 def write_table(df, path, *, force: bool = False, index: bool = False):
     """:func:`sitekit.io.write_table`; a dask DataFrame is written partition by partition
     as a Parquet directory (into a temporary directory renamed into place at the end)."""
-    import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from sitekit import io
@@ -502,18 +499,6 @@ def write_table(df, path, *, force: bool = False, index: bool = False):
             f"Output '{target}': a table harmonised on a cluster is written as a Parquet "
             "directory; give a path without suffix or ending in .parquet."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with io.atomic_directory(target, force=force) as tmp:
         _compute(df.to_parquet(tmp, write_index=index, compute=False, name_function=part_name))
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

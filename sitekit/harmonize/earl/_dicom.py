@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +10,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from sitekit._typing import PathLike
-from sitekit.exceptions import OutputExistsError, ValidationError
-from sitekit.io import preserve_locale
+from sitekit.exceptions import ValidationError
+from sitekit.io import atomic_directory, preserve_locale
 
 __all__ = ["write_dicom_series", "new_uid"]
 
@@ -47,31 +43,6 @@ def _reference_tags(reference_dir: Path, n_slices: int) -> list[dict[str, str]] 
         r.ReadImageInformation()
         out.append({k: r.GetMetaData(k) for k in r.GetMetaDataKeys()})
     return out
-
-
-@contextlib.contextmanager
-def _atomic_dir(target: Path, *, force: bool, inputs=()):
-    for inp in inputs:
-        if Path(inp).exists() and target.exists() and os.path.samefile(inp, target):
-            raise OutputExistsError(f"Output '{target}' is also an input of this run; choose another output path.")
-    if target.exists() and not force:
-        raise OutputExistsError(f"Output '{target}' already exists; pass --force (force=True) to replace it.")
-    if target.exists() and not target.is_dir():
-        raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_dicom_series(image: sitk.Image, out_dir: PathLike, *, reference: PathLike | None = None,
@@ -118,7 +89,7 @@ def write_dicom_series(image: sitk.Image, out_dir: PathLike, *, reference: PathL
     iop = "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1]))
     img = sitk.Cast(image, sitk.sitkFloat32)
     units = image.GetMetaData("0054|1001") if image.HasMetaDataKey("0054|1001") else "BQML"
-    with _atomic_dir(out_dir, force=force, inputs=inputs) as tmp, preserve_locale():
+    with atomic_directory(out_dir, force=force, inputs=inputs) as tmp, preserve_locale():
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         for k in range(nz):
