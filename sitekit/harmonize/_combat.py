@@ -373,30 +373,14 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _fit_arrays(self, Y: np.ndarray, codes: SiteCodes, covariates) -> dict:
         """Fit from validated arrays; return the fitted state as a dict of arrays/metadata."""
-        K, (N, F) = codes.n_sites, Y.shape
+        K, N = codes.n_sites, Y.shape[0]
         if K < 2:
             raise ValidationError(
                 f"ComBat: all {N} samples come from one site ({codes.levels[0]!r}); there is "
                 "nothing to harmonise. Pass data from at least two sites."
             )
-        ref = None
-        if self.ref_site is not None:
-            try:
-                ref = encode_sites([self.ref_site], levels=codes.levels).codes[0]
-            except UnknownSiteError:
-                raise UnknownSiteError(
-                    f"The 'ref_site' parameter of ComBat must be one of the sites "
-                    f"{codes.levels}. Got {self.ref_site!r} instead."
-                ) from None
         counts = codes.counts()
-        lonely = [codes.levels[i] for i in np.flatnonzero(counts == 1)]
-        if lonely and not self.mean_only:
-            warnings.warn(
-                f"Site(s) {_names(lonely)} have a single sample: their scale cannot be "
-                "estimated, so only their location is adjusted (mean-only for those sites).",
-                DataWarning,
-                stacklevel=3,
-            )
+        ref = self._reference_index(list(codes.levels), counts)
         self._check_target(list(codes.levels))
         linear, continuous = self._fit_smooth(covariates)
         encoding = fit_covariate_encoding(
@@ -420,6 +404,43 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 cp = _eb.ols_cross_products(Y, D)
                 B = _eb.solve_ols(cp)
                 mom = _eb.residual_moments(Y, D, B, codes.codes, K, missing=cp.missing)
+        return self._finish_fit(
+            list(codes.levels), counts, ref, B, mom, encoding, cov_names + extra_names
+        )
+
+    def _reference_index(self, levels: list, counts: np.ndarray) -> int | None:
+        """Index of ``ref_site`` among ``levels`` (None without one); warns about one-sample
+        sites.  Shared by the in-memory, Dask and federated fits."""
+        ref = None
+        if self.ref_site is not None:
+            try:
+                ref = encode_sites([self.ref_site], levels=levels).codes[0]
+            except UnknownSiteError:
+                raise UnknownSiteError(
+                    f"The 'ref_site' parameter of ComBat must be one of the sites "
+                    f"{levels}. Got {self.ref_site!r} instead."
+                ) from None
+        lonely = [levels[i] for i in np.flatnonzero(counts == 1)]
+        if lonely and not self.mean_only:
+            warnings.warn(
+                f"Site(s) {_names(lonely)} have a single sample: their scale cannot be "
+                "estimated, so only their location is adjusted (mean-only for those sites).",
+                DataWarning,
+                stacklevel=4,
+            )
+        return None if ref is None else int(ref)
+
+    def _finish_fit(self, levels: list, counts: np.ndarray, ref: int | None, B: np.ndarray, mom,
+                    encoding: dict, column_names: list) -> dict:
+        """The fit after the data pass(es), from pooled sufficient statistics only.
+
+        ``B`` are the OLS coefficients (site levels, then covariate columns) and ``mom`` the
+        per-site moments (``n, r1, r2, ymin, ymax``).  Computes the grand mean and pooled
+        variance, decides which features are left unchanged (with warnings), and runs the
+        empirical-Bayes step; returns the fitted state for :meth:`_set_state`.  The
+        federated coordinator calls this too, so both give the same model.
+        """
+        K, F = len(levels), B.shape[1]
         n = mom.n
         site_coef = B[:K]
         beta = B[K:]
@@ -455,16 +476,16 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 warnings.warn(
                     f"Feature(s) {_names(feat_names[mask])} {why}; they are returned unchanged.",
                     DataWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         site_missing = ~present & ~skip[None, :]
         for i in np.flatnonzero(site_missing.any(axis=1)):
             warnings.warn(
-                f"Site {codes.levels[i]!r} has no observed value of feature(s) "
+                f"Site {levels[i]!r} has no observed value of feature(s) "
                 f"{_names(feat_names[site_missing[i]])}; new samples of that site keep those "
                 "features unchanged.",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
         use = present & ~skip[None, :]
@@ -476,28 +497,28 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             eb=self.eb, ref=ref, tol=self.tol, max_iter=self.max_iter,
         )
         if self.eb:
-            noeb = [codes.levels[i] for i in range(K) if i != ref and use[i].any() and not fit.eb_used[i]]
+            noeb = [levels[i] for i in range(K) if i != ref and use[i].any() and not fit.eb_used[i]]
             if noeb:
                 warnings.warn(
                     f"Empirical-Bayes priors could not be estimated for site(s) {_names(noeb)} "
                     "(fewer than two usable features, or no spread across features); their "
                     "location/scale estimates are used unshrunk (as eb=False).",
                     DataWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-        slow = [codes.levels[i] for i in np.flatnonzero(~fit.converged)]
+        slow = [levels[i] for i in np.flatnonzero(~fit.converged)]
         if slow:
             warnings.warn(
                 f"The parametric EB iteration did not reach tol={self.tol} within "
                 f"max_iter={self.max_iter} for site(s) {_names(slow)}; raise max_iter.",
                 SitekitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         adjusted = use.copy()
         if ref is not None:
             adjusted[ref] = False
         priors = {
-            "site": list(codes.levels),
+            "site": list(levels),
             "n_samples": counts.astype(np.int64),
             "n_features_used": use.sum(axis=1).astype(np.int64),
             "gamma_bar": fit.gamma_bar,
@@ -510,10 +531,10 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "converged": fit.converged,
         }
         return {
-            "sites": list(codes.levels),
-            "ref": None if ref is None else int(ref),
+            "sites": list(levels),
+            "ref": ref,
             "covariate_encoding": encoding,
-            "covariate_columns": cov_names + extra_names,
+            "covariate_columns": list(column_names),
             "gamma_star_": fit.gamma_star,
             "delta_star_": fit.delta_star,
             "gamma_hat_": fit.gamma_hat,

@@ -866,145 +866,18 @@ def fit_from_moments(
     ComBat
         ``estimator``, fitted.
     """
-    import warnings
-
-    from sitekit.exceptions import DataWarning, SitekitWarning
-    from sitekit.harmonize import _eb
-    from sitekit.harmonize._combat import _names
-    from sitekit.harmonize._design import covariate_column_names, encode_sites
+    from sitekit.harmonize._design import covariate_column_names
 
     estimator._check_params()
-    K, F = len(sites), int(n_features)
     counts = np.asarray(site_counts, dtype=np.int64)
-    ref = None
-    if estimator.ref_site is not None:
-        try:
-            ref = int(encode_sites([estimator.ref_site], levels=list(sites)).codes[0])
-        except UnknownSiteError:
-            raise UnknownSiteError(
-                f"The 'ref_site' parameter of ComBat must be one of the sites {list(sites)}. "
-                f"Got {estimator.ref_site!r} instead."
-            ) from None
-    lonely = [sites[i] for i in np.flatnonzero(counts == 1)]
-    if lonely and not estimator.mean_only:
-        warnings.warn(
-            f"Site(s) {_names(lonely)} have a single sample: their scale cannot be "
-            "estimated, so only their location is adjusted (mean-only for those sites).",
-            DataWarning,
-            stacklevel=3,
-        )
+    ref = estimator._reference_index(list(sites), counts)
     if features is not None and all(isinstance(f, str) for f in features):
         estimator.feature_names_in_ = np.asarray(features, dtype=object)
     elif hasattr(estimator, "feature_names_in_"):
         del estimator.feature_names_in_
-    estimator.n_features_in_ = F
-    cov_names = covariate_column_names(encoding)
-    n, r1, r2 = moments.n, moments.r1, moments.r2
-    site_coef, cov_beta = beta[:K], beta[K:]
-
-    present = n > 0
-    if ref is not None:
-        grand_mean = np.where(present[ref], site_coef[ref], np.nan)
-    else:
-        w = counts[:, None] * present
-        with np.errstate(invalid="ignore", divide="ignore"):
-            grand_mean = (w * np.where(present, site_coef, 0.0)).sum(axis=0) / w.sum(axis=0)
-    var_pooled = _eb.pooled_variance(n, r1, r2, ref=ref)
-
-    all_nan = ~present.any(axis=0)
-    ymin, ymax = moments.ymin, moments.ymax
-    with np.errstate(invalid="ignore"):
-        const_all = (
-            np.nanmax(np.where(present, ymax, -np.inf), axis=0)
-            == np.nanmin(np.where(present, ymin, np.inf), axis=0)
-        ) & ~all_nan
-        const_site = ((ymax == ymin) & (n >= 2)).any(axis=0) & ~const_all & ~all_nan
-    no_ref = np.zeros(F, dtype=bool) if ref is None else (~present[ref] & ~all_nan)
-    bad_var = ~(var_pooled > 0) & ~all_nan & ~const_all & ~const_site & ~no_ref
-    skip = all_nan | const_all | const_site | no_ref | bad_var
-    feat_names = estimator._feature_labels(F)
-    for mask, why in (
-        (all_nan, "are missing (NaN) in every sample"),
-        (const_all, "are constant"),
-        (const_site, "are constant within a site"),
-        (no_ref, "have no observed value in the reference site"),
-        (bad_var, "have zero residual variance after the covariates"),
-    ):
-        if mask.any():
-            warnings.warn(
-                f"Feature(s) {_names(feat_names[mask])} {why}; they are returned unchanged.",
-                DataWarning,
-                stacklevel=3,
-            )
-    site_missing = ~present & ~skip[None, :]
-    for i in np.flatnonzero(site_missing.any(axis=1)):
-        warnings.warn(
-            f"Site {sites[i]!r} has no observed value of feature(s) "
-            f"{_names(feat_names[site_missing[i]])}; new samples of that site keep those "
-            "features unchanged.",
-            DataWarning,
-            stacklevel=3,
-        )
-    use = present & ~skip[None, :]
-    safe_var = np.where(skip, 1.0, var_pooled)
-    offset = np.where(present, site_coef - np.where(skip, 0.0, grand_mean), 0.0)
-    s1, s2, m2 = _eb.standardized_moments(n, r1, r2, offset, safe_var)
-    fit = _eb.fit_eb(
-        n, s1, s2, m2=m2, use=use, parametric=estimator.parametric,
-        mean_only=estimator.mean_only, eb=estimator.eb, ref=ref, tol=estimator.tol,
-        max_iter=estimator.max_iter,
-    )
-    if estimator.eb:
-        noeb = [sites[i] for i in range(K) if i != ref and use[i].any() and not fit.eb_used[i]]
-        if noeb:
-            warnings.warn(
-                f"Empirical-Bayes priors could not be estimated for site(s) {_names(noeb)} "
-                "(fewer than two usable features, or no spread across features); their "
-                "location/scale estimates are used unshrunk (as eb=False).",
-                DataWarning,
-                stacklevel=3,
-            )
-    slow = [sites[i] for i in np.flatnonzero(~fit.converged)]
-    if slow:
-        warnings.warn(
-            f"The parametric EB iteration did not reach tol={estimator.tol} within "
-            f"max_iter={estimator.max_iter} for site(s) {_names(slow)}; raise max_iter.",
-            SitekitWarning,
-            stacklevel=3,
-        )
-    adjusted = use.copy()
-    if ref is not None:
-        adjusted[ref] = False
-    priors = {
-        "site": list(sites),
-        "n_samples": counts,
-        "n_features_used": use.sum(axis=1).astype(np.int64),
-        "gamma_bar": fit.gamma_bar,
-        "tau2": fit.tau2,
-        "a_prior": fit.a_prior,
-        "b_prior": fit.b_prior,
-        "eb": fit.eb_used,
-        "mean_only": fit.mean_only_site,
-        "n_iter": fit.n_iter,
-        "converged": fit.converged,
-    }
+    estimator.n_features_in_ = int(n_features)
+    columns = covariate_column_names(encoding) + list(extra_names)
     estimator._set_state(
-        {
-            "sites": list(sites),
-            "ref": ref,
-            "covariate_encoding": encoding,
-            "covariate_columns": cov_names + list(extra_names),
-            "gamma_star_": fit.gamma_star,
-            "delta_star_": fit.delta_star,
-            "gamma_hat_": fit.gamma_hat,
-            "delta_hat_": fit.delta_hat,
-            "grand_mean_": np.where(skip, np.nan, grand_mean),
-            "var_pooled_": np.where(skip, np.nan, var_pooled),
-            "beta_": cov_beta,
-            "site_coef_": site_coef,
-            "n_per_site_": n,
-            "adjusted_": adjusted,
-            "priors": priors,
-        }
+        estimator._finish_fit(list(sites), counts, ref, beta, moments, encoding, columns)
     )
     return estimator
