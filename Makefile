@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sitekit-installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean docs
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,4 +30,8 @@ bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit $$?; done
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache docs/_build docs/auto_examples docs/api docs/sg_execution_times.rst
+
+# The documentation site (Sphinx): warnings are errors and the gallery examples are executed.
+docs: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
