@@ -26,6 +26,7 @@ from sitekit.exceptions import ModelFileError, ValidationError
 from sitekit.harmonize._combat import ComBat
 from sitekit.harmonize._covbat import (
     _json_params,
+    _take,
     load_model_file,
     pack_combat,
     save_model_file,
@@ -555,13 +556,4 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if hasattr(first, "feature_names_in_"):
             model.feature_names_in_ = first.feature_names_in_
         return model
-
-
-def _take(obj, rows: np.ndarray):
-    """Rows of X / covariates by position (pandas keeps its index for alignment)."""
-    if obj is None:
-        return None
-    if isinstance(obj, pd.DataFrame | pd.Series):
-        return obj.iloc[rows]
-    return np.asarray(obj)[rows]
 
