@@ -92,6 +92,17 @@ def test_order_strategies(crossed_batches, order):
         assert model.order_ == order
     elif order == "exhaustive":
         assert len(model.order_scores_) == 2
+        best = model.order_scores_.sort_values(["n_significant", "sum_statistic"]).iloc[0]
+        assert best["chosen"] and best["order"] == ",".join(model.order_)
+    else:  # greedy (regression, issue 14 item 10: this case asserted nothing)
+        assert len(model.order_scores_) == 1  # only its final order is evaluated
+        assert sorted(model.order_) == ["recon", "vendor"]
+        # its first step is the variable whose harmonisation alone leaves the least effect
+        scores = {}
+        for col in ("vendor", "recon"):
+            out = NestedComBat(batch_cols=[col]).fit_transform(X, batches=batches, covariates=cov)
+            scores[col] = NestedComBat._score(batch_effect_test(out, batches))
+        assert model.order_[0] == min(scores, key=scores.get)
 
 
 def test_greedy_for_many_batch_variables():
