@@ -73,8 +73,22 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         about 0.1 feature SD. ``"pooled"`` is kept so that models and results of sitekit
         0.1 can be reproduced; it has no known advantage over ``"sample"``, which is the
         published method.
-    parametric, mean_only, eb, ref_site, categorical, continuous, smooth, tol, max_iter
-        Passed to the first-stage :class:`~sitekit.harmonize.ComBat` (see there).
+    parametric : bool, default=True
+        Parametric or non-parametric empirical Bayes in the first-stage
+        :class:`~sitekit.harmonize.ComBat`.
+    mean_only : bool, default=False
+        First stage adjusts the location only.
+    eb : bool, default=True
+        Empirical-Bayes shrinkage in the first stage.
+    ref_site : str or int, default=None
+        Reference site of both stages: the model is that site's and the other sites are
+        mapped onto it (see :class:`~sitekit.harmonize.ComBat`).
+    categorical : list of str, default=None
+        Covariate columns to one-hot encode.
+    continuous : list of str, default=None
+        Covariate columns to use as numbers.
+    smooth : list of str or dict, default=None
+        ComBat-GAM spline terms of the first stage.
     target_site : str or int, default=None
         M-ComBat for both stages: every site, this one included, is mapped onto this
         site's feature location/scale (first stage) and onto its principal-component
@@ -89,6 +103,10 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         there are few scores to borrow strength from).
     score_parametric : bool, default=True
         Parametric priors in the score-stage ComBat (only with ``score_eb=True``).
+    tol : float, default=1e-4
+        Relative convergence tolerance of the parametric EB iteration (both stages).
+    max_iter : int, default=1000
+        Iteration cap of the parametric EB (both stages).
 
     Attributes
     ----------
@@ -108,6 +126,8 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Fraction of the scaled residual variance along each row of ``components_``.
     n_components_ : int
         Number of harmonised components.
+    n_iter_ : int
+        Parametric EB iterations of the first stage (see ``ComBat.n_iter_``).
     sites_ : ndarray
         Site names seen in fit.
     n_features_in_ : int
@@ -172,6 +192,11 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # NaN cells pass through, as in ComBat
         return tags
+
+    @property
+    def n_iter_(self) -> int:
+        check_is_fitted(self, "combat_")
+        return int(self.combat_.n_iter_)
 
     # ------------------------------------------------------------------ helpers
     def _combat_params(self) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -127,6 +127,23 @@ def _rank_columns(arr: np.ndarray):
     return finite, ranks, n_tot, tie
 
 
+def _check_X(X):
+    """X as a DataFrame or 2-D array; sparse input is refused the scikit-learn way."""
+    if sparse.issparse(X):
+        raise TypeError(
+            "NestedComBat: sparse data was passed for X, but dense data is required; pass "
+            "X.toarray() (harmonised features are dense anyway)."
+        )
+    Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+    if Xa.ndim != 2:
+        raise ValidationError(
+            f"NestedComBat: X must be 2-dimensional (n_samples, n_features); got shape "
+            f"{Xa.shape}. Reshape your data with X.reshape(-1, 1) for one feature or "
+            "X.reshape(1, -1) for one sample."
+        )
+    return Xa
+
+
 class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat over several batch variables, one after the other, in the best order.
 
@@ -148,10 +165,29 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         variable whose harmonisation leaves the smallest effect, ``"auto"`` is exhaustive
         for up to four variables and greedy beyond, ``"given"`` (or an explicit list of
         the batch columns) harmonises in that order without a search.
-    parametric, mean_only, eb, categorical, continuous, smooth, tol, max_iter
-        Passed to every :class:`~sitekit.harmonize.ComBat` step.
+    parametric : bool, default=True
+        Parametric or non-parametric empirical Bayes in every ComBat step.
+    mean_only : bool, default=False
+        Adjust the location only, in every step.
+    eb : bool, default=True
+        Empirical-Bayes shrinkage in every step.
+    ref_site : dict, default=None
+        Reference level per batch variable, ``{batch column: level}`` (columns may be left
+        out): the step of that variable maps its other levels onto the reference level,
+        whose rows it returns unchanged (ComBat's ``ref_site``); samples at the reference
+        level of every variable come back unchanged.
+    categorical : list of str, default=None
+        Covariate columns to one-hot encode (see :class:`~sitekit.harmonize.ComBat`).
+    continuous : list of str, default=None
+        Covariate columns to use as numbers.
+    smooth : list of str or dict, default=None
+        ComBat-GAM spline terms for continuous covariates, in every step.
     alpha : float, default=0.05
         FDR level of the batch-effect tests that rank the orders.
+    tol : float, default=1e-4
+        Relative convergence tolerance of the parametric EB iteration of every step.
+    max_iter : int, default=1000
+        Iteration cap of the parametric EB of every step.
 
     Attributes
     ----------
@@ -166,6 +202,9 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         :func:`batch_effect_test` of the harmonised training data.
     levels_ : dict
         The levels of every batch variable seen in training.
+    n_iter_ : int
+        Largest number of parametric EB iterations over the steps (0 when nothing
+        iterates).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` was a DataFrame.
@@ -191,6 +230,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         parametric: bool = True,
         mean_only: bool = False,
         eb: bool = True,
+        ref_site=None,
         categorical=None,
         continuous=None,
         smooth=None,
@@ -203,6 +243,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.parametric = parametric
         self.mean_only = mean_only
         self.eb = eb
+        self.ref_site = ref_site
         self.categorical = categorical
         self.continuous = continuous
         self.smooth = smooth
@@ -215,10 +256,18 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True  # NaN cells pass through, as in ComBat
         return tags
 
+    @property
+    def n_iter_(self) -> int:
+        check_is_fitted(self, "steps_")
+        return max(int(step.n_iter_) for step in self.steps_)
+
     # ------------------------------------------------------------------ helpers
-    def _combat_params(self) -> dict:
+    def _combat_params(self, col: str | None = None) -> dict:
+        refs = {str(k): v for k, v in (self.ref_site or {}).items()}
+        ref = None if col is None else refs.get(col)
         params = dict(
             parametric=self.parametric, mean_only=self.mean_only, eb=self.eb,
+            ref_site=None if ref is None else str(ref),
             categorical=self.categorical, continuous=self.continuous,
             tol=self.tol, max_iter=self.max_iter,
         )
@@ -251,6 +300,18 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                       low_inclusive=False)
         for name in ("parametric", "mean_only", "eb"):
             check_bool(getattr(self, name), name=name, owner="NestedComBat")
+        if self.ref_site is not None:
+            if not isinstance(self.ref_site, dict):
+                raise ValidationError(
+                    "The 'ref_site' parameter of NestedComBat must be None or a dict "
+                    f"{{batch column: reference level}}. Got {self.ref_site!r} instead."
+                )
+            unknown = [k for k in self.ref_site if str(k) not in cols]
+            if unknown:
+                raise ValidationError(
+                    f"The 'ref_site' parameter of NestedComBat names {unknown}, which are not "
+                    f"batch columns; use keys among batch_cols {cols}."
+                )
         return cols
 
     def _check_batches(self, batches, n_samples: int, cols: list[str]) -> pd.DataFrame:
@@ -302,7 +363,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         for col in order:
             key = key + (col,)
             if key not in cache:
-                step = ComBat(**self._combat_params())
+                step = ComBat(**self._combat_params(col))
                 out = step.fit_transform(data, sites=batches[col].to_numpy(), covariates=covariates)
                 cache[key] = (step, out)
             step, data = cache[key]
@@ -331,9 +392,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X, *, batches, covariates):
         cols = self._check_params()
-        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
-        if Xa.ndim != 2:
-            raise ValidationError(f"X must be 2-dimensional; got shape {Xa.shape}.")
+        Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], cols)
         cache: dict = {}
         evaluated: dict = {}
@@ -423,9 +482,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_new : same type and shape as ``X``
         """
         check_is_fitted(self, "steps_")
-        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
-        if Xa.ndim != 2:
-            raise ValidationError(f"X must be 2-dimensional; got shape {Xa.shape}.")
+        Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
         out = Xa
         for col, step in zip(self.order_, self.steps_):
@@ -460,7 +517,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             No batch level in ``batches`` is new (use :meth:`transform`).
         """
         check_is_fitted(self, "steps_")
-        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+        Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
         adapted = copy.deepcopy(self)
         data = Xa
