@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -209,6 +210,17 @@ def check_get_set_params_and_clone(est):
         fresh.set_params(not_a_parameter=1)
 
 
+def check_sparse_refused(est):
+    """Sparse X is refused the scikit-learn way: a TypeError asking for dense data."""
+    X, sites = _cohort(seed=4)
+    assert est.__sklearn_tags__().input_tags.sparse is False
+    with pytest.raises(TypeError, match="dense data is required"):
+        clone(est).fit(sparse.csr_matrix(X), sites=sites)
+    fitted = clone(est).fit(X, sites=sites)
+    with pytest.raises(TypeError, match="dense data is required"):
+        fitted.transform(sparse.csr_matrix(X), sites=sites)
+
+
 def check_save_load_round_trip(est, tmp_path):
     if not hasattr(est, "save"):
         return
@@ -224,6 +236,7 @@ SITEKIT_CHECKS = [
     check_single_site_raises,
     check_docstring_parameters,
     check_get_set_params_and_clone,
+    check_sparse_refused,
     check_save_load_round_trip,
 ]
 

@@ -131,8 +131,8 @@ def _check_X(X):
     """X as a DataFrame or 2-D array; sparse input is refused the scikit-learn way."""
     if sparse.issparse(X):
         raise TypeError(
-            "NestedComBat: sparse data was passed for X, but dense data is required; pass "
-            "X.toarray() (harmonised features are dense anyway)."
+            "NestedComBat: sparse data was passed for X, but dense data is required. Use "
+            "'.toarray()' to convert to a dense numpy array."
         )
     Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
     if Xa.ndim != 2:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ext_data import make_crossed_batches
-from scipy import stats
+from scipy import sparse, stats
 
 from sitekit.exceptions import ModelFileError, UnknownSiteError, ValidationError
 from sitekit.harmonize import ComBat, NestedComBat
@@ -190,3 +190,45 @@ def test_adapt_new_level_of_one_batch_variable(crossed_batches):
     assert _n_significant(out, batches)["vendor"] == 0
     with pytest.raises(ValidationError, match="already known"):
         adapted.adapt(X[~train], batches=batches[~train], covariates=cov[~train])
+
+
+def test_ref_site_per_batch_variable(crossed_batches):
+    """NestedComBat accepts ref_site (issue 13): one reference level per batch variable."""
+    X, batches, cov = crossed_batches
+    ref = {"vendor": "GE", "recon": "OSEM"}
+    model = NestedComBat(batch_cols=["vendor", "recon"], ref_site=ref)
+    out = model.fit_transform(X, batches=batches, covariates=cov)
+    for col, step in zip(model.order_, model.steps_):
+        assert step.ref_site == ref[col]
+    both = ((batches["vendor"] == "GE") & (batches["recon"] == "OSEM")).to_numpy()
+    np.testing.assert_allclose(out[both].to_numpy(), X[both].to_numpy(), rtol=0, atol=1e-9)
+    assert not np.allclose(out[~both].to_numpy(), X[~both].to_numpy())
+    partial = NestedComBat(batch_cols=["vendor", "recon"], order="given", ref_site={"recon": "OSEM"})
+    partial.fit(X, batches=batches, covariates=cov)
+    assert [s.ref_site for s in partial.steps_] == [None, "OSEM"]
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("GE", "must be None or a dict"),
+    ({"scanner": "GE"}, "not batch columns"),
+])
+def test_ref_site_bad(crossed_batches, bad, match):
+    X, batches, _ = crossed_batches
+    with pytest.raises(ValidationError, match=match):
+        NestedComBat(batch_cols=["vendor", "recon"], ref_site=bad).fit(X, batches=batches)
+
+
+def test_ref_site_unknown_level(crossed_batches):
+    X, batches, _ = crossed_batches
+    with pytest.raises(UnknownSiteError, match="ref_site"):
+        NestedComBat(batch_cols=["vendor", "recon"], order="given",
+                     ref_site={"vendor": "Canon"}).fit(X, batches=batches)
+
+
+def test_sparse_and_1d_input_refused_the_sklearn_way(crossed_batches):
+    """Regression: sparse X gave 'X must be 2-dimensional'; 1-D X must say how to reshape."""
+    X, batches, _ = crossed_batches
+    with pytest.raises(TypeError, match="dense data is required"):
+        NestedComBat(batch_cols=["vendor", "recon"]).fit(sparse.csr_matrix(X.to_numpy()), batches=batches)
+    with pytest.raises(ValidationError, match="Reshape your data"):
+        NestedComBat(batch_cols=["vendor", "recon"]).fit(X.to_numpy()[:, 0], batches=batches)
