@@ -46,7 +46,9 @@ HARMONISERS = [
     ComBat(target_site="a"),
     CovBat(),
     CovBat(pca_scaling="pooled"),
+    CovBat(target_site="a"),
     NestedComBat(batch_cols=["b"]),
+    NestedComBat(batch_cols=["b"], ref_site={"b": "a"}),
 ]
 
 _NO_ITERATION = (

@@ -182,6 +182,15 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Covariate columns to use as numbers.
     smooth : list of str or dict, default=None
         ComBat-GAM spline terms for continuous covariates, in every step.
+    target_site : dict, default=None
+        Target level per batch variable, ``{batch column: level}``: the step of that
+        variable maps every level, the target included, onto the target's location and
+        scale (ComBat's ``target_site``, M-ComBat). A column cannot have both a
+        ``ref_site`` and a ``target_site``.
+    unseen_sites : {"error", "adapt"}, default="error"
+        What :meth:`transform` does with samples whose batch levels fit never saw: raise
+        :class:`~sitekit.exceptions.UnknownSiteError`, or adapt the model to those levels
+        from the samples being transformed (:meth:`adapt`) and harmonise them.
     alpha : float, default=0.05
         FDR level of the batch-effect tests that rank the orders.
     tol : float, default=1e-4
@@ -234,6 +243,8 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         categorical=None,
         continuous=None,
         smooth=None,
+        target_site=None,
+        unseen_sites: str = "error",
         alpha: float = 0.05,
         tol: float = 1e-4,
         max_iter: int = 1000,
@@ -247,6 +258,8 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.categorical = categorical
         self.continuous = continuous
         self.smooth = smooth
+        self.target_site = target_site
+        self.unseen_sites = unseen_sites
         self.alpha = alpha
         self.tol = tol
         self.max_iter = max_iter
@@ -264,10 +277,13 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ helpers
     def _combat_params(self, col: str | None = None) -> dict:
         refs = {str(k): v for k, v in (self.ref_site or {}).items()}
+        targets = {str(k): v for k, v in (self.target_site or {}).items()}
         ref = None if col is None else refs.get(col)
+        target = None if col is None else targets.get(col)
         params = dict(
             parametric=self.parametric, mean_only=self.mean_only, eb=self.eb,
             ref_site=None if ref is None else str(ref),
+            target_site=None if target is None else str(target),
             categorical=self.categorical, continuous=self.continuous,
             tol=self.tol, max_iter=self.max_iter,
         )
@@ -300,18 +316,29 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                       low_inclusive=False)
         for name in ("parametric", "mean_only", "eb"):
             check_bool(getattr(self, name), name=name, owner="NestedComBat")
-        if self.ref_site is not None:
-            if not isinstance(self.ref_site, dict):
+        check_option(self.unseen_sites, ("error", "adapt"), name="unseen_sites",
+                     owner="NestedComBat")
+        for name in ("ref_site", "target_site"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
                 raise ValidationError(
-                    "The 'ref_site' parameter of NestedComBat must be None or a dict "
-                    f"{{batch column: reference level}}. Got {self.ref_site!r} instead."
+                    f"The '{name}' parameter of NestedComBat must be None or a dict "
+                    f"{{batch column: level}}. Got {value!r} instead."
                 )
-            unknown = [k for k in self.ref_site if str(k) not in cols]
+            unknown = [k for k in value if str(k) not in cols]
             if unknown:
                 raise ValidationError(
-                    f"The 'ref_site' parameter of NestedComBat names {unknown}, which are not "
+                    f"The '{name}' parameter of NestedComBat names {unknown}, which are not "
                     f"batch columns; use keys among batch_cols {cols}."
                 )
+        both = {str(k) for k in self.ref_site or {}} & {str(k) for k in self.target_site or {}}
+        if both:
+            raise ValidationError(
+                f"NestedComBat: batch column(s) {sorted(both)} have both a 'ref_site' and a "
+                "'target_site'; choose one per column."
+            )
         return cols
 
     def _check_batches(self, batches, n_samples: int, cols: list[str]) -> pd.DataFrame:
@@ -484,6 +511,16 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "steps_")
         Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
+        if self.unseen_sites == "adapt":
+            new = np.zeros(len(batches), dtype=bool)
+            for col in self.batch_cols_:
+                new |= ~batches[col].isin(self.levels_[col]).to_numpy()
+            if new.any():
+                rows = np.flatnonzero(new)
+                model = self.adapt(_take(Xa, rows), batches=batches.iloc[rows],
+                                   covariates=_take(covariates, rows))
+                model.unseen_sites = "error"
+                return model.transform(Xa, batches=batches, covariates=covariates)
         out = Xa
         for col, step in zip(self.order_, self.steps_):
             out = step.transform(out, sites=batches[col].to_numpy(), covariates=covariates)

@@ -232,3 +232,37 @@ def test_sparse_and_1d_input_refused_the_sklearn_way(crossed_batches):
         NestedComBat(batch_cols=["vendor", "recon"]).fit(sparse.csr_matrix(X.to_numpy()), batches=batches)
     with pytest.raises(ValidationError, match="Reshape your data"):
         NestedComBat(batch_cols=["vendor", "recon"]).fit(X.to_numpy()[:, 0], batches=batches)
+
+
+def test_target_site_per_batch_variable(crossed_batches):
+    X, batches, cov = crossed_batches
+    model = NestedComBat(batch_cols=["vendor", "recon"], order="given",
+                         target_site={"vendor": "Siemens"})
+    out = model.fit_transform(X, batches=batches, covariates=cov)
+    assert [s.target_site for s in model.steps_] == ["Siemens", None]
+    # the vendor step alone equals ComBat with that target site
+    first = ComBat(target_site="Siemens").fit_transform(
+        X, sites=batches["vendor"].to_numpy(), covariates=cov)
+    second = ComBat().fit_transform(first, sites=batches["recon"].to_numpy(), covariates=cov)
+    np.testing.assert_allclose(out.to_numpy(), second.to_numpy(), rtol=0, atol=1e-10)
+    with pytest.raises(ValidationError, match="both a 'ref_site' and a 'target_site'"):
+        NestedComBat(batch_cols=["vendor", "recon"], ref_site={"vendor": "GE"},
+                     target_site={"vendor": "GE"}).fit(X, batches=batches)
+
+
+def test_unseen_sites_adapt_equals_adapt(crossed_batches):
+    X, batches, cov = crossed_batches
+    train = (batches["vendor"] != "Philips").to_numpy()
+    model = NestedComBat(batch_cols=["vendor", "recon"], unseen_sites="adapt").fit(
+        X[train], batches=batches[train], covariates=cov[train])
+    out = model.transform(X, batches=batches, covariates=cov)
+    explicit = model.adapt(X[~train], batches=batches[~train], covariates=cov[~train]).transform(
+        X, batches=batches, covariates=cov)
+    pd.testing.assert_frame_equal(out, explicit)
+    assert model.levels_["vendor"] == ["GE", "Siemens"]  # transform leaves the model as it was
+    strict = NestedComBat(batch_cols=["vendor", "recon"]).fit(
+        X[train], batches=batches[train], covariates=cov[train])
+    with pytest.raises(UnknownSiteError):
+        strict.transform(X, batches=batches, covariates=cov)
+    with pytest.raises(ValidationError, match="unseen_sites"):
+        NestedComBat(batch_cols=["vendor"], unseen_sites="skip").fit(X, batches=batches)
