@@ -120,8 +120,9 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     pca_mean_ : ndarray of shape (n_features,)
         Mean of the standardised residuals.
     pca_scale_ : ndarray of shape (n_features,)
-        Divisor of the centred standardised residuals before the PCA (the feature's
-        sample SD with ``pca_scaling="sample"``; 1 for features left out of the PCA).
+        Divisor of the centred standardised residuals before the PCA: their sample SD
+        with ``pca_scaling="sample"``, 1 with ``"pooled"``, ``1 / sqrt(sigma2)`` with
+        ``"none"``; 1 for features left out of the PCA.
     explained_variance_ratio_ : ndarray of shape (n_axes,)
         Fraction of the scaled residual variance along each row of ``components_``.
     n_components_ : int
@@ -138,7 +139,8 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     -----
     NaN cells: the first stage handles them as ComBat does.  For the projection a missing
     standardised residual is taken as 0 (the feature at its covariate-predicted value),
-    and the cell is NaN again in the output.  Features that ComBat returns unchanged
+    also in the mean and SD used to centre and scale it, and the cell is NaN again in the
+    output (the reference R code does not accept missing values).  Features that ComBat returns unchanged
     (constant within a site, or overall) are left out of the PCA and returned as ComBat
     returned them.
 
