@@ -1,12 +1,14 @@
 """CovBat: ComBat, then harmonisation of the site covariance (Chen et al., HBM 2022).
 
 ComBat removes the site's location and scale feature by feature but leaves the site's
-*covariance* (how features vary together) as it was.  CovBat takes the ComBat-adjusted,
-standardised residuals, finds their principal components across all sites, and removes
-the site location/scale of the leading component scores with a second (plain,
-covariate-free) ComBat; the scores are then rotated back and the covariate effects and
-pooled scale restored.  Both stages are ordinary :class:`~sitekit.harmonize.ComBat`
-models, so CovBat inherits their validation, NaN handling and persistence.
+*covariance* (how features vary together) as it was.  CovBat takes the ComBat-adjusted
+residuals, scales each feature to unit sample SD (as the reference R code ``covbat()``
+does by default), finds their principal components across all sites, and removes the
+site location/scale of the leading component scores with a second (plain,
+covariate-free) ComBat; the scores are then rotated back and the scaling, covariate
+effects and grand mean restored.  Both stages are ordinary
+:class:`~sitekit.harmonize.ComBat` models, so CovBat inherits their validation, NaN
+handling and persistence.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._typing import PathLike
-from sitekit._validation import check_bool, check_number
+from sitekit._validation import check_bool, check_number, check_option
 from sitekit._version import __version__
 from sitekit.exceptions import DataWarning, MissingFileError, ModelFileError, ValidationError
 from sitekit.harmonize import _combat
@@ -38,28 +40,73 @@ __all__ = ["CovBat"]
 class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat followed by harmonisation of the site covariance structure.
 
-    Steps (Chen et al. 2022):
+    Steps (Chen et al. 2022; the reference R function ``covbat()``):
 
     1. ComBat with the given covariates; ``R = (Y* - alpha - C beta) / sqrt(sigma2)``, the
        adjusted data as standardised residuals.
-    2. PCA of ``R`` over all training samples (centred): ``R = mu + S V'``.
+    2. PCA of the centred and scaled residuals over all training samples:
+       ``(R - mu) / s = S V'`` with ``s`` set by ``pca_scaling``.
     3. The first ``k`` score columns of ``S`` are harmonised by a covariate-free ComBat
        over the sites (``score_eb``/``score_parametric``); the other scores stay.
-    4. ``Y = alpha + C beta + sqrt(sigma2) (mu + S* V')``.
+    4. ``Y = alpha + C beta + sqrt(sigma2) (mu + s S* V')``.
+
+    With the defaults the output equals the reference R code (``covbat()`` with
+    ``std.var=TRUE``) to about 1e-13 feature SD once both iterate the first-stage
+    empirical Bayes to convergence (``tol=1e-12`` here, ``it.sol(conv=1e-12)`` there); at
+    both tools' default tolerances they differ by the reference's stopping rule only
+    (below 2e-5 feature SD on the validation data).
 
     Parameters
     ----------
     n_components : int, float or None, default=0.95
-        Principal components whose site location/scale is harmonised: an int is a count,
-        a float in (0, 1] the smallest number of components explaining at least that
-        fraction of the residual variance (CovBat's ``percent.var``), ``None`` all of them.
-    parametric, mean_only, eb, ref_site, categorical, continuous, smooth, tol, max_iter
-        Passed to the first-stage :class:`~sitekit.harmonize.ComBat`.
+        Principal components whose site location/scale is harmonised: an int is a count
+        (the reference's ``n.pc``), a float in (0, 1] the smallest number of components
+        explaining *more* than that fraction of the residual variance (the reference's
+        ``percent.var``; all components for 1.0), ``None`` all of them.
+    pca_scaling : {"sample", "pooled", "none"}, default="sample"
+        How each feature's residuals are scaled before the PCA. ``"sample"`` divides by
+        their sample SD (ddof=1) over the training samples, as the reference
+        (``std.var=TRUE``, its default); ``"none"`` runs the PCA on the residuals in the
+        features' own units (``std.var=FALSE``); ``"pooled"`` divides by the first-stage
+        ComBat's pooled SD ``sqrt(sigma2)`` (sitekit 0.1's only behaviour). After ComBat
+        the two SDs differ little, but the PCA depends on them and the outputs differ by
+        about 0.1 feature SD. ``"pooled"`` is kept so that models and results of sitekit
+        0.1 can be reproduced; it has no known advantage over ``"sample"``, which is the
+        published method.
+    parametric : bool, default=True
+        Parametric or non-parametric empirical Bayes in the first-stage
+        :class:`~sitekit.harmonize.ComBat`.
+    mean_only : bool, default=False
+        First stage adjusts the location only.
+    eb : bool, default=True
+        Empirical-Bayes shrinkage in the first stage.
+    ref_site : str or int, default=None
+        Reference site of both stages: the model is that site's and the other sites are
+        mapped onto it (see :class:`~sitekit.harmonize.ComBat`).
+    categorical : list of str, default=None
+        Covariate columns to one-hot encode.
+    continuous : list of str, default=None
+        Covariate columns to use as numbers.
+    smooth : list of str or dict, default=None
+        ComBat-GAM spline terms of the first stage.
+    target_site : str or int, default=None
+        M-ComBat for both stages: every site, this one included, is mapped onto this
+        site's feature location/scale (first stage) and onto its principal-component
+        score location/scale (second stage). Cannot be combined with ``ref_site``.
+    unseen_sites : {"error", "adapt"}, default="error"
+        What :meth:`transform` does with samples of sites that fit never saw: raise
+        :class:`~sitekit.exceptions.UnknownSiteError`, or estimate those sites' location
+        and scale in both stages from the samples being transformed (:meth:`adapt`; frozen
+        model and principal axes) and harmonise them.
     score_eb : bool, default=False
         Empirical-Bayes shrinkage in the score-stage ComBat (CovBat's default is off:
         there are few scores to borrow strength from).
     score_parametric : bool, default=True
         Parametric priors in the score-stage ComBat (only with ``score_eb=True``).
+    tol : float, default=1e-4
+        Relative convergence tolerance of the parametric EB iteration (both stages).
+    max_iter : int, default=1000
+        Iteration cap of the parametric EB (both stages).
 
     Attributes
     ----------
@@ -72,9 +119,16 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         (``n_axes <= min(n_samples, n_features)``: axes of zero variance are dropped).
     pca_mean_ : ndarray of shape (n_features,)
         Mean of the standardised residuals.
-    explained_variance_ratio_ : ndarray of shape (n_features,)
+    pca_scale_ : ndarray of shape (n_features,)
+        Divisor of the centred standardised residuals before the PCA: their sample SD
+        with ``pca_scaling="sample"``, 1 with ``"pooled"``, ``1 / sqrt(sigma2)`` with
+        ``"none"``; 1 for features left out of the PCA.
+    explained_variance_ratio_ : ndarray of shape (n_axes,)
+        Fraction of the scaled residual variance along each row of ``components_``.
     n_components_ : int
         Number of harmonised components.
+    n_iter_ : int
+        Parametric EB iterations of the first stage (see ``ComBat.n_iter_``).
     sites_ : ndarray
         Site names seen in fit.
     n_features_in_ : int
@@ -85,7 +139,8 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     -----
     NaN cells: the first stage handles them as ComBat does.  For the projection a missing
     standardised residual is taken as 0 (the feature at its covariate-predicted value),
-    and the cell is NaN again in the output.  Features that ComBat returns unchanged
+    also in the mean and SD used to centre and scale it, and the cell is NaN again in the
+    output (the reference R code does not accept missing values).  Features that ComBat returns unchanged
     (constant within a site, or overall) are left out of the PCA and returned as ComBat
     returned them.
 
@@ -104,6 +159,7 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self,
         *,
         n_components=0.95,
+        pca_scaling: str = "sample",
         parametric: bool = True,
         mean_only: bool = False,
         eb: bool = True,
@@ -111,12 +167,15 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         categorical=None,
         continuous=None,
         smooth=None,
+        target_site=None,
+        unseen_sites: str = "error",
         score_eb: bool = False,
         score_parametric: bool = True,
         tol: float = 1e-4,
         max_iter: int = 1000,
     ) -> None:
         self.n_components = n_components
+        self.pca_scaling = pca_scaling
         self.parametric = parametric
         self.mean_only = mean_only
         self.eb = eb
@@ -124,6 +183,8 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.categorical = categorical
         self.continuous = continuous
         self.smooth = smooth
+        self.target_site = target_site
+        self.unseen_sites = unseen_sites
         self.score_eb = score_eb
         self.score_parametric = score_parametric
         self.tol = tol
@@ -134,12 +195,17 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True  # NaN cells pass through, as in ComBat
         return tags
 
+    @property
+    def n_iter_(self) -> int:
+        check_is_fitted(self, "combat_")
+        return int(self.combat_.n_iter_)
+
     # ------------------------------------------------------------------ helpers
     def _combat_params(self) -> dict:
         params = dict(
             parametric=self.parametric, mean_only=self.mean_only, eb=self.eb,
             ref_site=self.ref_site, categorical=self.categorical, continuous=self.continuous,
-            tol=self.tol, max_iter=self.max_iter,
+            target_site=self.target_site, tol=self.tol, max_iter=self.max_iter,
         )
         if self.smooth is not None:
             params["smooth"] = self.smooth
@@ -147,7 +213,7 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _score_params(self) -> dict:
         return dict(parametric=self.score_parametric, eb=self.score_eb, ref_site=self.ref_site,
-                    tol=self.tol, max_iter=self.max_iter)
+                    target_site=self.target_site, tol=self.tol, max_iter=self.max_iter)
 
     def _check_params(self) -> None:
         n = self.n_components
@@ -164,6 +230,9 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                              low_inclusive=False)
         for name in ("score_eb", "score_parametric"):
             check_bool(getattr(self, name), name=name, owner="CovBat")
+        check_option(self.pca_scaling, ("sample", "pooled", "none"), name="pca_scaling",
+                     owner="CovBat")
+        check_option(self.unseen_sites, ("error", "adapt"), name="unseen_sites", owner="CovBat")
 
     def _residuals(self, combat: ComBat, Y: np.ndarray, X, sites, covariates):
         """Standardised residuals of ComBat-adjusted data, and the mean/scale to undo them."""
@@ -200,9 +269,14 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         n_samples, n_features = R.shape
         # features ComBat leaves untouched (zero variance) stay out of the PCA
         usable = np.isfinite(scale) & (scale > 0) & (np.isfinite(R).sum(axis=0) > 1)
-        Rf = np.where(np.isfinite(R), R, 0.0)[:, usable]
+        Rf = np.where(np.isfinite(R), R, 0.0)
         mu = Rf.mean(axis=0)
-        var, Vt = _pca(Rf - mu)
+        divisor = self._pca_divisor(Rf - mu, scale)
+        usable &= np.isfinite(divisor) & (divisor > 0)
+        divisor = np.where(usable, divisor, 1.0)
+        Rf, mu = Rf[:, usable], mu[usable]
+        Rs = (Rf - mu) / divisor[usable]
+        var, Vt = _pca(Rs)
         ratio = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
         k = self._choose_k(ratio)
         if k == 0:
@@ -214,13 +288,14 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         components[:, usable] = Vt
         pca_mean = np.zeros(n_features)
         pca_mean[usable] = mu
-        scores = (Rf - mu) @ Vt[:k].T
+        scores = Rs @ Vt[:k].T
         score_combat = ComBat(**self._score_params())
         new_scores = np.asarray(score_combat.fit_transform(scores, sites=sites), dtype=float)
         self.combat_ = combat
         self.score_combat_ = score_combat
         self.components_ = components
         self.pca_mean_ = pca_mean
+        self.pca_scale_ = divisor
         self.explained_variance_ratio_ = ratio
         self.n_components_ = int(k)
         self.usable_features_ = usable
@@ -246,15 +321,27 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                     stacklevel=3,
                 )
             return int(min(n, n_max))
+        # the reference: the first component whose cumulative ratio *exceeds* the fraction
         cum = np.cumsum(ratio)
-        return int(min(np.searchsorted(cum, float(n) - 1e-12) + 1, n_max))
+        return int(min(np.searchsorted(cum, float(n), side="right") + 1, n_max))
+
+    def _pca_divisor(self, Rc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Per-feature divisor of the centred standardised residuals ``Rc`` before the PCA."""
+        if self.pca_scaling == "sample":
+            if Rc.shape[0] < 2:
+                return np.zeros(Rc.shape[1])
+            return Rc.std(axis=0, ddof=1)
+        if self.pca_scaling == "none":  # residuals in the features' units
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return 1.0 / scale
+        return np.ones(Rc.shape[1])
 
     def _finish(self, X, Ya, R, mean, scale, scores, new_scores):
         k = self.n_components_
         Vk = self.components_[:k][:, self.usable_features_]
         out = Ya.copy()
         Rf = np.where(np.isfinite(R), R, 0.0)[:, self.usable_features_]
-        R_new = Rf + (new_scores - scores) @ Vk
+        R_new = Rf + ((new_scores - scores) @ Vk) * self.pca_scale_[self.usable_features_]
         cols = np.flatnonzero(self.usable_features_)
         adjusted = mean[:, cols] + scale[cols] * R_new
         keep_nan = ~np.isfinite(Ya[:, cols])
@@ -293,15 +380,28 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_new : same type and shape as ``X``
         """
         check_is_fitted(self, "combat_")
+        if self.unseen_sites == "adapt":
+            new = ~np.isin(self.combat_._prepare(X, sites, covariates, reset=False)[3],
+                           self.sites_)
+            if new.any():
+                rows = np.flatnonzero(new)
+                model = self.adapt(_take(X, rows), sites=_take(sites, rows),
+                                   covariates=_take(covariates, rows))
+                model.unseen_sites = "error"
+                return model.transform(X, sites=sites, covariates=covariates)
         Y = self.combat_.transform(X, sites=sites, covariates=covariates)
         Ya = np.asarray(Y, dtype=float)
         R, mean, scale = self._residuals(self.combat_, Ya, X, sites, covariates)
-        k = self.n_components_
-        Rf = np.where(np.isfinite(R), R, 0.0)[:, self.usable_features_]
-        Vk = self.components_[:k][:, self.usable_features_]
-        scores = (Rf - self.pca_mean_[self.usable_features_]) @ Vk.T
+        scores = self._scores(R)
         new_scores = np.asarray(self.score_combat_.transform(scores, sites=sites), dtype=float)
         return self._finish(X, Ya, R, mean, scale, scores, new_scores)
+
+    def _scores(self, R: np.ndarray) -> np.ndarray:
+        """Scores of standardised residuals ``R`` on the first ``n_components_`` axes."""
+        use = self.usable_features_
+        Rf = np.where(np.isfinite(R), R, 0.0)[:, use]
+        Vk = self.components_[: self.n_components_][:, use]
+        return ((Rf - self.pca_mean_[use]) / self.pca_scale_[use]) @ Vk.T
 
     # ------------------------------------------------------------------ persistence
     def adapt(self, X, *, sites, covariates=None, min_site_size: int = 2) -> CovBat:
@@ -330,9 +430,7 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         combat = self.combat_.adapt(X, sites=sites, covariates=covariates, min_site_size=min_site_size)
         Ya = np.asarray(combat.transform(X, sites=sites, covariates=covariates), dtype=float)
         R, _, _ = self._residuals(combat, Ya, X, sites, covariates)
-        use = self.usable_features_
-        Rf = np.where(np.isfinite(R), R, 0.0)[:, use]
-        scores = (Rf - self.pca_mean_[use]) @ self.components_[: self.n_components_][:, use].T
+        scores = self._scores(R)
         with warnings.catch_warnings():  # the first stage already warned about small sites
             warnings.simplefilter("ignore", DataWarning)
             score_combat = self.score_combat_.adapt(
@@ -368,6 +466,7 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         arrays.update({f"scores__{k}": v for k, v in a2.items()})
         arrays["components"] = self.components_
         arrays["pca_mean"] = self.pca_mean_
+        arrays["pca_scale"] = self.pca_scale_
         arrays["explained_variance_ratio"] = self.explained_variance_ratio_
         arrays["usable_features"] = self.usable_features_.astype(np.uint8)
         meta = {
@@ -393,11 +492,16 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         meta, arrays = load_model_file(path, "CovBat")
         try:
-            model = cls(**meta["params"])
+            params = dict(meta["params"])
+            if "pca_scale" not in arrays:  # written by sitekit 0.1: always the pooled scaling
+                params["pca_scaling"] = "pooled"
+                arrays["pca_scale"] = np.ones(len(arrays["pca_mean"]))
+            model = cls(**params)
             model.combat_ = unpack_combat(_sub(arrays, "combat__"), meta["combat"])
             model.score_combat_ = unpack_combat(_sub(arrays, "scores__"), meta["score_combat"])
             model.components_ = np.asarray(arrays["components"], dtype=float)
             model.pca_mean_ = np.asarray(arrays["pca_mean"], dtype=float)
+            model.pca_scale_ = np.asarray(arrays["pca_scale"], dtype=float)
             model.explained_variance_ratio_ = np.asarray(arrays["explained_variance_ratio"], dtype=float)
             model.usable_features_ = np.asarray(arrays["usable_features"]).astype(bool)
             model.n_components_ = int(meta["n_components"])
@@ -439,6 +543,15 @@ def _pca(Rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w, U = w[keep], U[:, keep]
     Vt = (Rc.T @ U / np.sqrt(w)).T
     return w / denom, Vt
+
+
+def _take(obj, rows: np.ndarray):
+    """Rows of X / sites / covariates by position (pandas keeps its index for alignment)."""
+    if obj is None:
+        return None
+    if isinstance(obj, pd.DataFrame | pd.Series):
+        return obj.iloc[rows]
+    return np.asarray(obj)[rows]
 
 
 def _sub(arrays: dict, prefix: str) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -26,6 +26,7 @@ from sitekit.exceptions import ModelFileError, ValidationError
 from sitekit.harmonize._combat import ComBat
 from sitekit.harmonize._covbat import (
     _json_params,
+    _take,
     load_model_file,
     pack_combat,
     save_model_file,
@@ -126,6 +127,23 @@ def _rank_columns(arr: np.ndarray):
     return finite, ranks, n_tot, tie
 
 
+def _check_X(X):
+    """X as a DataFrame or 2-D array; sparse input is refused the scikit-learn way."""
+    if sparse.issparse(X):
+        raise TypeError(
+            "NestedComBat: sparse data was passed for X, but dense data is required. Use "
+            "'.toarray()' to convert to a dense numpy array."
+        )
+    Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+    if Xa.ndim != 2:
+        raise ValidationError(
+            f"NestedComBat: X must be 2-dimensional (n_samples, n_features); got shape "
+            f"{Xa.shape}. Reshape your data with X.reshape(-1, 1) for one feature or "
+            "X.reshape(1, -1) for one sample."
+        )
+    return Xa
+
+
 class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat over several batch variables, one after the other, in the best order.
 
@@ -147,10 +165,38 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         variable whose harmonisation leaves the smallest effect, ``"auto"`` is exhaustive
         for up to four variables and greedy beyond, ``"given"`` (or an explicit list of
         the batch columns) harmonises in that order without a search.
-    parametric, mean_only, eb, categorical, continuous, smooth, tol, max_iter
-        Passed to every :class:`~sitekit.harmonize.ComBat` step.
+    parametric : bool, default=True
+        Parametric or non-parametric empirical Bayes in every ComBat step.
+    mean_only : bool, default=False
+        Adjust the location only, in every step.
+    eb : bool, default=True
+        Empirical-Bayes shrinkage in every step.
+    ref_site : dict, default=None
+        Reference level per batch variable, ``{batch column: level}`` (columns may be left
+        out): the step of that variable maps its other levels onto the reference level,
+        whose rows it returns unchanged (ComBat's ``ref_site``); samples at the reference
+        level of every variable come back unchanged.
+    categorical : list of str, default=None
+        Covariate columns to one-hot encode (see :class:`~sitekit.harmonize.ComBat`).
+    continuous : list of str, default=None
+        Covariate columns to use as numbers.
+    smooth : list of str or dict, default=None
+        ComBat-GAM spline terms for continuous covariates, in every step.
+    target_site : dict, default=None
+        Target level per batch variable, ``{batch column: level}``: the step of that
+        variable maps every level, the target included, onto the target's location and
+        scale (ComBat's ``target_site``, M-ComBat). A column cannot have both a
+        ``ref_site`` and a ``target_site``.
+    unseen_sites : {"error", "adapt"}, default="error"
+        What :meth:`transform` does with samples whose batch levels fit never saw: raise
+        :class:`~sitekit.exceptions.UnknownSiteError`, or adapt the model to those levels
+        from the samples being transformed (:meth:`adapt`) and harmonise them.
     alpha : float, default=0.05
         FDR level of the batch-effect tests that rank the orders.
+    tol : float, default=1e-4
+        Relative convergence tolerance of the parametric EB iteration of every step.
+    max_iter : int, default=1000
+        Iteration cap of the parametric EB of every step.
 
     Attributes
     ----------
@@ -165,6 +211,9 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         :func:`batch_effect_test` of the harmonised training data.
     levels_ : dict
         The levels of every batch variable seen in training.
+    n_iter_ : int
+        Largest number of parametric EB iterations over the steps (0 when nothing
+        iterates).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` was a DataFrame.
@@ -190,9 +239,12 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         parametric: bool = True,
         mean_only: bool = False,
         eb: bool = True,
+        ref_site=None,
         categorical=None,
         continuous=None,
         smooth=None,
+        target_site=None,
+        unseen_sites: str = "error",
         alpha: float = 0.05,
         tol: float = 1e-4,
         max_iter: int = 1000,
@@ -202,9 +254,12 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.parametric = parametric
         self.mean_only = mean_only
         self.eb = eb
+        self.ref_site = ref_site
         self.categorical = categorical
         self.continuous = continuous
         self.smooth = smooth
+        self.target_site = target_site
+        self.unseen_sites = unseen_sites
         self.alpha = alpha
         self.tol = tol
         self.max_iter = max_iter
@@ -214,10 +269,21 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True  # NaN cells pass through, as in ComBat
         return tags
 
+    @property
+    def n_iter_(self) -> int:
+        check_is_fitted(self, "steps_")
+        return max(int(step.n_iter_) for step in self.steps_)
+
     # ------------------------------------------------------------------ helpers
-    def _combat_params(self) -> dict:
+    def _combat_params(self, col: str | None = None) -> dict:
+        refs = {str(k): v for k, v in (self.ref_site or {}).items()}
+        targets = {str(k): v for k, v in (self.target_site or {}).items()}
+        ref = None if col is None else refs.get(col)
+        target = None if col is None else targets.get(col)
         params = dict(
             parametric=self.parametric, mean_only=self.mean_only, eb=self.eb,
+            ref_site=None if ref is None else str(ref),
+            target_site=None if target is None else str(target),
             categorical=self.categorical, continuous=self.continuous,
             tol=self.tol, max_iter=self.max_iter,
         )
@@ -250,6 +316,29 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                       low_inclusive=False)
         for name in ("parametric", "mean_only", "eb"):
             check_bool(getattr(self, name), name=name, owner="NestedComBat")
+        check_option(self.unseen_sites, ("error", "adapt"), name="unseen_sites",
+                     owner="NestedComBat")
+        for name in ("ref_site", "target_site"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ValidationError(
+                    f"The '{name}' parameter of NestedComBat must be None or a dict "
+                    f"{{batch column: level}}. Got {value!r} instead."
+                )
+            unknown = [k for k in value if str(k) not in cols]
+            if unknown:
+                raise ValidationError(
+                    f"The '{name}' parameter of NestedComBat names {unknown}, which are not "
+                    f"batch columns; use keys among batch_cols {cols}."
+                )
+        both = {str(k) for k in self.ref_site or {}} & {str(k) for k in self.target_site or {}}
+        if both:
+            raise ValidationError(
+                f"NestedComBat: batch column(s) {sorted(both)} have both a 'ref_site' and a "
+                "'target_site'; choose one per column."
+            )
         return cols
 
     def _check_batches(self, batches, n_samples: int, cols: list[str]) -> pd.DataFrame:
@@ -301,7 +390,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         for col in order:
             key = key + (col,)
             if key not in cache:
-                step = ComBat(**self._combat_params())
+                step = ComBat(**self._combat_params(col))
                 out = step.fit_transform(data, sites=batches[col].to_numpy(), covariates=covariates)
                 cache[key] = (step, out)
             step, data = cache[key]
@@ -330,9 +419,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X, *, batches, covariates):
         cols = self._check_params()
-        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
-        if Xa.ndim != 2:
-            raise ValidationError(f"X must be 2-dimensional; got shape {Xa.shape}.")
+        Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], cols)
         cache: dict = {}
         evaluated: dict = {}
@@ -422,10 +509,18 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_new : same type and shape as ``X``
         """
         check_is_fitted(self, "steps_")
-        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
-        if Xa.ndim != 2:
-            raise ValidationError(f"X must be 2-dimensional; got shape {Xa.shape}.")
+        Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
+        if self.unseen_sites == "adapt":
+            new = np.zeros(len(batches), dtype=bool)
+            for col in self.batch_cols_:
+                new |= ~batches[col].isin(self.levels_[col]).to_numpy()
+            if new.any():
+                rows = np.flatnonzero(new)
+                model = self.adapt(_take(Xa, rows), batches=batches.iloc[rows],
+                                   covariates=_take(covariates, rows))
+                model.unseen_sites = "error"
+                return model.transform(Xa, batches=batches, covariates=covariates)
         out = Xa
         for col, step in zip(self.order_, self.steps_):
             out = step.transform(out, sites=batches[col].to_numpy(), covariates=covariates)
@@ -459,7 +554,7 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             No batch level in ``batches`` is new (use :meth:`transform`).
         """
         check_is_fitted(self, "steps_")
-        Xa = X if isinstance(X, pd.DataFrame) else np.asarray(X)
+        Xa = _check_X(X)
         batches = self._check_batches(batches, Xa.shape[0], self.batch_cols_)
         adapted = copy.deepcopy(self)
         data = Xa
@@ -555,13 +650,4 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if hasattr(first, "feature_names_in_"):
             model.feature_names_in_ = first.feature_names_in_
         return model
-
-
-def _take(obj, rows: np.ndarray):
-    """Rows of X / covariates by position (pandas keeps its index for alignment)."""
-    if obj is None:
-        return None
-    if isinstance(obj, pd.DataFrame | pd.Series):
-        return obj.iloc[rows]
-    return np.asarray(obj)[rows]
 

@@ -3,10 +3,19 @@
 The R outputs were made by ``tools/make_sva_golden.R`` from the committed inputs in
 ``golden/`` (see that script for the ``_tight`` and ``_meansq`` variants).  Tolerance:
 max |difference| <= 1e-8 x the feature's SD (measured: ~1e-13).
+
+Every case is listed explicitly: a missing golden file fails, it does not drop the case.
+The neuroCombat comparisons need the ``neuroCombat`` package (the ``dev`` extra); without
+it they skip with the reason, except under ``CI=true``, where they fail (issue 14 item 10:
+a missing reference must not make the module, the sva goldens included, vanish).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,6 +27,9 @@ from sitekit.harmonize import ComBat
 
 GOLDEN = Path(__file__).parent / "golden"
 TOL = 1e-8
+#: sva (and sitekit) at default tolerance vs the converged fixed point, in feature SD:
+#: measured at most 1.73e-5 (the "unbalanced" case); documented in the validation page
+DEFAULT_STOP_BOUND = 2e-5
 
 CASES = {
     # case: (input data, ComBat params, covariates?)
@@ -42,11 +54,9 @@ def max_rel_diff(ours, ref, X):
 
 # sva as shipped (our default tol) and sva iterated to 1e-12 (our tol=1e-12); the
 # non-parametric case does not iterate, so it has no "_tight" file.
-GOLDEN_RUNS = [
-    (case, suffix, tol)
-    for case in CASES
-    for suffix, tol in (("sva", 1e-4), ("sva_tight", 1e-12))
-    if (GOLDEN / f"{case}_{suffix}.csv").exists()
+ITERATED = [case for case in CASES if case != "nonparametric"]
+GOLDEN_RUNS = [(case, "sva", 1e-4) for case in CASES] + [
+    (case, "sva_tight", 1e-12) for case in ITERATED
 ]
 
 
@@ -62,6 +72,26 @@ def test_matches_sva(case, suffix, tol):
         out = ComBat(tol=tol, **params).fit_transform(df[feats], sites=df["site"], covariates=cov)
     assert list(out.columns) == feats
     assert max_rel_diff(out, ref, df[feats]) <= TOL
+
+
+@pytest.mark.parametrize("case", ITERATED + ["nan"])
+def test_default_tolerance_gap_within_documented_bound(case):
+    """sva at its defaults stops on a signed-gamma rule short of its fixed point.
+
+    The measured gap (sva default vs sva iterated to 1e-12, and sitekit's default vs that
+    fixed point) is the figure quoted in the documentation; it must stay within the bound.
+    """
+    data, params, with_cov = CASES.get(case, ("nan", {}, False))
+    df, feats = load_input(data)
+    X = df[feats]
+    shipped = pd.read_csv(GOLDEN / f"{case}_sva.csv")
+    tight = pd.read_csv(GOLDEN / f"{case}_sva_tight.csv")
+    assert max_rel_diff(shipped, tight, X) <= DEFAULT_STOP_BOUND
+    if case == "nan":  # sitekit's pooled variance differs there by design (see below)
+        return
+    cov = df[["age", "sex", "grade"]] if with_cov else None
+    ours = ComBat(**params).fit_transform(X, sites=df["site"], covariates=cov)
+    assert max_rel_diff(ours, tight, X) <= DEFAULT_STOP_BOUND
 
 
 def test_reference_site_rows_unchanged():
@@ -96,13 +126,22 @@ def test_nan_differs_from_raw_sva_only_by_its_variance_denominator():
 
 
 # ------------------------------------------------------------------ neuroCombat
-neuroCombat = pytest.importorskip("neuroCombat")
+def _neurocombat():
+    """The neuroCombat module; skip without it, but fail under ``CI=true``."""
+    try:
+        import neuroCombat
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(
+                f"neuroCombat is not installed ({exc}); CI must run the reference comparison: "
+                "pip install -e '.[dev]'."
+            )
+        pytest.skip(f"neuroCombat is not installed ({exc}); pip install -e '.[dev]' to run it")
+    return neuroCombat
 
 
 def run_neurocombat(X, sites, cov=None, **kw):
-    import contextlib
-    import io
-
+    neuroCombat = _neurocombat()
     covars = pd.DataFrame({"batch": np.asarray(sites)})
     cats, conts = [], []
     if cov is not None:
@@ -157,3 +196,12 @@ def test_where_neurocombat_breaks_we_do_not():
     ours = ComBat().fit_transform(X, sites=df["site"])
     assert np.isnan(ref).all()
     assert ours.isna().to_numpy().sum() == 1
+
+
+@pytest.mark.parametrize("ci,outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_neurocombat_fails_under_ci_and_skips_outside(monkeypatch, ci, outcome):
+    """Regression (issue 14 item 10): a missing reference used to skip the whole module."""
+    monkeypatch.setitem(sys.modules, "neuroCombat", None)  # import -> ImportError
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="neuroCombat is not installed"):
+        _neurocombat()

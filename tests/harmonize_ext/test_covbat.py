@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -206,3 +207,77 @@ def test_covbat_all_constant_raises():
         warnings.simplefilter("ignore")
         with pytest.raises(ValidationError, match="no feature varies"):
             CovBat().fit(np.ones((10, 3)), sites=sites)
+
+
+# ------------------------------------------------------------------ issue 13/14 additions
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("bad", ["sd", None, True])
+def test_covbat_bad_pca_scaling(covariance_sites, bad):
+    X, sites, _ = covariance_sites
+    with pytest.raises(ValidationError, match="pca_scaling"):
+        CovBat(pca_scaling=bad).fit(X, sites=sites)
+
+
+def test_covbat_sample_scaling_divides_by_the_residual_sd(covariance_sites):
+    """Regression (issue 14 item 2): the PCA input has unit sample SD per feature."""
+    X, sites, cov = covariance_sites
+    model = CovBat().fit(X, sites=sites, covariates=cov)
+    combat = ComBat().fit(X, sites=sites, covariates=cov)
+    resid = combat.transform(X, sites=sites, covariates=cov).to_numpy() - (
+        combat.grand_mean_ + cov.to_numpy() @ combat.beta_
+    )
+    # pca_scale_ is in units of the pooled SD: times sqrt(sigma2) it is the residual SD
+    np.testing.assert_allclose(model.pca_scale_ * np.sqrt(combat.var_pooled_),
+                               resid.std(axis=0, ddof=1), rtol=1e-10)
+    assert not np.allclose(model.pca_scale_, 1.0)  # the pooled scaling would be all ones
+    pooled = CovBat(pca_scaling="pooled").fit(X, sites=sites, covariates=cov)
+    np.testing.assert_array_equal(pooled.pca_scale_, 1.0)
+
+
+def test_covbat_model_file_of_sitekit_0_1_loads_with_its_pooled_scaling():
+    """A CovBat file written by sitekit 0.1 (before pca_scaling existed) keeps its results."""
+    X, sites, cov = make_covariance_sites()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = CovBat.load(DATA / "covbat_v0_1.npz")
+    assert model.pca_scaling == "pooled"
+    expected = pd.read_csv(DATA / "covbat_v0_1_output.csv")
+    out = model.transform(X, sites=sites, covariates=cov)
+    np.testing.assert_allclose(out.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
+    refit = CovBat(n_components=0.9, pca_scaling="pooled").fit_transform(X, sites=sites, covariates=cov)
+    np.testing.assert_allclose(refit.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_covbat_target_site_maps_onto_the_target(covariance_sites):
+    X, sites, cov = covariance_sites
+    out = CovBat(target_site="s1").fit_transform(X, sites=sites, covariates=cov)
+    plain = CovBat().fit_transform(X, sites=sites, covariates=cov)
+    ref = X[sites == "s1"].to_numpy()
+    # every site lands on the target's feature means, closer than plain CovBat puts them
+    for s in ("s0", "s2"):
+        gap_t = np.abs(out[sites == s].mean().to_numpy() - ref.mean(axis=0)).mean()
+        gap_p = np.abs(plain[sites == s].mean().to_numpy() - ref.mean(axis=0)).mean()
+        assert gap_t < 0.5 * gap_p
+    assert covariance_distance(out, sites) < 0.5 * covariance_distance(X, sites)
+    with pytest.raises(ValidationError, match="target_site"):
+        CovBat(target_site="nowhere").fit(X, sites=sites)
+    with pytest.raises(ValidationError, match="cannot be combined"):
+        CovBat(target_site="s1", ref_site="s0").fit(X, sites=sites)
+
+
+def test_covbat_unseen_sites_adapt_equals_adapt(covariance_sites):
+    X, sites, cov = covariance_sites
+    train = sites != "s2"
+    model = CovBat(unseen_sites="adapt").fit(X[train], sites=sites[train], covariates=cov[train])
+    out = model.transform(X, sites=sites, covariates=cov)
+    explicit = model.adapt(X[~train], sites=sites[~train], covariates=cov[~train]).transform(
+        X, sites=sites, covariates=cov)
+    pd.testing.assert_frame_equal(out, explicit)
+    assert list(model.sites_) == ["s0", "s1"]  # transform does not change the model
+    with pytest.raises(UnknownSiteError):
+        CovBat().fit(X[train], sites=sites[train], covariates=cov[train]).transform(
+            X, sites=sites, covariates=cov)
+    with pytest.raises(ValidationError, match="unseen_sites"):
+        CovBat(unseen_sites="ignore").fit(X, sites=sites)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ext_data import make_crossed_batches
-from scipy import stats
+from scipy import sparse, stats
 
 from sitekit.exceptions import ModelFileError, UnknownSiteError, ValidationError
 from sitekit.harmonize import ComBat, NestedComBat
@@ -92,6 +92,17 @@ def test_order_strategies(crossed_batches, order):
         assert model.order_ == order
     elif order == "exhaustive":
         assert len(model.order_scores_) == 2
+        best = model.order_scores_.sort_values(["n_significant", "sum_statistic"]).iloc[0]
+        assert best["chosen"] and best["order"] == ",".join(model.order_)
+    else:  # greedy (regression, issue 14 item 10: this case asserted nothing)
+        assert len(model.order_scores_) == 1  # only its final order is evaluated
+        assert sorted(model.order_) == ["recon", "vendor"]
+        # its first step is the variable whose harmonisation alone leaves the least effect
+        scores = {}
+        for col in ("vendor", "recon"):
+            out = NestedComBat(batch_cols=[col]).fit_transform(X, batches=batches, covariates=cov)
+            scores[col] = NestedComBat._score(batch_effect_test(out, batches))
+        assert model.order_[0] == min(scores, key=scores.get)
 
 
 def test_greedy_for_many_batch_variables():
@@ -179,3 +190,79 @@ def test_adapt_new_level_of_one_batch_variable(crossed_batches):
     assert _n_significant(out, batches)["vendor"] == 0
     with pytest.raises(ValidationError, match="already known"):
         adapted.adapt(X[~train], batches=batches[~train], covariates=cov[~train])
+
+
+def test_ref_site_per_batch_variable(crossed_batches):
+    """NestedComBat accepts ref_site (issue 13): one reference level per batch variable."""
+    X, batches, cov = crossed_batches
+    ref = {"vendor": "GE", "recon": "OSEM"}
+    model = NestedComBat(batch_cols=["vendor", "recon"], ref_site=ref)
+    out = model.fit_transform(X, batches=batches, covariates=cov)
+    for col, step in zip(model.order_, model.steps_):
+        assert step.ref_site == ref[col]
+    both = ((batches["vendor"] == "GE") & (batches["recon"] == "OSEM")).to_numpy()
+    np.testing.assert_allclose(out[both].to_numpy(), X[both].to_numpy(), rtol=0, atol=1e-9)
+    assert not np.allclose(out[~both].to_numpy(), X[~both].to_numpy())
+    partial = NestedComBat(batch_cols=["vendor", "recon"], order="given", ref_site={"recon": "OSEM"})
+    partial.fit(X, batches=batches, covariates=cov)
+    assert [s.ref_site for s in partial.steps_] == [None, "OSEM"]
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("GE", "must be None or a dict"),
+    ({"scanner": "GE"}, "not batch columns"),
+])
+def test_ref_site_bad(crossed_batches, bad, match):
+    X, batches, _ = crossed_batches
+    with pytest.raises(ValidationError, match=match):
+        NestedComBat(batch_cols=["vendor", "recon"], ref_site=bad).fit(X, batches=batches)
+
+
+def test_ref_site_unknown_level(crossed_batches):
+    X, batches, _ = crossed_batches
+    with pytest.raises(UnknownSiteError, match="ref_site"):
+        NestedComBat(batch_cols=["vendor", "recon"], order="given",
+                     ref_site={"vendor": "Canon"}).fit(X, batches=batches)
+
+
+def test_sparse_and_1d_input_refused_the_sklearn_way(crossed_batches):
+    """Regression: sparse X gave 'X must be 2-dimensional'; 1-D X must say how to reshape."""
+    X, batches, _ = crossed_batches
+    with pytest.raises(TypeError, match="dense data is required"):
+        NestedComBat(batch_cols=["vendor", "recon"]).fit(sparse.csr_matrix(X.to_numpy()), batches=batches)
+    with pytest.raises(ValidationError, match="Reshape your data"):
+        NestedComBat(batch_cols=["vendor", "recon"]).fit(X.to_numpy()[:, 0], batches=batches)
+
+
+def test_target_site_per_batch_variable(crossed_batches):
+    X, batches, cov = crossed_batches
+    model = NestedComBat(batch_cols=["vendor", "recon"], order="given",
+                         target_site={"vendor": "Siemens"})
+    out = model.fit_transform(X, batches=batches, covariates=cov)
+    assert [s.target_site for s in model.steps_] == ["Siemens", None]
+    # the vendor step alone equals ComBat with that target site
+    first = ComBat(target_site="Siemens").fit_transform(
+        X, sites=batches["vendor"].to_numpy(), covariates=cov)
+    second = ComBat().fit_transform(first, sites=batches["recon"].to_numpy(), covariates=cov)
+    np.testing.assert_allclose(out.to_numpy(), second.to_numpy(), rtol=0, atol=1e-10)
+    with pytest.raises(ValidationError, match="both a 'ref_site' and a 'target_site'"):
+        NestedComBat(batch_cols=["vendor", "recon"], ref_site={"vendor": "GE"},
+                     target_site={"vendor": "GE"}).fit(X, batches=batches)
+
+
+def test_unseen_sites_adapt_equals_adapt(crossed_batches):
+    X, batches, cov = crossed_batches
+    train = (batches["vendor"] != "Philips").to_numpy()
+    model = NestedComBat(batch_cols=["vendor", "recon"], unseen_sites="adapt").fit(
+        X[train], batches=batches[train], covariates=cov[train])
+    out = model.transform(X, batches=batches, covariates=cov)
+    explicit = model.adapt(X[~train], batches=batches[~train], covariates=cov[~train]).transform(
+        X, batches=batches, covariates=cov)
+    pd.testing.assert_frame_equal(out, explicit)
+    assert model.levels_["vendor"] == ["GE", "Siemens"]  # transform leaves the model as it was
+    strict = NestedComBat(batch_cols=["vendor", "recon"]).fit(
+        X[train], batches=batches[train], covariates=cov[train])
+    with pytest.raises(UnknownSiteError):
+        strict.transform(X, batches=batches, covariates=cov)
+    with pytest.raises(ValidationError, match="unseen_sites"):
+        NestedComBat(batch_cols=["vendor"], unseen_sites="skip").fit(X, batches=batches)

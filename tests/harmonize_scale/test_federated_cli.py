@@ -75,7 +75,7 @@ def test_summarize_prints_what_leaves_and_refuses_small_sites(tmp_path):
                               "--out", str(tmp_path / "s2.npz")])
     assert res.exit_code == 0, res.output
     for word in ("dtd", "dty", "float64", "design,feature", "'n_samples': 40".replace("'", '"'),
-                 "feat_0", "subject_id" if False else "features (8)"):
+                 "feat_0", "features (8)"):
         assert word in res.output
     assert "subject_id" not in res.output.split("features (8)")[1]  # id columns are not features
     args = ["federated", "summarize", str(tmp_path / "hospital_s3.csv"), "--site-col", "site",
