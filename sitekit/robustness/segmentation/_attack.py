@@ -295,6 +295,10 @@ def segmentation_attack(
     owner = "segmentation_attack"
     img = check_image(image, owner=owner)
     eps = float(check_number(epsilon, name="epsilon", owner=owner, low=0, low_inclusive=False))
+    # the perturbation is float32: use the largest float32 not above epsilon (0.3 would round up)
+    eps32 = np.float32(eps)
+    if float(eps32) > eps:
+        eps32 = np.nextafter(eps32, np.float32(0))
     max_queries = int(check_number(max_queries, name="max_queries", owner=owner, integer=True, low=2))
     method = check_option(method, _METHODS, name="method", owner=owner)
     target = check_option(target, _TARGETS, name="target", owner=owner)
@@ -321,17 +325,17 @@ def segmentation_attack(
     box = _search_box(tgt, clean, spacing_zyx, float(margin_mm))
     history: list = [(oracle.queries, dice_clean)]
     attack = _square if method == "square" else _simba
-    delta, best = attack(oracle, tgt, box, eps, max_queries, rng, history)
+    delta, best = attack(oracle, tgt, box, eps32, max_queries, rng, history)
     if best > dice_clean:  # the initial step may be worse than no perturbation at all
         delta[...] = 0.0
         best = dice_clean
-    delta = np.clip(delta, -eps, eps)
+    delta = np.clip(delta, -eps32, eps32)
     # random +-epsilon noise at the same budget, in the same box (extra queries, not counted)
     noise_rng = np.random.default_rng([seed, 1])
     rand = []
     for _ in range(n_random):
         noise = np.zeros(delta.shape, np.float32)
-        noise[box] = noise_rng.choice(np.array([-eps, eps], np.float32), size=noise[box].shape)
+        noise[box] = noise_rng.choice(np.array([-eps32, eps32], np.float32), size=noise[box].shape)
         pert = image_like(oracle.base + noise, img)
         rand.append(_dice(mask_array(model.predict(pert)), tgt))
     ref_for_bg = reference if reference is not None else image_like(clean.astype(np.uint8), img, np.uint8)
