@@ -15,6 +15,11 @@ from sitekit.robustness.segmentation._attack import (
     replay_attack,
     segmentation_attack,
 )
+from sitekit.robustness.segmentation._demo import (
+    RESULTS_MARKER,
+    demo_step,
+    load_segmentation_results,
+)
 from sitekit.robustness.segmentation._evaluate import (
     METRIC_COLUMNS,
     SegmentationEvaluation,
@@ -28,6 +33,12 @@ from sitekit.robustness.segmentation._metrics import (
     METRIC_NAMES,
     PET_METRIC_NAMES,
     segmentation_metrics,
+)
+from sitekit.robustness.segmentation._suite import (
+    IMAGE_CHECKS,
+    MODEL_KINDS,
+    run_image_checks,
+    segmenter_from_config,
 )
 from sitekit.robustness.segmentation._sweeps import (
     Sweep,
@@ -63,4 +74,11 @@ __all__ = [
     "replay_attack",
     "AttackResult",
     "background_sd",
+    "demo_step",
+    "load_segmentation_results",
+    "RESULTS_MARKER",
+    "segmenter_from_config",
+    "run_image_checks",
+    "IMAGE_CHECKS",
+    "MODEL_KINDS",
 ]
