@@ -57,7 +57,7 @@ def test_demo_step_writes_per_site_dice_with_cis_a_blur_sweep_and_attacks(demo_d
     unet = dice[dice["model"] == "unet"].set_index("site")["mean"]
     assert unet.min() > 0.3  # a working model, not noise
     curves = res["curves"]
-    assert set(curves["severity"]) == {4.0, 8.0}
+    assert set(curves["severity"]) == {0.0, 4.0, 8.0}
     att = res["attacks"]
     assert len(att) == 2 and (att["linf"] <= att["epsilon"] + 1e-12).all()
     assert np.allclose(att["epsilon"] / att["background_sd"], att["budget_sd"])
