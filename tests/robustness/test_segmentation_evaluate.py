@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sitekit.datasets import SITE_PROFILES, load_sample_manifest
+from sitekit.datasets import SITE_PROFILES, load_sample_manifest, sample_data_dir
 from sitekit.features import read_manifest
 from sitekit.robustness import evaluate_segmentation
-from sitekit.robustness.models import ThresholdSegmenter
+from sitekit.robustness.models import OnnxSegmenter, ThresholdSegmenter
 from sitekit.robustness.segmentation import (
     METRIC_COLUMNS,
     SegmentationEvaluation,
@@ -131,8 +131,9 @@ def test_resume_after_interruption(manifest, tmp_path):
 
 @pytest.mark.slow
 def test_dask_path_equals_serial(manifest):
+    # the ONNX model travels to the worker processes without its onnxruntime session and reopens it
     cases = manifest.iloc[::4]
-    model = ThresholdSegmenter()
+    model = OnnxSegmenter(sample_data_dir() / "models" / "unet_pet.onnx")
     serial = evaluate_segmentation(model, cases, perturbations=[blur_sweep((0.0, 4.0))], n_bootstrap=0)
     dist = evaluate_segmentation(model, cases, perturbations=[blur_sweep((0.0, 4.0))], n_bootstrap=0, workers=2)
     pd.testing.assert_frame_equal(serial.metrics, dist.metrics)
