@@ -34,6 +34,7 @@ from sitekit.robustness.segmentation._metrics import (
     PET_METRIC_NAMES,
     segmentation_metrics,
 )
+from sitekit.robustness.segmentation._pgd import pgd_attack
 from sitekit.robustness.segmentation._suite import (
     IMAGE_CHECKS,
     MODEL_KINDS,
@@ -72,6 +73,7 @@ __all__ = [
     "default_sweeps",
     "segmentation_attack",
     "replay_attack",
+    "pgd_attack",
     "AttackResult",
     "background_sd",
     "demo_step",
