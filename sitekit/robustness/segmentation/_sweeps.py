@@ -160,7 +160,7 @@ def site_sweep(
     fwhm_mm: Mapping[str, Sequence[float] | float],
     voxel_mm: Mapping[str, Sequence[float] | float] | None = None,
 ) -> Sweep:
-    """"Make this scan look like site X": blur to site X's resolution (and its voxels).
+    """Make a scan look like site X: blur to site X's resolution (and resample to its voxels).
 
     The extra Gaussian per axis is ``sqrt(max(0, FWHM_target**2 - FWHM_source**2))`` (Gaussian
     resolutions add in quadrature), with each site's effective resolution, e.g. the EARL
