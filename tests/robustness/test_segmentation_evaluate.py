@@ -137,3 +137,27 @@ def test_dask_path_equals_serial(manifest):
     serial = evaluate_segmentation(model, cases, perturbations=[blur_sweep((0.0, 4.0))], n_bootstrap=0)
     dist = evaluate_segmentation(model, cases, perturbations=[blur_sweep((0.0, 4.0))], n_bootstrap=0, workers=2)
     pd.testing.assert_frame_equal(serial.metrics, dist.metrics)
+
+
+def test_default_sweeps_behave_physically(manifest):
+    """Calibration scales SUVs exactly and leaves the 41 % region unchanged (a fraction of the
+    maximum is scale-invariant); noise and resampling run with the reference following the grid."""
+    from sitekit.robustness.segmentation import default_sweeps
+
+    cases = manifest.iloc[[0, 9]]
+    ev = evaluate_segmentation(ThresholdSegmenter(), cases, perturbations=default_sweeps(), n_bootstrap=0)
+    assert ev.errors.empty
+    wide = ev.metrics.pivot_table(index=["subject_id", "perturbation", "severity"], columns="metric",
+                                  values="value").reset_index()
+    clean = wide[wide["perturbation"] == "none"].set_index("subject_id")
+    cal = wide[wide["perturbation"] == "calibration"]
+    for _, r in cal.iterrows():
+        c = clean.loc[r["subject_id"]]
+        assert r["mtv_pred_ml"] == c["mtv_pred_ml"] and r["dice"] == c["dice"]
+        assert r["suvmax_pred"] == pytest.approx(c["suvmax_pred"] * (1 + r["severity"] / 100), rel=1e-6)
+    res = wide[wide["perturbation"] == "resample"]
+    assert set(res["severity"]) == {2.0, 3.0, 4.0, 5.0}
+    # the reference is resampled with the image: its volume stays close to the original
+    for _, r in res.iterrows():
+        assert r["mtv_ref_ml"] == pytest.approx(clean.loc[r["subject_id"], "mtv_ref_ml"], rel=0.35)
+    assert set(wide["perturbation"]) == {"none", "blur", "calibration", "noise", "resample", "shift_x"}
