@@ -94,6 +94,7 @@ def test_square_attack_replays_from_its_seed_and_uses_only_predict():
 
 
 def test_budget_never_exceeded_for_any_epsilon():
+    """Regression: epsilon=0.3 became float32 0.30000001 > 0.3; the budget now rounds down."""
     img = _scan(4)
     for eps in (0.01, 0.1, 1.0):
         res = segmentation_attack(FixedThresholdSegmenter(LEVEL), img, target="clean", epsilon=eps,

@@ -101,7 +101,7 @@ def demo_step(
         frames["bland_altman"].append(ev.bland_altman.assign(model=name))
         frames["curves"].append(severity_curves(ev.metrics, "dice").assign(model=name))
         frames["crossing"].append(crossing_severity(ev.metrics, "dice", tolerance=0.05).assign(model=name))
-    # attack: the U-Net's best-segmented site_A case (a clear lesion, so the drop is the attack's)
+    # attack: the U-Net's best-segmented case (a clear lesion, so any drop is the attack's)
     say("segmentation: attacking unet")
     df, root = read_manifest(manifest)
     met = frames["metrics"][0]

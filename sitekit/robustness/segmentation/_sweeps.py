@@ -94,13 +94,13 @@ def calibration_sweep(percent: Sequence[float] = (-10.0, -5.0, 0.0, 5.0, 10.0)) 
                  lambda s, case: IntensityScale(error_percent=s) if s != 0 else None, "%")
 
 
-def noise_sweep(cov: Sequence[float] = (0.0, 0.05, 0.10, 0.20), *, seed: int = 0) -> Sweep:
+def noise_sweep(cov: Sequence[float] = (0.0, 0.05, 0.10, 0.20), *, random_state: int = 0) -> Sweep:
     """Count-like (Poisson) noise adding this coefficient of variation at the lesion's mean.
 
     Parameters
     ----------
     cov : sequence of float, default=(0, 0.05, 0.1, 0.2)
-    seed : int, default=0
+    random_state : int, default=0
         Seed of the noise realisations (the same for every case and severity, so curves are
         smooth in the severity).
 
@@ -108,7 +108,9 @@ def noise_sweep(cov: Sequence[float] = (0.0, 0.05, 0.10, 0.20), *, seed: int = 0
     -------
     Sweep
     """
-    return Sweep("noise", tuple(cov), lambda s, case: CountNoise(cov=s, seed=seed) if s > 0 else None, "COV")
+    check_number(random_state, name="random_state", owner="noise_sweep", integer=True, low=0)
+    return Sweep("noise", tuple(cov),
+                 lambda s, case: CountNoise(cov=s, seed=int(random_state)) if s > 0 else None, "COV")
 
 
 def resample_sweep(spacing_mm: Sequence[float] = (2.0, 3.0, 4.0, 5.0)) -> Sweep:
