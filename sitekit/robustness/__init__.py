@@ -15,6 +15,11 @@ Feature robustness lives in :mod:`sitekit.robustness.perturbations` and
 """
 
 from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbation
+from sitekit.robustness.segmentation import (
+    evaluate_segmentation,
+    segmentation_attack,
+    segmentation_metrics,
+)
 from sitekit.robustness.sites import (
     SitePredictability,
     calibration_curve_by_site,
@@ -48,4 +53,7 @@ __all__ = [
     "adversarial_budget",
     "run_suite",
     "SuiteResult",
+    "segmentation_metrics",
+    "evaluate_segmentation",
+    "segmentation_attack",
 ]
