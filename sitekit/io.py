@@ -13,6 +13,7 @@ leaves a half-written output, and an existing output is only replaced with ``for
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import locale
 import os
@@ -22,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
@@ -328,6 +330,8 @@ def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> 
     elif series_uid not in ids:
         raise CorruptFileError(f"Series '{series_uid}' is not in '{d}'; found: {', '.join(ids)}.")
     files = reader.GetGDCMSeriesFileNames(str(d), series_uid)
+    _check_unlisted_slices(d, ids, reader)
+    _check_slice_positions(d, files)
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOn()
@@ -335,12 +339,99 @@ def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> 
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise CorruptFileError(f"DICOM series in '{d}' could not be read: {_first_line(exc)}") from exc
+        bad = _unreadable_files(files)
+        which = f" (unreadable slice file(s): {', '.join(bad)})" if bad else ""
+        raise CorruptFileError(f"DICOM series in '{d}' could not be read{which}: {_first_line(exc)}; "
+                               "export the series again.") from exc
     image = _undo_monochrome1(image, reader, len(files))
     for key in _DICOM_KEYS:
         if reader.HasMetaDataKey(0, key):
             image.SetMetaData(key, reader.GetMetaData(0, key).strip())
     return image
+
+
+_SLICE_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
+
+
+def _looks_like_slice(path: Path) -> bool:
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() in _SLICE_SUFFIXES:
+        return path.name.upper() != "DICOMDIR"
+    with contextlib.suppress(OSError), open(path, "rb") as fh:
+        fh.seek(128)
+        return fh.read(4) == b"DICM"
+    return False
+
+
+def _check_unlisted_slices(directory: Path, ids, reader: sitk.ImageSeriesReader) -> None:
+    """Refuse a series directory holding slice files that GDCM could not parse (they are
+    silently left out of the series, which then reads as a shorter volume)."""
+    listed = {Path(f).name for uid in ids for f in reader.GetGDCMSeriesFileNames(str(directory), uid)}
+    bad = sorted(p.name for p in directory.iterdir() if p.name not in listed and _looks_like_slice(p))
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CorruptFileError(
+            f"DICOM directory '{directory}' holds {len(bad)} file(s) that are not readable DICOM slices: "
+            f"{shown}. Replace them with intact copies (export the series again) or move them out.")
+
+
+def _unreadable_files(files) -> list[str]:
+    bad = []
+    for f in files:
+        try:
+            r = sitk.ImageFileReader()
+            r.SetFileName(f)
+            r.Execute()
+        except RuntimeError:
+            bad.append(Path(f).name)
+    return bad
+
+
+def _check_slice_positions(directory: Path, files) -> None:
+    """Refuse a series whose slices are not evenly spaced along the slice normal.
+
+    A missing slice would otherwise be read as a shorter volume with the remaining slices
+    re-spaced (ITK only warns), which moves every structure beyond the gap.
+    """
+    n = len(files)
+    if n < 3:
+        return
+    pos, cosines = [], []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        try:
+            r.ReadImageInformation()
+        except RuntimeError as exc:
+            raise CorruptFileError(f"DICOM slice '{f}' could not be read: {_first_line(exc)}; replace it "
+                                   "with an intact copy or export the series again.") from exc
+        try:
+            pos.append([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+            cosines = [float(v) for v in r.GetMetaData("0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            return  # no positions to check (e.g. secondary captures); ITK's spacing stands
+    pos = np.asarray(pos, float)
+    if pos.shape != (n, 3) or len(cosines) != 6:
+        return
+    normal = np.cross(cosines[:3], cosines[3:])
+    depth = pos @ normal
+    gaps = np.diff(depth)
+    step = float(np.median(gaps))
+    if abs(step) < 1e-6:
+        raise CorruptFileError(f"DICOM series in '{directory}': the slices do not advance along the slice "
+                               "normal (duplicate positions); export the series again.")
+    off = np.flatnonzero(np.abs(gaps - step) > 0.01 * abs(step) + 1e-3)
+    if off.size:
+        k = int(off[0])
+        names = Path(files[k]).name, Path(files[k + 1]).name
+        kind = "a gap" if abs(gaps[k]) > abs(step) else "uneven spacing"
+        missing = int(round(gaps[k] / step)) - 1 if abs(gaps[k]) > abs(step) else 0
+        what = f" ({missing} slice(s) missing)" if missing > 0 else ""
+        raise CorruptFileError(
+            f"DICOM series in '{directory}' has {kind}{what}: slices '{names[0]}' and '{names[1]}' are "
+            f"{abs(gaps[k]):.3g} mm apart where the others are {abs(step):.3g} mm apart "
+            f"({off.size} such place(s)); restore the missing slice(s) or export the series again.")
 
 
 def _undo_monochrome1(image: sitk.Image, reader: sitk.ImageSeriesReader, n_slices: int) -> sitk.Image:
@@ -414,7 +505,68 @@ def read_image(path: PathLike) -> sitk.Image:
         raise CorruptFileError(f"Image '{p}' could not be read: {_first_line(exc)}") from exc
     if suffix in (".nii", ".nii.gz"):
         check_nifti_complete(p, image)
+        image = _restore_nifti_nan(p, image)
     return image
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _restore_nifti_nan(path: Path, image: sitk.Image) -> sitk.Image:
+    """Put back the NaN voxels of a floating-point NIfTI that ITK's reader turned into 0.
+
+    ITK's NIfTI reader replaces NaN by 0, so a scan with undefined voxels reads as one with
+    cold voxels.  The voxel data are read again from the file and every NaN position is
+    set to NaN in the image (scalar images; other images are returned unchanged).
+    """
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() not in (sitk.sitkFloat32,
+                                                                                 sitk.sitkFloat64):
+        return image
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+            hdr = _nifti_layout(head)
+            if hdr is None:
+                return image
+            dtype, offset, n = hdr
+            if n != image.GetNumberOfPixels():
+                return image
+            fh.seek(offset)
+            raw = np.frombuffer(fh.read(n * dtype.itemsize), dtype=dtype, count=n)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise CorruptFileError(f"Image '{path}' could not be read: {exc}.") from exc
+    nan = np.isnan(raw)
+    if not nan.any():
+        return image
+    arr = sitk.GetArrayFromImage(image)
+    arr.reshape(-1)[nan] = np.nan
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    for key in image.GetMetaDataKeys():
+        out.SetMetaData(key, image.GetMetaData(key))
+    return out
+
+
+def _nifti_layout(head: bytes):
+    """(dtype, data offset, number of voxels) of a floating-point NIfTI-1/2 header, else None."""
+    for order in ("<", ">"):
+        if len(head) >= 348 and np.frombuffer(head[:4], order + "i4")[0] == 348:
+            dims = np.frombuffer(head[40:56], order + "i2")
+            code = int(np.frombuffer(head[70:72], order + "i2")[0])
+            offset = int(np.frombuffer(head[108:112], order + "f4")[0])
+            break
+        if len(head) >= 540 and np.frombuffer(head[:4], order + "i4")[0] == 540:
+            dims = np.frombuffer(head[16:80], order + "i8")
+            code = int(np.frombuffer(head[12:14], order + "i2")[0])
+            offset = int(np.frombuffer(head[168:176], order + "i8")[0])
+            break
+    else:
+        return None
+    if code not in _NIFTI_FLOAT_TYPES or not 1 <= dims[0] <= 7:
+        return None
+    n = int(np.prod(dims[1:int(dims[0]) + 1], dtype=np.int64))
+    return np.dtype(order + _NIFTI_FLOAT_TYPES[code]), max(offset, 348), n
 
 
 _NIFTI_HEADER_BYTES = 348

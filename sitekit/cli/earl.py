@@ -70,7 +70,7 @@ def _write_png(image, path: Path, force: bool) -> None:
 
 
 def _measure_all(phantoms, *, fills, sphere_conc, background_conc, centres, sites, a50_background, out, force):
-    """Read and measure every phantom; on a localisation failure write the preview and re-raise."""
+    """Read and measure every phantom; on a localization failure write the preview and re-raise."""
     from sitekit.exceptions import SpheresNotFoundError
     from sitekit.harmonize import earl
 
@@ -151,7 +151,7 @@ def register(cli: click.Group) -> None:
             write_table(chk, outdir / "check.csv", force=force)
             write_table(ver, outdir / "verdict.csv", force=force)
             for _, site, image, m in results:
-                _write_png(earl.preview_image(image, m.localisation), outdir / f"spheres_{site}.png", force)
+                _write_png(earl.preview_image(image, m.localization), outdir / f"spheres_{site}.png", force)
             doc = {
                 "format": "sitekit-earl-check", "version": 1, "sitekit_version": __version__,
                 "passed": bool(ver["passed"].all()), "standards": sorted(set(chk["standard"])),

@@ -18,13 +18,13 @@ from sitekit.harmonize.earl._filter import (
     CALIBRATION_VERSION,
     gaussian_filter_array,
 )
-from sitekit.harmonize.earl._geometry import (
+from sitekit.harmonize.earl._image import VoxelGrid
+from sitekit.harmonize.earl._measure import _peak_kernels, measure_phantom, sphere_metrics
+from sitekit.harmonize.earl.geometry import (
     PEAK_SPHERE_DIAMETER_MM,
     RING_RADIUS_MM,
     SPHERE_DIAMETERS_MM,
 )
-from sitekit.harmonize.earl._image import VoxelGrid
-from sitekit.harmonize.earl._measure import _peak_kernels, measure_phantom, sphere_metrics
 
 __all__ = ["CalibrationResult", "calibrate", "calibration_json", "calibration_qc"]
 
@@ -126,7 +126,7 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
     info = base.info
     s_conc = float(info["sphere_conc"])
     b_a50 = float(info["background_measured"]) if a50_background == "measured" else float(info["background_conc"])
-    loc = base.localisation
+    loc = base.localization
     site_name = info["site"]
 
     grid = VoxelGrid(image)
@@ -167,11 +167,11 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
             progress()
     curves = pd.DataFrame(rows)
     smallest, centre, best, note = _solve(curves, grid_f)
-    eff = info.get("localisation")
+    eff = info.get("localization")
     result = CalibrationResult(site=site_name, standard=std.name, smallest_fwhm=smallest, centre_fwhm=centre,
                                best_fwhm=best, reachable=smallest is not None, note=note, curves=curves,
                                info={"conc_source": info["conc_source"], "sphere_conc": s_conc,
-                                     "localisation": eff,
+                                     "localization": eff,
                                      "fitted_fwhm_37mm": float(base.spheres["fwhm_mm"].iloc[-1]),
                                      "standard_version": std.version})
     return result

@@ -13,22 +13,21 @@ from scipy import ndimage, signal
 
 from sitekit._validation import check_number, check_option
 from sitekit.exceptions import DataWarning, ValidationError
-from sitekit.harmonize.earl._fill import FillDescription, read_fill
-from sitekit.harmonize.earl._geometry import (
-    LUNG_INSERT_DIAMETER_MM,
-    PEAK_SPHERE_DIAMETER_MM,
-    SPHERE_DIAMETERS_MM,
-    body_sdf,
+from sitekit.harmonize.earl._background import (
+    background_cov,
+    measure_background,
+    place_background_rois,
+    roi_table,
 )
+from sitekit.harmonize.earl._fill import FillDescription, read_fill
 from sitekit.harmonize.earl._image import VoxelGrid
-from sitekit.harmonize.earl._localise import Localisation, _make_exclude, fit_sphere, locate_spheres
+from sitekit.harmonize.earl._localize import Localization, _make_exclude, fit_sphere, locate_spheres
+from sitekit.harmonize.earl.geometry import PEAK_SPHERE_DIAMETER_MM, SPHERE_DIAMETERS_MM
 
 __all__ = ["PhantomMeasurement", "measure", "measure_phantom", "resolve_concentrations",
-           "read_centres", "sphere_metrics", "background_rois"]
+           "read_centres", "sphere_metrics"]
 
 _RADII = np.asarray(SPHERE_DIAMETERS_MM) / 2.0
-_BKG_OFFSETS_MM = (-20.0, -10.0, 0.0, 10.0, 20.0)
-_N_BKG_ROIS = 12
 
 
 @dataclass
@@ -42,14 +41,18 @@ class PhantomMeasurement:
     background : pandas.DataFrame
         NEMA-style background ROIs, one row per ROI size: ``roi_mm, n_rois, mean, sd,
         variability_pct``.
-    localisation : Localisation
+    background_rois : pandas.DataFrame
+        Physical centres of the background ROIs: ``plane_mm, roi, x, y, z, source``
+        (``source`` is ``"image"`` when they were placed from the body outline in the scan).
+    localization : Localization
     info : dict
         JSON-ready facts: concentrations and their source, units, background, method.
     """
 
     spheres: pd.DataFrame
     background: pd.DataFrame
-    localisation: Localisation
+    background_rois: pd.DataFrame
+    localization: Localization
     info: dict = field(default_factory=dict)
 
 
@@ -221,104 +224,14 @@ def sphere_metrics(arr: np.ndarray, grid: VoxelGrid, centre, diameter_mm: float,
             "voi_voxels": int(voi.sum())}
 
 
-def _contour_points(offset_mm: float, n_candidates: int = 72) -> np.ndarray:
-    """Points on the body contour moved ``offset_mm`` inwards, equally spaced by arc length (2D)."""
-    t = np.linspace(0, 2 * np.pi, 1441)[:-1]
-    centre = np.array([0.0, -20.0])
-    lo = np.zeros_like(t)
-    hi = np.full_like(t, 200.0)
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        x = centre[0] + mid * np.cos(t)
-        y = centre[1] + mid * np.sin(t)
-        inside = body_sdf(x, y, np.zeros_like(x)) < -offset_mm
-        lo = np.where(inside, mid, lo)
-        hi = np.where(inside, hi, mid)
-    pts = np.stack([centre[0] + lo * np.cos(t), centre[1] + lo * np.sin(t)], axis=1)
-    seg = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1)
-    s = np.r_[0.0, np.cumsum(seg)[:-1]]
-    targets = np.linspace(0, s[-1] + seg[-1], n_candidates, endpoint=False)
-    return pts[np.searchsorted(s, targets).clip(0, len(pts) - 1)]
-
-
-def background_rois(*, n_rois: int = _N_BKG_ROIS) -> np.ndarray:
-    """In-plane centres (phantom x, y in mm) of the NEMA-style background ROIs, shape (n, 2).
-
-    The ROIs sit 15 mm inside the body edge (for the 37 mm ROI), away from the spheres and the
-    lung insert; the same centres serve every ROI size.
-    """
-    biggest = max(SPHERE_DIAMETERS_MM) / 2.0
-    cand = _contour_points(15.0 + biggest)
-    from sitekit.harmonize.earl._geometry import sphere_centres_phantom
-
-    sph = sphere_centres_phantom()[:, :2]
-    ok = np.ones(len(cand), bool)
-    for c, r in zip(sph, _RADII):
-        ok &= np.linalg.norm(cand - c, axis=1) > r + biggest + 5.0
-    ok &= np.linalg.norm(cand, axis=1) > LUNG_INSERT_DIAMETER_MM / 2 + biggest + 5.0
-    cand = cand[ok]
-    pick = np.round(np.linspace(0, len(cand), n_rois, endpoint=False)).astype(int)
-    return cand[pick]
-
-
-def _slab_voxels(arr, grid: VoxelGrid, loc: Localisation, half_z: float):
-    """Values and phantom coordinates of the voxels within ``half_z`` of the sphere plane."""
-    centres2d = background_rois()
-    half = float(np.max(np.linalg.norm(centres2d, axis=1))) + max(SPHERE_DIAMETERS_MM) / 2.0 + 5.0
-    # the slab is thin along the phantom axis: a box thin along the axis nearest to it
-    axis = int(np.argmax(np.abs(loc.axes[2])))
-    widths = np.full(3, max(half, half_z))
-    widths[axis] = half_z + 0.15 * half  # room for a tilt of up to ~8 degrees
-    box = grid.box(loc.ring_centre, widths)
-    ph = loc.to_phantom(grid.coords(box))
-    sel = np.abs(ph[..., 2]) <= half_z
-    return arr[box][sel], ph[sel], centres2d
-
-
-def _background(arr, grid: VoxelGrid, loc: Localisation) -> pd.DataFrame:
-    thick = float(np.abs(grid.matrix.T @ loc.axes[2]).max())  # voxel extent along the phantom axis
-    vals, ph, centres2d = _slab_voxels(arr, grid, loc, max(_BKG_OFFSETS_MM) + thick)
-    big = max(SPHERE_DIAMETERS_MM) / 2.0
-    per_roi = []
-    for cx, cy in centres2d:
-        r2 = (ph[:, 0] - cx) ** 2 + (ph[:, 1] - cy) ** 2
-        near = r2 <= big**2
-        per_roi.append((vals[near], ph[near, 2], r2[near]))
-    rows = []
-    for dmm in SPHERE_DIAMETERS_MM:
-        means = []
-        for dz in _BKG_OFFSETS_MM:
-            for v, z, r2 in per_roi:
-                m = (np.abs(z - dz) <= thick / 2.0) & (r2 <= (dmm / 2.0) ** 2)
-                if m.any():
-                    means.append(float(v[m].mean()))
-        means = np.asarray(means)
-        mean = float(means.mean()) if means.size else float("nan")
-        sd = float(means.std(ddof=1)) if means.size > 1 else float("nan")
-        rows.append({"roi_mm": dmm, "n_rois": int(means.size), "mean": mean, "sd": sd,
-                     "variability_pct": 100.0 * sd / mean if mean else float("nan")})
-    return pd.DataFrame(rows)
-
-
-def _background_cov(arr, grid, loc) -> float:
-    """Voxel coefficient of variation (%) in the 37 mm background ROIs of the sphere plane."""
-    thick = float(np.abs(grid.matrix.T @ loc.axes[2]).max())
-    vals, ph, centres2d = _slab_voxels(arr, grid, loc, thick / 2.0)
-    sel = np.zeros(len(vals), bool)
-    for cx, cy in centres2d:
-        sel |= (ph[:, 0] - cx) ** 2 + (ph[:, 1] - cy) ** 2 <= (max(SPHERE_DIAMETERS_MM) / 2.0) ** 2
-    v = vals[sel]
-    return float(100.0 * v.std(ddof=1) / v.mean()) if v.size > 1 and v.mean() else float("nan")
-
-
 # ----------------------------------------------------------------------------- measure
 def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None, fill=None, centres=None,
                     a50_background: str = "measured", site: str | None = None,
-                    localisation: Localisation | None = None) -> PhantomMeasurement:
+                    localization: Localization | None = None) -> PhantomMeasurement:
     """Locate the spheres and measure RCmax, RCmean (A50), RCpeak and the background.
 
     See :func:`measure` for the parameters; also returns the background ROIs and the
-    localisation.  ``localisation`` reuses a previous search (calibration sweeps).
+    localization.  ``localization`` reuses a previous search (calibration sweeps).
     """
     if isinstance(image, str | Path):
         from sitekit.harmonize.earl._image import read_phantom
@@ -334,12 +247,13 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
         raise ValidationError("a50_background='known' needs the background concentration (fill or background_conc).")
     arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
     grid = VoxelGrid(image)
-    if localisation is None:
+    if localization is None:
         if isinstance(centres, str | Path):
             centres = read_centres(centres)
-        localisation = locate_spheres(image, centres=centres)
-    loc = localisation
-    bkg = _background(arr, grid, loc)
+        localization = locate_spheres(image, centres=centres)
+    loc = localization
+    placement = place_background_rois(arr, grid, loc)
+    bkg = measure_background(arr, grid, loc, placement)
     b_meas = float(bkg.loc[bkg["roi_mm"] == max(SPHERE_DIAMETERS_MM), "mean"].iloc[0])
     if not np.isfinite(b_meas):
         b_meas = float(np.nanmedian(loc.spheres["fit_background"]))
@@ -386,15 +300,17 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
         "sphere_conc": s_conc, "background_conc": b_true, "background_measured": b_meas,
         "conc_source": source, "a50_background": a50_background, "units": units,
         "estimated_from": "37 mm sphere profile fit" if source == "estimated" else None,
-        "localisation": loc.method, "ring_centre": [float(v) for v in loc.ring_centre],
+        "localization": loc.method, "ring_centre": [float(v) for v in loc.ring_centre],
         "tilt_deg": loc.tilt_deg, "spacing_mm": [float(v) for v in grid.spacing],
         "background_variability_pct": {f"{r.roi_mm:g}": r.variability_pct for r in bkg.itertuples()},
-        "background_cov_pct": _background_cov(arr, grid, loc),
+        "background_cov_pct": background_cov(arr, grid, loc, placement),
+        "background_placement": placement.source,
         "ratio_measured": s_conc / b_meas if b_meas else None,
     }
     info.update({k: v for k, v in loc.info.items() if k in ("ring_rms_mm", "mirrored", "rotation_deg")})
     spheres.attrs["info"] = info
-    return PhantomMeasurement(spheres=spheres, background=bkg, localisation=loc, info=info)
+    return PhantomMeasurement(spheres=spheres, background=bkg, background_rois=roi_table(loc, placement),
+                              localization=loc, info=info)
 
 
 def measure(image: sitk.Image, *, sphere_conc=None, background_conc=None, fill=None, centres=None,
