@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import locale
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -49,6 +50,8 @@ __all__ = [
     "image_suffix",
     "check_nifti_complete",
     "preserve_locale",
+    "safe_filename",
+    "remove_stale_temporaries",
 ]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet")
@@ -82,6 +85,56 @@ def _suffix(path: Path) -> str:
 def image_suffix(path: PathLike) -> str:
     """Return the image suffix of ``path`` (``".nii.gz"`` counts as one suffix)."""
     return _suffix(Path(path))
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def safe_filename(name, *, what: str = "name", option: str | None = None) -> str:
+    """Return ``name`` if it can become part of a file name, else raise a named error.
+
+    A name that becomes a file name (a site, a case id) must stay inside the output
+    directory on every platform: 1-100 characters of letters, digits, ``.``, ``_``, ``+`` and
+    ``-``, starting with a letter or digit, no ``..`` and no reserved device name.  Names
+    are refused rather than rewritten, so two sites never collide on one file.
+
+    Parameters
+    ----------
+    name : str
+        The candidate name.
+    what : str, default="name"
+        What the name is, for the message ("site name").
+    option : str, optional
+        The option or column it came from, for the message (``"--site"``).
+
+    Returns
+    -------
+    str
+        ``name`` unchanged.
+
+    Raises
+    ------
+    ValidationError
+        The name holds a path separator, ``..``, a character outside the set above, or is
+        empty or too long.
+
+    Examples
+    --------
+    >>> from sitekit.io import safe_filename
+    >>> safe_filename("site_A-2")
+    'site_A-2'
+    """
+    text = str(name)
+    where = f" (from {option})" if option else ""
+    if not _SAFE_NAME.fullmatch(text) or ".." in text or text.split(".")[0].upper() in _RESERVED:
+        bad = sorted({c for c in text if not (c.isascii() and (c.isalnum() or c in "._+-"))})
+        why = (f"it holds {', '.join(repr(c) for c in bad)}" if bad else "it contains '..'" if ".." in text
+               else "it is empty, too long, a reserved name or does not start with a letter or digit")
+        raise ValidationError(
+            f"The {what} {text!r}{where} cannot become a file name: {why}. Use 1-100 letters, digits, "
+            "'.', '_', '+' or '-', starting with a letter or digit.")
+    return text
 
 
 def _check_exists(path: Path, what: str) -> None:
@@ -158,14 +211,16 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         umask = os.umask(0)  # mkdtemp makes 0700 directories
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old",
+                                        dir=target.parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -174,6 +229,50 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove the temporary folders a killed run left next to ``path``.
+
+    :func:`atomic_directory` names its temporary (and replaced) folders
+    ``.<name>.<pid>.<random>.tmp`` / ``.old``; those whose process no longer runs are
+    removed, so a run killed with SIGKILL leaves nothing a rerun trips over.  A run killed
+    in the instant between moving the old result set aside and the new one in has its old
+    set put back.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final output directory.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders removed.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|old)")
+    removed = []
+    for p in target.parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if m.group(2) == "old" and (p / "x").exists() and not target.exists():
+                os.replace(p / "x", target)  # killed between moving the old set out and the new one in
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:
@@ -649,6 +748,35 @@ def write_image(image: sitk.Image, path: PathLike, *, force: bool = False, compr
         raise ValidationError(
             f"Output image '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(IMAGE_SUFFIXES)}."
         )
+    if suffix in (".mhd", ".nhdr"):
+        _write_detached(image, p, force=force, compress=compress)
+        return p
     with atomic_output(p, force=force) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
     return p
+
+
+def _write_detached(image: sitk.Image, path: Path, *, force: bool, compress: bool) -> None:
+    """Write a header + data-file format (MetaImage ``.mhd``, NRRD ``.nhdr``) under its final
+    names: both files are written in a temporary folder, then the data file and last the
+    header are moved into place (the header names its data file, so it must not be a
+    temporary name)."""
+    if path.exists() and not force:
+        raise OutputExistsError(f"Output '{path}' already exists; pass --force (force=True) to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        sitk.WriteImage(image, str(tmp / path.name), compress)
+        files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)  # header last
+        for f in files:
+            if f.name != path.name and (path.parent / f.name).exists() and not force:
+                raise OutputExistsError(f"Output '{path.parent / f.name}' (the data file of '{path.name}') already "
+                                        "exists; pass --force (force=True) to replace it.")
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in files:
+            os.chmod(f, 0o666 & ~umask)
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,7 @@ from sitekit.harmonize.earl._background import (
 from sitekit.harmonize.earl._fill import FillDescription, read_fill
 from sitekit.harmonize.earl._image import VoxelGrid
 from sitekit.harmonize.earl._localize import Localization, _make_exclude, fit_sphere, locate_spheres
-from sitekit.harmonize.earl.geometry import PEAK_SPHERE_DIAMETER_MM, SPHERE_DIAMETERS_MM
+from sitekit.harmonize.earl.geometry import PEAK_SPHERE_DIAMETER_MM, SPHERE_DIAMETERS_MM, body_sdf
 
 __all__ = ["PhantomMeasurement", "measure", "measure_phantom", "resolve_concentrations",
            "read_centres", "sphere_metrics"]
@@ -225,6 +225,51 @@ def sphere_metrics(arr: np.ndarray, grid: VoxelGrid, centre, diameter_mm: float,
 
 
 # ----------------------------------------------------------------------------- measure
+#: the measured background may differ from the true one by calibration error; beyond this
+#: factor the numbers are in different units (kBq/mL vs Bq/mL) or belong to another scan
+_SCALE_LIMIT = 5.0
+
+
+def _check_nan(nan: np.ndarray, grid: VoxelGrid, loc: Localization, site) -> None:
+    """Refuse NaN voxels in or near the phantom; NaN outside it (e.g. outside a reconstruction
+    mask) reads as air, with a warning."""
+    idx = np.argwhere(nan)[:, ::-1].astype(float)  # x, y, z
+    ph = loc.to_phantom(grid.to_physical(idx))
+    inside = body_sdf(ph[:, 0], ph[:, 1], ph[:, 2]) < 10.0
+    name = f"Scan '{site}'" if site else "The scan"
+    if inside.any():
+        first = grid.to_physical(idx[np.argmax(inside)])
+        raise ValidationError(
+            f"{name} has {int(inside.sum())} NaN voxel(s) inside the phantom (the first at x={first[0]:.1f}, "
+            f"y={first[1]:.1f}, z={first[2]:.1f} mm); recovery coefficients and background would be wrong. "
+            "Reconstruct or export the scan again without undefined voxels.")
+    warnings.warn(f"{name} has {int(nan.sum())} NaN voxel(s), all outside the phantom; they are read as air (0).",
+                  DataWarning, stacklevel=4)
+
+
+def _check_scale(b_meas: float, s_conc, b_conc, source: str, units) -> None:
+    """Refuse true concentrations that cannot describe this image (units, swapped values)."""
+    unit = units or "image units"
+    what = "the fill" if source == "fill" else "the given concentrations"
+    if b_conc is not None and b_conc > 0 and np.isfinite(b_meas) and b_meas > 0:
+        ratio = b_meas / b_conc
+        if ratio > _SCALE_LIMIT or ratio < 1.0 / _SCALE_LIMIT:
+            hint = ""
+            if 200 < ratio < 5000:
+                hint = (" The true values look like kBq/mL against a Bq/mL image: fill activities are in MBq "
+                        "and volumes in mL; --sphere-conc/--background-conc are in the image's units.")
+            elif 1 / 5000 < ratio < 1 / 200:
+                hint = " The image looks like kBq/mL while the true values are Bq/mL; convert one of them."
+            raise ValidationError(
+                f"The measured background ({b_meas:.6g} {unit}) is {ratio:.3g} times the background "
+                f"concentration of {what} ({b_conc:.6g} {'Bq/mL' if source == 'fill' else unit} at scan start).{hint} Check the units, the "
+                "activities and the times.")
+    if s_conc is not None and np.isfinite(b_meas) and s_conc <= b_meas:
+        raise ValidationError(
+            f"The sphere concentration of {what} ({s_conc:.6g}) is not above the measured background "
+            f"({b_meas:.6g} {unit}); check the sphere concentration and its units.")
+
+
 def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None, fill=None, centres=None,
                     a50_background: str = "measured", site: str | None = None,
                     localization: Localization | None = None) -> PhantomMeasurement:
@@ -247,16 +292,26 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
         raise ValidationError("a50_background='known' needs the background concentration (fill or background_conc).")
     arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
     grid = VoxelGrid(image)
+    nan = np.isnan(arr)
+    if nan.any():
+        arr[nan] = 0.0
+        clean = sitk.GetImageFromArray(arr)
+        clean.CopyInformation(image)
+        image = clean
     if localization is None:
         if isinstance(centres, str | Path):
             centres = read_centres(centres)
         localization = locate_spheres(image, centres=centres)
     loc = localization
+    if nan.any():
+        _check_nan(nan, grid, loc, site)
     placement = place_background_rois(arr, grid, loc)
     bkg = measure_background(arr, grid, loc, placement)
     b_meas = float(bkg.loc[bkg["roi_mm"] == max(SPHERE_DIAMETERS_MM), "mean"].iloc[0])
     if not np.isfinite(b_meas):
         b_meas = float(np.nanmedian(loc.spheres["fit_background"]))
+    units = image.GetMetaData("0054|1001").strip() if image.HasMetaDataKey("0054|1001") else None
+    _check_scale(b_meas, s_conc, b_conc, source, units)
     largest = loc.spheres.iloc[int(np.argmax(loc.spheres["sphere_mm"]))]
     if s_conc is None:
         s_conc = float(largest["fit_background"] + largest["fit_amplitude"])
@@ -294,7 +349,6 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
             "fwhm_mm": f["fwhm_mm"] if f is not None else np.nan,
         })
     spheres = pd.DataFrame(rows)
-    units = image.GetMetaData("0054|1001").strip() if image.HasMetaDataKey("0054|1001") else None
     info = {
         "site": site if site is not None else "scan",
         "sphere_conc": s_conc, "background_conc": b_true, "background_measured": b_meas,
