@@ -32,7 +32,7 @@ from sitekit.harmonize.earl._physics import (
     sphere_centre_recovery,
     sphere_profile,
 )
-from sitekit.harmonize.earl._standards import Standard, load_standard
+from sitekit.harmonize.earl._standards import Standard, list_standards, load_standard
 from sitekit.harmonize.earl.geometry import (
     F18_HALF_LIFE_S,
     LUNG_INSERT_DIAMETER_MM,
@@ -62,6 +62,7 @@ __all__ = [
     "read_phantom",
     "read_centres",
     "load_standard",
+    "list_standards",
     "Standard",
     "analytic_recovery",
     "sphere_centre_recovery",

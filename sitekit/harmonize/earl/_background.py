@@ -70,11 +70,12 @@ def _sample_slab(arr: np.ndarray, grid: VoxelGrid, loc: Localization, half_z: fl
     offsets = np.arange(-half_z, half_z + 1e-9, max(thick, 2.5))
     total = np.zeros(X.shape)
     seen = np.zeros(X.shape, bool)
+    vol = np.nan_to_num(arr, nan=0.0) if np.isnan(arr).any() else arr
     for dz in offsets:
         pts = loc.ring_centre + X[..., None] * loc.axes[0] + Y[..., None] * loc.axes[1] + dz * loc.axes[2]
         idx = grid.to_index(pts)
         inside_fov = np.all((idx > -0.5) & (idx < grid.size - 0.5), axis=-1)
-        v = ndimage.map_coordinates(np.nan_to_num(arr, nan=0.0), idx[..., ::-1].reshape(-1, 3).T, order=1,
+        v = ndimage.map_coordinates(vol, idx[..., ::-1].reshape(-1, 3).T, order=1,
                                     mode="nearest").reshape(X.shape)
         total += np.where(inside_fov, v, 0.0)
         seen |= inside_fov

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from scipy import ndimage
 
 from sitekit._json import to_jsonable
 from sitekit._validation import check_number
-from sitekit.exceptions import ValidationError
-from sitekit.harmonize.earl._check import standards_list
+from sitekit._version import __version__
+from sitekit.exceptions import CorruptFileError, MissingFileError, ValidationError
+from sitekit.harmonize.earl._check import resolve_standards
+from sitekit.harmonize.earl._fill import FillDescription
 from sitekit.harmonize.earl._filter import (
     CALIBRATION_FORMAT,
     CALIBRATION_VERSION,
     MAX_FWHM_MM,
     gaussian_filter_array,
 )
-from sitekit.harmonize.earl._image import VoxelGrid
+from sitekit.harmonize.earl._image import VoxelGrid, read_phantom
 from sitekit.harmonize.earl._measure import _peak_kernels, measure_phantom, sphere_metrics
 from sitekit.harmonize.earl.geometry import (
     PEAK_SPHERE_DIAMETER_MM,
@@ -110,7 +114,7 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
         Gaussian filter meets the standard (e.g. EARL2 RCmax on a Gaussian-like reconstruction,
         or a scan that is already smoother than the standard allows).
     """
-    stds = standards_list(standard)
+    stds = resolve_standards(standard)
     if len(stds) != 1:
         raise ValidationError("calibrate takes one standard ('EARL1' or 'EARL2'), not 'all'.")
     std = stds[0]
@@ -123,8 +127,6 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
             f"fwhm_grid goes up to {grid_f.max():g} mm in {grid_f.size} steps; the sweep accepts FWHMs up to "
             f"{MAX_FWHM_MM:g} mm and at most 1000 steps (harmonising filters are 0-15 mm).")
     if not isinstance(image, sitk.Image):
-        from sitekit.harmonize.earl._image import read_phantom
-
         image = read_phantom(image)
     base = measure_phantom(image, sphere_conc=sphere_conc, background_conc=background_conc, fill=fill,
                            centres=centres, a50_background=a50_background, site=site)
@@ -236,8 +238,6 @@ def calibration_json(results: list[CalibrationResult]) -> dict:
     names = [r.site for r in results]
     if len(set(names)) != len(names):
         raise ValidationError(f"Site names must be unique in one calibration; got {names}.")
-    from sitekit._version import __version__
-
     return {"format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION, "standard": results[0].standard,
             "standard_version": results[0].info.get("standard_version"), "sitekit_version": __version__,
             "sites": {r.site: to_jsonable(r.to_dict()) for r in results}}
@@ -247,11 +247,6 @@ def calibration_json(results: list[CalibrationResult]) -> dict:
 
 # ----------------------------------------------------------------------------- calibration QC
 def _cylinder_conc(fill) -> float:
-    from pathlib import Path
-
-    from sitekit.exceptions import CorruptFileError, MissingFileError
-    from sitekit.harmonize.earl._fill import FillDescription
-
     if isinstance(fill, str | Path):
         p = Path(fill)
         if not p.exists():
@@ -299,8 +294,6 @@ def calibration_qc(image: sitk.Image, *, expected_conc: float | None = None, fil
     expected = float(check_number(expected_conc, name="expected_conc", low=0, low_inclusive=False)) \
         if expected_conc is not None else _cylinder_conc(fill)
     check_number(tolerance, name="tolerance", low=0, low_inclusive=False, high=1)
-    from scipy import ndimage
-
     arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
     grid = VoxelGrid(image)
     sm = ndimage.gaussian_filter(arr, 1.0)

@@ -22,7 +22,7 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage, optimize, signal
 
-from sitekit.exceptions import SpheresNotFoundError
+from sitekit.exceptions import SpheresNotFoundError, ValidationError
 from sitekit.harmonize.earl._image import VoxelGrid
 from sitekit.harmonize.earl._physics import FWHM_TO_SIGMA, sphere_profile
 from sitekit.harmonize.earl.geometry import (
@@ -466,8 +466,6 @@ def _finish(centres, ring_centre, normal, fits, sources, method, bkg) -> Localiz
 
 def _manual(arr, grid, centres, sigma0) -> Localization:
     if centres.shape != (6, 3) or not np.all(np.isfinite(centres)):
-        from sitekit.exceptions import ValidationError
-
         raise ValidationError(
             f"Manual sphere centres must be 6 finite (x, y, z) points in mm, in the order "
             f"{', '.join(f'{d:g}' for d in SPHERE_DIAMETERS_MM)} mm. Got shape {centres.shape}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import SimpleITK as sitk
 from scipy import ndimage, signal
 
 from sitekit._validation import check_number, check_option
-from sitekit.exceptions import DataWarning, ValidationError
+from sitekit.exceptions import CorruptFileError, DataWarning, MissingFileError, ValidationError
 from sitekit.harmonize.earl._background import (
     background_cov,
     measure_background,
@@ -20,7 +21,7 @@ from sitekit.harmonize.earl._background import (
     roi_table,
 )
 from sitekit.harmonize.earl._fill import FillDescription, read_fill
-from sitekit.harmonize.earl._image import VoxelGrid
+from sitekit.harmonize.earl._image import VoxelGrid, read_phantom
 from sitekit.harmonize.earl._localize import Localization, _make_exclude, fit_sphere, locate_spheres
 from sitekit.harmonize.earl.geometry import PEAK_SPHERE_DIAMETER_MM, SPHERE_DIAMETERS_MM, body_sdf
 
@@ -108,10 +109,6 @@ def read_centres(path) -> np.ndarray:
     diameters in mm) or ``{"centres": [[x, y, z], ...]}`` / a bare list of six points in the
     order 10, 13, 17, 22, 28, 37 mm.  Physical coordinates in mm.
     """
-    import json
-
-    from sitekit.exceptions import CorruptFileError, MissingFileError
-
     p = Path(path)
     if not p.exists():
         raise MissingFileError(f"Centres file '{p}' does not exist.")
@@ -279,8 +276,6 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
     localization.  ``localization`` reuses a previous search (calibration sweeps).
     """
     if isinstance(image, str | Path):
-        from sitekit.harmonize.earl._image import read_phantom
-
         image = read_phantom(image)
     if not isinstance(image, sitk.Image):
         raise ValidationError(f"measure needs a SimpleITK.Image or a path; got {type(image).__name__}. "
