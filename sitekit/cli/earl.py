@@ -216,7 +216,8 @@ def register(cli: click.Group) -> None:
                 write_table(chk, tmp / "check.csv")
                 write_table(ver, tmp / "verdict.csv")
                 for _, site, image, m in results:
-                    _write_png(earl.preview_image(image, m.localization), tmp / f"spheres_{site}.png", False)
+                    _write_png(earl.preview_image(image, m.localization, background_rois=m.background_rois),
+                               tmp / f"spheres_{site}.png", False)
                 _write_json(doc, tmp / "verdict.json", False)
         cols = ["site", "sphere_mm", "rc_max", "rc_a50", "rc_peak", "fwhm_mm"]
         print_table(spheres[cols], title="Recovery coefficients")

@@ -144,7 +144,9 @@ def test_real_scans_through_sitekit_earl_check(tmp_path, real_data):
     # recon_1 is the noisier reconstruction (README: background COV ~35 % vs ~17 %)
     cov = {s["site"]: s["background_cov_pct"] for s in doc["scans"]}
     assert cov["recon_1"] > cov["recon_2"]
-    assert (out / "spheres_recon_1.png").exists()
+    png = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "spheres_recon_1.png")))
+    magenta = (png[..., 0] == 255) & (png[..., 1] == 0) & (png[..., 2] == 255)
+    assert magenta.sum() > 500  # the twelve background ROIs of the sphere plane are drawn
     chk = pd.read_csv(out / "check.csv")
     earl1_28 = chk[(chk["standard"] == "EARL1") & (chk["metric"] == "MAX") & (chk["sphere_mm"] == 28.0)]
     assert len(earl1_28) == 2 and not earl1_28["passed"].any()

@@ -527,13 +527,30 @@ def _preview_from_search(vol, origin, g, found: pd.DataFrame | None) -> sitk.Ima
     return _rgb_image(vol[k], marks, g, scale=3)
 
 
-def preview_image(image: sitk.Image, localization: Localization | None = None) -> sitk.Image:
+def preview_image(image: sitk.Image, localization: Localization | None = None, *,
+                  background_rois: pd.DataFrame | None = None) -> sitk.Image:
     """A 2D RGB picture (uint8) of the sphere plane with the found spheres circled.
 
-    Green: fitted sphere; yellow: placed by the ring; cyan: manual.  Write it with
+    Green: fitted sphere; yellow: placed by the ring; cyan: manual; magenta: the 37 mm
+    background ROIs of the sphere plane.  Write it with
     ``SimpleITK.WriteImage(preview, "spheres.png")``.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        The phantom scan.
+    localization : Localization, optional
+        Where the spheres are; without it the picture shows the plane of the hottest voxel.
+    background_rois : pandas.DataFrame, optional
+        ``PhantomMeasurement.background_rois`` (``plane_mm, x, y, z``); the ROIs of the
+        sphere plane are drawn.
+
+    Returns
+    -------
+    SimpleITK.Image
+        A 2D RGB image.
     """
-    arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
+    arr = np.nan_to_num(sitk.GetArrayViewFromImage(image).astype(np.float64), nan=0.0)
     vol, origin, g = _search_grid(image, arr)
     if localization is None:
         return _preview_from_search(vol, origin, g, None)
@@ -544,4 +561,8 @@ def preview_image(image: sitk.Image, localization: Localization | None = None) -
     k = int(np.clip(round((zc - origin[2]) / g), 0, vol.shape[0] - 1))
     marks = [((r.centre_y - origin[1]) / g, (r.centre_x - origin[0]) / g, r.sphere_mm / 2.0, colours[r.source])
              for r in df.itertuples()]
+    if background_rois is not None and len(background_rois):
+        plane = background_rois[background_rois["plane_mm"] == 0.0]
+        marks += [((r.y - origin[1]) / g, (r.x - origin[0]) / g, max(SPHERE_DIAMETERS_MM) / 2.0, (255, 0, 255))
+                  for r in plane.itertuples()]
     return _rgb_image(vol[k], marks, g, scale=3)
