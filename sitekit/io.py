@@ -449,14 +449,20 @@ def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> 
     return image
 
 
-_SLICE_SUFFIXES = ("", ".dcm", ".dicom", ".ima")
+_SLICE_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
 def _looks_like_slice(path: Path) -> bool:
-    if path.name.startswith(".") or not path.is_file():
+    """A file that should have been part of a series: a DICOM suffix, a DICOM preamble, or a
+    bare / numeric-suffixed name with a digit in it (``IM0001``, ``1.2.840.113619.2.55``);
+    README-like files and DICOMDIR are not."""
+    if path.name.startswith(".") or not path.is_file() or path.name.upper() == "DICOMDIR":
         return False
-    if path.suffix.lower() in _SLICE_SUFFIXES:
-        return path.name.upper() != "DICOMDIR"
+    suffix = path.suffix.lower()
+    if suffix in _SLICE_SUFFIXES:
+        return True
+    if (suffix == "" or suffix[1:].isdigit()) and any(c.isdigit() for c in path.name):
+        return True
     with contextlib.suppress(OSError), open(path, "rb") as fh:
         fh.seek(128)
         return fh.read(4) == b"DICM"

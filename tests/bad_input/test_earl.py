@@ -264,3 +264,13 @@ def test_nan_in_a_lesion_region_is_an_error_row_naming_the_case(tmp_path):
     assert list(errors["subject_id"]) == ["holey"] and errors["stage"].iloc[0] == "check"
     assert "1 NaN voxel(s) in or next to the region of label 1" in errors["reason"].iloc[0]
     assert list(features["subject_id"]) == ["clean"]
+
+
+def test_notes_beside_a_dicom_series_are_not_taken_for_broken_slices(dicom_copy):
+    d, files = dicom_copy
+    (d / "README").write_text("exported 2026-03-02")
+    (d / "notes.txt").write_text("phantom QC")
+    assert read_image(d).GetSize() == (192, 192, 89)
+    (d / "IM0001").write_bytes(b"\x00" * 300)  # a slice-like name that GDCM cannot read
+    with pytest.raises(CorruptFileError, match="IM0001"):
+        read_image(d)

@@ -84,3 +84,26 @@ def test_mhd_output_names_its_final_data_file(tmp_path, inputs):
     header = (tmp_path / "f.mhd").read_text()
     assert "ElementDataFile = f.zraw" in header or "ElementDataFile = f.raw" in header, header
     assert sorted(p.name for p in tmp_path.iterdir()) in (["f.mhd", "f.zraw"], ["f.mhd", "f.raw"])
+
+
+def test_stale_temporaries_of_a_dead_run_are_removed_and_an_interrupted_swap_is_undone(tmp_path):
+    from sitekit.io import remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    # killed while writing: a half-written new set
+    half = tmp_path / f".out.{dead.pid}.abc.tmp"
+    half.mkdir()
+    (half / "measurements.csv").write_text("partial")
+    # killed between moving the old set aside and the new one in: the old set waits in .old/x
+    old = tmp_path / f".out.{dead.pid}.def.old"
+    (old / "x").mkdir(parents=True)
+    (old / "x" / "verdict.json").write_text("{}")
+    # a live run's folder is left alone
+    live = tmp_path / f".out.{os.getpid()}.ghi.tmp"
+    live.mkdir()
+    removed = remove_stale_temporaries(out)
+    assert sorted(p.name for p in removed) == sorted([half.name, old.name])
+    assert (out / "verdict.json").read_text() == "{}"  # the old set is back in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name])
