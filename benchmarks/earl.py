@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from sitekit.datasets import get_profile, make_phantom_scan
 from sitekit.harmonize import earl
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nema-iq-dicom"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "nema-iq-dicom"
 
 _REF_SCRIPT = r"""
 import json, sys, time, warnings

@@ -13,15 +13,18 @@ leaves a half-written output, and an existing output is only replaced with ``for
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import locale
 import os
+import re
 import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
@@ -47,6 +50,8 @@ __all__ = [
     "image_suffix",
     "check_nifti_complete",
     "preserve_locale",
+    "safe_filename",
+    "remove_stale_temporaries",
 ]
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet")
@@ -80,6 +85,56 @@ def _suffix(path: Path) -> str:
 def image_suffix(path: PathLike) -> str:
     """Return the image suffix of ``path`` (``".nii.gz"`` counts as one suffix)."""
     return _suffix(Path(path))
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def safe_filename(name, *, what: str = "name", option: str | None = None) -> str:
+    """Return ``name`` if it can become part of a file name, else raise a named error.
+
+    A name that becomes a file name (a site, a case id) must stay inside the output
+    directory on every platform: 1-100 characters of letters, digits, ``.``, ``_``, ``+`` and
+    ``-``, starting with a letter or digit, no ``..`` and no reserved device name.  Names
+    are refused rather than rewritten, so two sites never collide on one file.
+
+    Parameters
+    ----------
+    name : str
+        The candidate name.
+    what : str, default="name"
+        What the name is, for the message ("site name").
+    option : str, optional
+        The option or column it came from, for the message (``"--site"``).
+
+    Returns
+    -------
+    str
+        ``name`` unchanged.
+
+    Raises
+    ------
+    ValidationError
+        The name holds a path separator, ``..``, a character outside the set above, or is
+        empty or too long.
+
+    Examples
+    --------
+    >>> from sitekit.io import safe_filename
+    >>> safe_filename("site_A-2")
+    'site_A-2'
+    """
+    text = str(name)
+    where = f" (from {option})" if option else ""
+    if not _SAFE_NAME.fullmatch(text) or ".." in text or text.split(".")[0].upper() in _RESERVED:
+        bad = sorted({c for c in text if not (c.isascii() and (c.isalnum() or c in "._+-"))})
+        why = (f"it holds {', '.join(repr(c) for c in bad)}" if bad else "it contains '..'" if ".." in text
+               else "it is empty, too long, a reserved name or does not start with a letter or digit")
+        raise ValidationError(
+            f"The {what} {text!r}{where} cannot become a file name: {why}. Use 1-100 letters, digits, "
+            "'.', '_', '+' or '-', starting with a letter or digit.")
+    return text
 
 
 def _check_exists(path: Path, what: str) -> None:
@@ -156,14 +211,16 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         umask = os.umask(0)  # mkdtemp makes 0700 directories
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old",
+                                        dir=target.parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -172,6 +229,50 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove the temporary folders a killed run left next to ``path``.
+
+    :func:`atomic_directory` names its temporary (and replaced) folders
+    ``.<name>.<pid>.<random>.tmp`` / ``.old``; those whose process no longer runs are
+    removed, so a run killed with SIGKILL leaves nothing a rerun trips over.  A run killed
+    in the instant between moving the old result set aside and the new one in has its old
+    set put back.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final output directory.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders removed.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|old)")
+    removed = []
+    for p in target.parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if m.group(2) == "old" and (p / "x").exists() and not target.exists():
+                os.replace(p / "x", target)  # killed between moving the old set out and the new one in
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:
@@ -328,6 +429,8 @@ def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> 
     elif series_uid not in ids:
         raise CorruptFileError(f"Series '{series_uid}' is not in '{d}'; found: {', '.join(ids)}.")
     files = reader.GetGDCMSeriesFileNames(str(d), series_uid)
+    _check_unlisted_slices(d, ids, reader)
+    _check_slice_positions(d, files)
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOn()
@@ -335,12 +438,105 @@ def read_dicom_series(directory: PathLike, *, series_uid: str | None = None) -> 
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise CorruptFileError(f"DICOM series in '{d}' could not be read: {_first_line(exc)}") from exc
+        bad = _unreadable_files(files)
+        which = f" (unreadable slice file(s): {', '.join(bad)})" if bad else ""
+        raise CorruptFileError(f"DICOM series in '{d}' could not be read{which}: {_first_line(exc)}; "
+                               "export the series again.") from exc
     image = _undo_monochrome1(image, reader, len(files))
     for key in _DICOM_KEYS:
         if reader.HasMetaDataKey(0, key):
             image.SetMetaData(key, reader.GetMetaData(0, key).strip())
     return image
+
+
+_SLICE_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
+def _looks_like_slice(path: Path) -> bool:
+    """A file that should have been part of a series: a DICOM suffix, a DICOM preamble, or a
+    bare / numeric-suffixed name with a digit in it (``IM0001``, ``1.2.840.113619.2.55``);
+    README-like files and DICOMDIR are not."""
+    if path.name.startswith(".") or not path.is_file() or path.name.upper() == "DICOMDIR":
+        return False
+    suffix = path.suffix.lower()
+    if suffix in _SLICE_SUFFIXES:
+        return True
+    if (suffix == "" or suffix[1:].isdigit()) and any(c.isdigit() for c in path.name):
+        return True
+    with contextlib.suppress(OSError), open(path, "rb") as fh:
+        fh.seek(128)
+        return fh.read(4) == b"DICM"
+    return False
+
+
+def _check_unlisted_slices(directory: Path, ids, reader: sitk.ImageSeriesReader) -> None:
+    """Refuse a series directory holding slice files that GDCM could not parse (they are
+    silently left out of the series, which then reads as a shorter volume)."""
+    listed = {Path(f).name for uid in ids for f in reader.GetGDCMSeriesFileNames(str(directory), uid)}
+    bad = sorted(p.name for p in directory.iterdir() if p.name not in listed and _looks_like_slice(p))
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise CorruptFileError(
+            f"DICOM directory '{directory}' holds {len(bad)} file(s) that are not readable DICOM slices: "
+            f"{shown}. Replace them with intact copies (export the series again) or move them out.")
+
+
+def _unreadable_files(files) -> list[str]:
+    bad = []
+    for f in files:
+        try:
+            r = sitk.ImageFileReader()
+            r.SetFileName(f)
+            r.Execute()
+        except RuntimeError:
+            bad.append(Path(f).name)
+    return bad
+
+
+def _check_slice_positions(directory: Path, files) -> None:
+    """Refuse a series whose slices are not evenly spaced along the slice normal.
+
+    A missing slice would otherwise be read as a shorter volume with the remaining slices
+    re-spaced (ITK only warns), which moves every structure beyond the gap.
+    """
+    n = len(files)
+    if n < 3:
+        return
+    pos, cosines = [], []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        try:
+            r.ReadImageInformation()
+        except RuntimeError as exc:
+            raise CorruptFileError(f"DICOM slice '{f}' could not be read: {_first_line(exc)}; replace it "
+                                   "with an intact copy or export the series again.") from exc
+        try:
+            pos.append([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+            cosines = [float(v) for v in r.GetMetaData("0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            return  # no positions to check (e.g. secondary captures); ITK's spacing stands
+    pos = np.asarray(pos, float)
+    if pos.shape != (n, 3) or len(cosines) != 6:
+        return
+    normal = np.cross(cosines[:3], cosines[3:])
+    depth = pos @ normal
+    gaps = np.diff(depth)
+    step = float(np.median(gaps))
+    if abs(step) < 1e-6:
+        raise CorruptFileError(f"DICOM series in '{directory}': the slices do not advance along the slice "
+                               "normal (duplicate positions); export the series again.")
+    off = np.flatnonzero(np.abs(gaps - step) > 0.01 * abs(step) + 1e-3)
+    if off.size:
+        k = int(off[0])
+        names = Path(files[k]).name, Path(files[k + 1]).name
+        kind = "a gap" if abs(gaps[k]) > abs(step) else "uneven spacing"
+        missing = int(round(gaps[k] / step)) - 1 if abs(gaps[k]) > abs(step) else 0
+        what = f" ({missing} slice(s) missing)" if missing > 0 else ""
+        raise CorruptFileError(
+            f"DICOM series in '{directory}' has {kind}{what}: slices '{names[0]}' and '{names[1]}' are "
+            f"{abs(gaps[k]):.3g} mm apart where the others are {abs(step):.3g} mm apart "
+            f"({off.size} such place(s)); restore the missing slice(s) or export the series again.")
 
 
 def _undo_monochrome1(image: sitk.Image, reader: sitk.ImageSeriesReader, n_slices: int) -> sitk.Image:
@@ -414,7 +610,68 @@ def read_image(path: PathLike) -> sitk.Image:
         raise CorruptFileError(f"Image '{p}' could not be read: {_first_line(exc)}") from exc
     if suffix in (".nii", ".nii.gz"):
         check_nifti_complete(p, image)
+        image = _restore_nifti_nan(p, image)
     return image
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _restore_nifti_nan(path: Path, image: sitk.Image) -> sitk.Image:
+    """Put back the NaN voxels of a floating-point NIfTI that ITK's reader turned into 0.
+
+    ITK's NIfTI reader replaces NaN by 0, so a scan with undefined voxels reads as one with
+    cold voxels.  The voxel data are read again from the file and every NaN position is
+    set to NaN in the image (scalar images; other images are returned unchanged).
+    """
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() not in (sitk.sitkFloat32,
+                                                                                 sitk.sitkFloat64):
+        return image
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+            hdr = _nifti_layout(head)
+            if hdr is None:
+                return image
+            dtype, offset, n = hdr
+            if n != image.GetNumberOfPixels():
+                return image
+            fh.seek(offset)
+            raw = np.frombuffer(fh.read(n * dtype.itemsize), dtype=dtype, count=n)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise CorruptFileError(f"Image '{path}' could not be read: {exc}.") from exc
+    nan = np.isnan(raw)
+    if not nan.any():
+        return image
+    arr = sitk.GetArrayFromImage(image)
+    arr.reshape(-1)[nan] = np.nan
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    for key in image.GetMetaDataKeys():
+        out.SetMetaData(key, image.GetMetaData(key))
+    return out
+
+
+def _nifti_layout(head: bytes):
+    """(dtype, data offset, number of voxels) of a floating-point NIfTI-1/2 header, else None."""
+    for order in ("<", ">"):
+        if len(head) >= 348 and np.frombuffer(head[:4], order + "i4")[0] == 348:
+            dims = np.frombuffer(head[40:56], order + "i2")
+            code = int(np.frombuffer(head[70:72], order + "i2")[0])
+            offset = int(np.frombuffer(head[108:112], order + "f4")[0])
+            break
+        if len(head) >= 540 and np.frombuffer(head[:4], order + "i4")[0] == 540:
+            dims = np.frombuffer(head[16:80], order + "i8")
+            code = int(np.frombuffer(head[12:14], order + "i2")[0])
+            offset = int(np.frombuffer(head[168:176], order + "i8")[0])
+            break
+    else:
+        return None
+    if code not in _NIFTI_FLOAT_TYPES or not 1 <= dims[0] <= 7:
+        return None
+    n = int(np.prod(dims[1:int(dims[0]) + 1], dtype=np.int64))
+    return np.dtype(order + _NIFTI_FLOAT_TYPES[code]), max(offset, 348), n
 
 
 _NIFTI_HEADER_BYTES = 348
@@ -497,6 +754,35 @@ def write_image(image: sitk.Image, path: PathLike, *, force: bool = False, compr
         raise ValidationError(
             f"Output image '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(IMAGE_SUFFIXES)}."
         )
+    if suffix in (".mhd", ".nhdr"):
+        _write_detached(image, p, force=force, compress=compress)
+        return p
     with atomic_output(p, force=force) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
     return p
+
+
+def _write_detached(image: sitk.Image, path: Path, *, force: bool, compress: bool) -> None:
+    """Write a header + data-file format (MetaImage ``.mhd``, NRRD ``.nhdr``) under its final
+    names: both files are written in a temporary folder, then the data file and last the
+    header are moved into place (the header names its data file, so it must not be a
+    temporary name)."""
+    if path.exists() and not force:
+        raise OutputExistsError(f"Output '{path}' already exists; pass --force (force=True) to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        sitk.WriteImage(image, str(tmp / path.name), compress)
+        files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)  # header last
+        for f in files:
+            if f.name != path.name and (path.parent / f.name).exists() and not force:
+                raise OutputExistsError(f"Output '{path.parent / f.name}' (the data file of '{path.name}') already "
+                                        "exists; pass --force (force=True) to replace it.")
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in files:
+            os.chmod(f, 0o666 & ~umask)
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -32,6 +32,10 @@ def _site_names(paths, sites) -> list[str]:
                     n = n[: -len(suf)]
                     break
             names.append(n)
+    from sitekit.io import safe_filename
+
+    names = [safe_filename(n, what="site name", option="--site" if sites else "the phantom's file name")
+             for n in names]
     seen: dict[str, int] = {}
     out = []
     for n in names:
@@ -54,10 +58,38 @@ def _per_scan(values, n: int, name: str) -> list:
 def _write_json(obj, path: Path, force: bool) -> None:
     import json
 
+    from sitekit._json import to_jsonable
     from sitekit.io import atomic_output
 
     with atomic_output(path, force=force) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        tmp.write_text(json.dumps(to_jsonable(obj), indent=2))
+
+
+def _result_dir(out, force: bool, marker: str, command: str) -> tuple[Path, bool]:
+    """Check the output folder of a result set before any work; return (path, replace).
+
+    The set is written to a temporary folder and moved into place whole.  An existing
+    non-empty folder is replaced only with --force, and only when it holds a result set of
+    the same command (``marker``): --force never deletes an unrelated folder.
+    """
+    from sitekit.exceptions import OutputExistsError
+    from sitekit.io import remove_stale_temporaries
+
+    outdir = Path(out)
+    remove_stale_temporaries(outdir)
+    if not outdir.exists():
+        return outdir, False
+    if not outdir.is_dir():
+        raise OutputExistsError(f"--out '{outdir}' exists and is not a folder; choose a folder path.")
+    if not any(outdir.iterdir()):
+        return outdir, True  # an empty folder: nothing to lose
+    if not force:
+        raise OutputExistsError(f"--out '{outdir}' already holds files; pass --force to replace the whole "
+                                f"result set, or choose a new folder.")
+    if not (outdir / marker).is_file():
+        raise OutputExistsError(f"--out '{outdir}' is not a result set of `sitekit earl {command}` (no {marker}); "
+                                "--force only replaces those. Choose a new folder.")
+    return outdir, True
 
 
 def _write_png(image, path: Path, force: bool) -> None:
@@ -69,8 +101,9 @@ def _write_png(image, path: Path, force: bool) -> None:
         sitk.WriteImage(image, str(tmp))
 
 
-def _measure_all(phantoms, *, fills, sphere_conc, background_conc, centres, sites, a50_background, out, force):
-    """Read and measure every phantom; on a localisation failure write the preview and re-raise."""
+def _measure_all(phantoms, *, fills, sphere_conc, background_conc, centres, sites, a50_background, out):
+    """Read and measure every phantom; on a localization failure write the preview beside the
+    output folder (``<out>.spheres_not_found_<site>.png``) and re-raise."""
     from sitekit.exceptions import SpheresNotFoundError
     from sitekit.harmonize import earl
 
@@ -84,7 +117,7 @@ def _measure_all(phantoms, *, fills, sphere_conc, background_conc, centres, site
                                      centres=centres, a50_background=a50_background.lower(), site=site)
         except SpheresNotFoundError as exc:
             if exc.preview is not None:
-                png = out / f"spheres_not_found_{site}.png"
+                png = out.parent / f"{out.name}.spheres_not_found_{site}.png"
                 _write_png(exc.preview, png, True)
                 raise SpheresNotFoundError(f"{site} ('{path}'): {exc} What the search saw: '{png}'.",
                                            preview=exc.preview, found=exc.found) from exc
@@ -118,40 +151,54 @@ def register(cli: click.Group) -> None:
         against EARL bands.
 
         \b
-        Writes to OUT: measurements.csv (RCs per sphere), background.csv (background ROIs),
-        check.csv (tidy: site, standard, sphere_mm, metric, rc, lower, upper, passed, margin),
-        verdict.csv / verdict.json (site table), spheres_<site>.png (what was found).
-        Exit code 1 when a site fails a verified limit, 2 when spheres cannot be found.
-        Without --fill or --sphere-conc the sphere concentration is estimated from the 37 mm
-        sphere's blurred profile (RCs are then relative to that estimate).
+        Writes the result set OUT (a folder, written whole or not at all; an existing set is
+        replaced only with --force): measurements.csv (RCs per sphere), background.csv
+        (background ROIs), check.csv (tidy: site, standard, sphere_mm, metric, rc, lower,
+        upper, passed, margin), verdict.csv / verdict.json (site table), spheres_<site>.png.
+        Exit code 1 when a site fails a verified limit, 2 on bad input or when the spheres
+        cannot be found. Without --fill or --sphere-conc the sphere concentration is
+        estimated from the 37 mm sphere's blurred profile (RCs are then relative to it).
+
+        \b
+        Fill file (--fill, JSON; activities in MBq, volumes in mL, times ISO 8601, all with
+        or all without a UTC offset; concentrations come out in Bq/mL at scan start):
+          {"isotope": "F-18",                  # F-18, C-11, N-13, O-15, Ga-68, Cu-64,
+           "half_life_s": 6586.2,              #   Rb-82, Zr-89, I-124; others need half_life_s
+           "scan_start": "2026-03-02T10:00:00",
+           "stated_ratio": 10.0,               # optional sphere:background ratio aimed at
+           "sphere": {"activity_mbq": 2.31, "volume_ml": 100.0,
+                      "measured_at": "2026-03-02T09:10:00",
+                      "residual_mbq": 0.0, "residual_measured_at": null},
+           "background": {"activity_mbq": 21.4, "volume_ml": 9700.0,
+                          "measured_at": "2026-03-02T09:20:00"}}
+        "sphere" is the stock solution the spheres were filled from. Activities must be
+        measured before scan_start (at most 5 half-lives). The image must be in Bq/mL;
+        --sphere-conc/--background-conc are in the image's units.
+
+        \b
+        Example:
+          sitekit earl check site_A.nii.gz --fill fill_A.json --standard all --out earl_A
         """
         import pandas as pd
 
         from sitekit._version import __version__
         from sitekit.exceptions import CheckFailedError
         from sitekit.harmonize import earl
-        from sitekit.io import file_hash, write_table
+        from sitekit.io import atomic_directory, file_hash, write_table
 
-        outdir = Path(out)
-        outdir.mkdir(parents=True, exist_ok=True)
         names = _site_names(phantoms, sites)
         fill_list = _per_scan(fills, len(phantoms), "--fill")
+        outdir, replace = _result_dir(out, force, "verdict.json", "check")
         with show_warnings():
             results = _measure_all(phantoms, fills=fill_list, sphere_conc=sphere_conc,
                                    background_conc=background_conc, centres=centres, sites=names,
-                                   a50_background=a50_background, out=outdir, force=force)
+                                   a50_background=a50_background, out=outdir)
             spheres = pd.concat([m.spheres for *_, m in results], ignore_index=True)
             bkg = pd.concat([m.background.assign(site=s) for _, s, _, m in results], ignore_index=True)
             bkg = bkg[["site"] + [c for c in bkg.columns if c != "site"]]
             std = "all" if standard.lower() == "all" else standard.upper()
             chk = earl.check(spheres, standard=std)
             ver = earl.verdict(chk)
-            write_table(spheres, outdir / "measurements.csv", force=force)
-            write_table(bkg, outdir / "background.csv", force=force)
-            write_table(chk, outdir / "check.csv", force=force)
-            write_table(ver, outdir / "verdict.csv", force=force)
-            for _, site, image, m in results:
-                _write_png(earl.preview_image(image, m.localisation), outdir / f"spheres_{site}.png", force)
             doc = {
                 "format": "sitekit-earl-check", "version": 1, "sitekit_version": __version__,
                 "passed": bool(ver["passed"].all()), "standards": sorted(set(chk["standard"])),
@@ -161,14 +208,28 @@ def register(cli: click.Group) -> None:
                               for r in ver[ver["site"] == s].itertuples()} for s in names},
                 "scans": [{"site": s, "path": str(p), "sha256": file_hash(p), **m.info} for p, s, _, m in results],
             }
-            _write_json(doc, outdir / "verdict.json", force)
+            # the whole set goes to a temporary folder and is moved into place at once: an
+            # interrupted run leaves the old set or the new one, never a mixture
+            with atomic_directory(outdir, force=replace, inputs=tuple(phantoms)) as tmp:
+                write_table(spheres, tmp / "measurements.csv")
+                write_table(bkg, tmp / "background.csv")
+                write_table(chk, tmp / "check.csv")
+                write_table(ver, tmp / "verdict.csv")
+                for _, site, image, m in results:
+                    _write_png(earl.preview_image(image, m.localization, background_rois=m.background_rois),
+                               tmp / f"spheres_{site}.png", False)
+                _write_json(doc, tmp / "verdict.json", False)
         cols = ["site", "sphere_mm", "rc_max", "rc_a50", "rc_peak", "fwhm_mm"]
         print_table(spheres[cols], title="Recovery coefficients")
         for _, s, _, m in results:
             src = m.info["conc_source"]
-            click.echo(f"{s}: sphere concentration {m.info['sphere_conc']:.6g} ({src}"
+            unit = m.info.get("units") or "image units"
+            unit = "Bq/mL" if unit.upper() in ("BQML", "BQ/ML") else unit
+            click.echo(f"{s}: sphere concentration {m.info['sphere_conc']:.6g} {unit} ({src}"
                        + (", from the 37 mm sphere profile fit" if src == "estimated" else "")
-                       + f"); background measured {m.info['background_measured']:.6g}; "
+                       + f"); background measured {m.info['background_measured']:.6g} {unit} "
+                       f"({len(m.background_rois)} ROIs placed from the "
+                       f"{'body outline in the scan' if m.info['background_placement'] == 'image' else 'template'}); "
                        f"background variability (37 mm ROIs) {m.info['background_variability_pct']['37']:.1f} %")
         print_table(ver[["site", "standard", "passed", "n_checks", "n_failed", "worst_margin"]], title="Verdict")
         click.echo(f"Outputs written to {outdir}")
@@ -205,16 +266,18 @@ def register(cli: click.Group) -> None:
 
         from sitekit.exceptions import ValidationError
         from sitekit.harmonize import earl
-        from sitekit.io import write_table
+        from sitekit.harmonize.earl._filter import MAX_FWHM_MM
+        from sitekit.io import atomic_directory, write_table
 
-        if not (step > 0 and max_fwhm > step):
-            raise ValidationError("--step must be > 0 and --max-fwhm larger than --step.")
-        outdir = Path(out)
-        outdir.mkdir(parents=True, exist_ok=True)
+        if not (step >= 0.05 and step < max_fwhm <= MAX_FWHM_MM):
+            raise ValidationError(f"--step must be at least 0.05 mm and --max-fwhm between --step and "
+                                  f"{MAX_FWHM_MM:g} mm (harmonising filters are 0-15 mm); got --step {step:g}, "
+                                  f"--max-fwhm {max_fwhm:g}.")
         names = _site_names(phantoms, sites)
         fill_list = _per_scan(fills, len(phantoms), "--fill")
         if centres is not None and len(phantoms) > 1:
             raise click.BadParameter("--centres works with one phantom at a time.", param_hint="--centres")
+        outdir, replace = _result_dir(out, force, "calibration.json", "calibrate")
         grid = np.round(np.arange(0.0, max_fwhm + 1e-9, step), 4)
         results = []
         with show_warnings():
@@ -230,9 +293,10 @@ def register(cli: click.Group) -> None:
             summary = pd.DataFrame([{"site": r.site, "standard": r.standard, "smallest_fwhm_mm": r.smallest_fwhm,
                                      "centre_fwhm_mm": r.centre_fwhm, "chosen_fwhm_mm": r.chosen_fwhm,
                                      "reachable": r.reachable, "note": r.note} for r in results])
-            _write_json(doc, outdir / "calibration.json", force)
-            write_table(curves, outdir / "curves.csv", force=force)
-            write_table(summary, outdir / "calibration.csv", force=force)
+            with atomic_directory(outdir, force=replace, inputs=tuple(phantoms)) as tmp:
+                _write_json(doc, tmp / "calibration.json", False)
+                write_table(curves, tmp / "curves.csv")
+                write_table(summary, tmp / "calibration.csv")
         print_table(summary.drop(columns=["note"]), title=f"Harmonising filter ({standard.upper()})")
         for r in results:
             click.secho(f"{r.site}: {r.note}", fg=None if r.reachable else "yellow")

@@ -10,8 +10,8 @@ import pandas as pd
 import SimpleITK as sitk
 
 from sitekit.datasets._profiles import SiteProfile, get_profile, occupancy_from_sdf, render
-from sitekit.harmonize.earl._fill import Compartment, FillDescription
-from sitekit.harmonize.earl._geometry import (
+from sitekit.harmonize.earl import Compartment, FillDescription
+from sitekit.harmonize.earl.geometry import (
     BACKGROUND_VOLUME_ML,
     F18_HALF_LIFE_S,
     INTERIOR_LENGTH_MM,

@@ -86,8 +86,9 @@ def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: fl
     ------
     ExtractionError
         With ``stage="check"``: not 3D scalar images, a geometry mismatch (size, spacing,
-        origin, direction; spacing and origin relative to the voxel size), an empty mask, or
-        ``label`` absent from the mask (the message lists the labels present).
+        origin, direction; spacing and origin relative to the voxel size), an empty mask,
+        ``label`` absent from the mask (the message lists the labels present), or NaN image
+        voxels in the region or within two voxels of it (interpolation would carry them in).
     """
     for what, img in (("image", image), ("mask", mask)):
         if not isinstance(img, sitk.Image):
@@ -126,6 +127,7 @@ def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: fl
         )
     arr = sitk.GetArrayViewFromImage(mask)
     if np.any(arr == label):
+        _check_nan_near(image, arr == label, label)
         return
     if not np.any(arr):
         raise ExtractionError("empty mask: no voxel is labelled", stage="check")
@@ -135,6 +137,25 @@ def check_case(image: sitk.Image, mask: sitk.Image, *, label: int, tolerance: fl
         f"label {label} absent from the mask (labels present: {shown}); set label_value",
         stage="check",
     )
+
+
+def _check_nan_near(image: sitk.Image, region: np.ndarray, label: int) -> None:
+    """Refuse NaN image voxels in the region or within two voxels of it (issue 15 item 4):
+    pyradiomics would otherwise return silently changed features."""
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return
+    idx = np.argwhere(region)
+    lo = np.maximum(idx.min(axis=0) - 2, 0)
+    hi = idx.max(axis=0) + 3
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    nan = np.isnan(sitk.GetArrayViewFromImage(image)[box])
+    if nan.any():
+        inside = int(np.count_nonzero(nan & region[box]))
+        raise ExtractionError(
+            f"the image has {int(nan.sum())} NaN voxel(s) in or next to the region of label {label} "
+            f"({inside} inside it); export the image without undefined voxels or leave them out of the mask",
+            stage="check",
+        )
 
 
 def run_extractor(image: sitk.Image, mask: sitk.Image, params: dict, label: int) -> dict[str, float]:

@@ -8,10 +8,10 @@ from pathlib import Path
 from sitekit.datasets import get_profile, make_phantom_scan
 from sitekit.harmonize.earl import PhantomGeometry
 
-#: real PET DICOM of a NEMA IQ phantom, beside the repository (shared/ next to the clone)
+#: real PET DICOM of a NEMA IQ phantom (two GE reconstructions, MIT; see its README and LICENSE)
 SMALL_FOV = (200.0, 200.0, 48.0)
-FULL_FOV = (320.0, 280.0, 48.0)
-REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "nema-iq-dicom"
+FULL_FOV = (340.0, 340.0, 48.0)
+REAL_DATA = Path(__file__).resolve().parents[1] / "data" / "nema-iq-dicom"
 
 
 def gaussian_profile(fwhm, voxel=(2.0, 2.0, 2.0), *, noise_cov=0.10, bias=0.0):

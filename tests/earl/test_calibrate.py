@@ -33,6 +33,8 @@ def test_band_centre_recovers_quadrature_filter(earl1_result):
     assert res.centre_fwhm == pytest.approx(np.sqrt(8.3**2 - 4.0**2), abs=0.3)
     assert res.smallest_fwhm < res.centre_fwhm
     assert res.chosen_fwhm == res.centre_fwhm
+    # issue 14 item 9: the note says what the "centre" filter is (not the middle of the range)
+    assert "puts the RCs nearest the middle of their bands" in res.note
     # the smallest compliant filter really is compliant, a slightly smaller one is not
     c = res.curves
     assert set(c.columns) >= {"site", "standard", "fwhm_mm", "sphere_mm", "metric", "rc", "lower", "upper"}
@@ -52,6 +54,8 @@ def test_earl2_unreachable_with_a_gaussian(sharp_site):
     assert res.smallest_fwhm is None and res.centre_fwhm is None and not res.reachable
     assert res.note.startswith("Unreachable")
     assert "MAX stays below" in res.note and "PSF/ToF" in res.note
+    # issue 14 item 9: the note names the standard, the sphere and the metric
+    assert "meets EARL2:" in res.note and "mm sphere's RC MAX stays below its band" in res.note
     doc = earl.calibration_json([res])
     assert doc["sites"]["scan"]["chosen_fwhm_mm"] is None
 

@@ -119,7 +119,9 @@ def test_spheres_not_found_exit_2_with_picture(tmp_path):
     out = tmp_path / "out"
     assert main(["earl", "check", str(tmp_path / "blank.nii.gz"), "--sphere-conc", "10000",
                  "--out", str(out)]) == 2
-    assert (out / "spheres_not_found_blank.png").exists()
+    # the result set is not written; the picture of what the search saw goes beside it
+    assert not out.exists()
+    assert (tmp_path / "out.spheres_not_found_blank.png").exists()
 
 
 def test_calibration_qc_cli(tmp_path):

@@ -5,6 +5,7 @@ Measure a phantom scan (:func:`measure`), check it against EARL1/EARL2 (:func:`c
 to patient images (:func:`apply_filter`, :func:`read_calibration`).
 """
 
+from sitekit.harmonize.earl import geometry
 from sitekit.harmonize.earl._calibrate import (
     CalibrationResult,
     calibrate,
@@ -18,16 +19,8 @@ from sitekit.harmonize.earl._filter import (
     read_calibration,
     read_calibration_file,
 )
-from sitekit.harmonize.earl._geometry import (
-    F18_HALF_LIFE_S,
-    LUNG_INSERT_DIAMETER_MM,
-    RING_RADIUS_MM,
-    SPHERE_DIAMETERS_MM,
-    SPHERE_PLANE_FROM_LID_MM,
-    PhantomGeometry,
-)
 from sitekit.harmonize.earl._image import read_phantom
-from sitekit.harmonize.earl._localise import Localisation, locate_spheres, preview_image
+from sitekit.harmonize.earl._localize import Localization, locate_spheres, preview_image
 from sitekit.harmonize.earl._measure import (
     PhantomMeasurement,
     measure,
@@ -39,7 +32,15 @@ from sitekit.harmonize.earl._physics import (
     sphere_centre_recovery,
     sphere_profile,
 )
-from sitekit.harmonize.earl._standards import Standard, load_standard
+from sitekit.harmonize.earl._standards import Standard, list_standards, load_standard
+from sitekit.harmonize.earl.geometry import (
+    F18_HALF_LIFE_S,
+    LUNG_INSERT_DIAMETER_MM,
+    RING_RADIUS_MM,
+    SPHERE_DIAMETERS_MM,
+    SPHERE_PLANE_FROM_LID_MM,
+    PhantomGeometry,
+)
 
 __all__ = [
     "apply_filter",
@@ -54,12 +55,14 @@ __all__ = [
     "calibration_qc",
     "CalibrationResult",
     "PhantomMeasurement",
-    "Localisation",
+    "Localization",
+    "geometry",
     "locate_spheres",
     "preview_image",
     "read_phantom",
     "read_centres",
     "load_standard",
+    "list_standards",
     "Standard",
     "analytic_recovery",
     "sphere_centre_recovery",

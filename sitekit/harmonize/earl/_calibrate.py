@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from scipy import ndimage
 
+from sitekit._json import to_jsonable
 from sitekit._validation import check_number
-from sitekit.exceptions import ValidationError
-from sitekit.harmonize.earl._check import standards_list
+from sitekit._version import __version__
+from sitekit.exceptions import CorruptFileError, MissingFileError, ValidationError
+from sitekit.harmonize.earl._check import resolve_standards
+from sitekit.harmonize.earl._fill import FillDescription
 from sitekit.harmonize.earl._filter import (
     CALIBRATION_FORMAT,
     CALIBRATION_VERSION,
+    MAX_FWHM_MM,
     gaussian_filter_array,
 )
-from sitekit.harmonize.earl._geometry import (
+from sitekit.harmonize.earl._image import VoxelGrid, read_phantom
+from sitekit.harmonize.earl._measure import _peak_kernels, measure_phantom, sphere_metrics
+from sitekit.harmonize.earl.geometry import (
     PEAK_SPHERE_DIAMETER_MM,
     RING_RADIUS_MM,
     SPHERE_DIAMETERS_MM,
 )
-from sitekit.harmonize.earl._image import VoxelGrid
-from sitekit.harmonize.earl._measure import _peak_kernels, measure_phantom, sphere_metrics
 
 __all__ = ["CalibrationResult", "calibrate", "calibration_json", "calibration_qc"]
 
@@ -109,7 +114,7 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
         Gaussian filter meets the standard (e.g. EARL2 RCmax on a Gaussian-like reconstruction,
         or a scan that is already smoother than the standard allows).
     """
-    stds = standards_list(standard)
+    stds = resolve_standards(standard)
     if len(stds) != 1:
         raise ValidationError("calibrate takes one standard ('EARL1' or 'EARL2'), not 'all'.")
     std = stds[0]
@@ -117,20 +122,22 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
     if grid_f.ndim != 1 or grid_f.size < 2 or np.any(~np.isfinite(grid_f)) or np.any(grid_f < 0) \
             or np.any(np.diff(grid_f) <= 0):
         raise ValidationError("fwhm_grid must be at least two increasing FWHM values >= 0 (mm).")
+    if grid_f.max() > MAX_FWHM_MM or grid_f.size > 1000:
+        raise ValidationError(
+            f"fwhm_grid goes up to {grid_f.max():g} mm in {grid_f.size} steps; the sweep accepts FWHMs up to "
+            f"{MAX_FWHM_MM:g} mm and at most 1000 steps (harmonising filters are 0-15 mm).")
     if not isinstance(image, sitk.Image):
-        from sitekit.harmonize.earl._image import read_phantom
-
         image = read_phantom(image)
     base = measure_phantom(image, sphere_conc=sphere_conc, background_conc=background_conc, fill=fill,
                            centres=centres, a50_background=a50_background, site=site)
     info = base.info
     s_conc = float(info["sphere_conc"])
     b_a50 = float(info["background_measured"]) if a50_background == "measured" else float(info["background_conc"])
-    loc = base.localisation
+    loc = base.localization
     site_name = info["site"]
 
     grid = VoxelGrid(image)
-    arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
+    arr = np.nan_to_num(sitk.GetArrayViewFromImage(image).astype(np.float64), nan=0.0)  # NaN: outside the phantom
     # crop around the ring, with room for the widest filter
     sigma_max = float(grid_f.max()) / 2.3548
     half = RING_RADIUS_MM + max(SPHERE_DIAMETERS_MM) / 2 + PEAK_SPHERE_DIAMETER_MM + 4 * sigma_max + \
@@ -167,11 +174,11 @@ def calibrate(image: sitk.Image, *, standard="EARL1", sphere_conc=None, backgrou
             progress()
     curves = pd.DataFrame(rows)
     smallest, centre, best, note = _solve(curves, grid_f)
-    eff = info.get("localisation")
+    eff = info.get("localization")
     result = CalibrationResult(site=site_name, standard=std.name, smallest_fwhm=smallest, centre_fwhm=centre,
                                best_fwhm=best, reachable=smallest is not None, note=note, curves=curves,
                                info={"conc_source": info["conc_source"], "sphere_conc": s_conc,
-                                     "localisation": eff,
+                                     "localization": eff,
                                      "fitted_fwhm_37mm": float(base.spheres["fwhm_mm"].iloc[-1]),
                                      "standard_version": std.version})
     return result
@@ -199,12 +206,14 @@ def _solve(curves: pd.DataFrame, grid_f: np.ndarray):
         centre = float(fine[all_in][int(np.argmin(cost[all_in]))])
         lo_f, hi_f = smallest, float(fine[all_in].max())
         note = (f"Compliant for Gaussian post-filters of {lo_f:.2f}-{hi_f:.2f} mm FWHM on this grid; "
-                f"band centre at {centre:.2f} mm.")
+                f"{centre:.2f} mm puts the RCs nearest the middle of their bands (least squares in half-band "
+                "units; this is the filter chosen).")
         if not all_in[np.argmax(all_in):np.flatnonzero(all_in)[-1] + 1].all():
             note += " (The compliant range has gaps; check the curves.)"
         return smallest, centre, best, note
     if worst:
-        parts = [f"{d:g} mm {m} stays {side} its band [{lo:.2f}, {hi:.2f}] (RC {a:.2f}-{b:.2f})"
+        parts = [f"the {d:g} mm sphere's RC {m} stays {side} its band [{lo:.2f}, {hi:.2f}] "
+                 f"(RC {a:.2f}-{b:.2f} over the sweep)"
                  for (d, m), (side, a, b, lo, hi) in sorted(worst.items())]
         reason = "; ".join(parts)
     else:
@@ -216,7 +225,7 @@ def _solve(curves: pd.DataFrame, grid_f: np.ndarray):
     elif any(side == "below" for (side, *_rest) in worst.values()):
         hint = " The scan is already smoother than the standard allows; a post-filter cannot sharpen it."
     return None, None, best, (f"Unreachable: no Gaussian post-filter of {grid_f[0]:g}-{grid_f[-1]:g} mm "
-                              f"meets the standard. {reason}.{hint}")
+                              f"meets {curves['standard'].iloc[0]}: {reason}.{hint}")
 
 
 def calibration_json(results: list[CalibrationResult]) -> dict:
@@ -229,32 +238,15 @@ def calibration_json(results: list[CalibrationResult]) -> dict:
     names = [r.site for r in results]
     if len(set(names)) != len(names):
         raise ValidationError(f"Site names must be unique in one calibration; got {names}.")
-    from sitekit._version import __version__
-
     return {"format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION, "standard": results[0].standard,
             "standard_version": results[0].info.get("standard_version"), "sitekit_version": __version__,
-            "sites": {r.site: _jsonable(r.to_dict()) for r in results}}
+            "sites": {r.site: to_jsonable(r.to_dict()) for r in results}}
 
 
-def _jsonable(d):
-    if isinstance(d, dict):
-        return {k: _jsonable(v) for k, v in d.items()}
-    if isinstance(d, list | tuple):
-        return [_jsonable(v) for v in d]
-    if isinstance(d, np.generic):
-        d = d.item()
-    if isinstance(d, float) and not math.isfinite(d):
-        return None
-    return d
 
 
 # ----------------------------------------------------------------------------- calibration QC
 def _cylinder_conc(fill) -> float:
-    from pathlib import Path
-
-    from sitekit.exceptions import CorruptFileError, MissingFileError
-    from sitekit.harmonize.earl._fill import FillDescription
-
     if isinstance(fill, str | Path):
         p = Path(fill)
         if not p.exists():
@@ -267,9 +259,10 @@ def _cylinder_conc(fill) -> float:
         raise ValidationError("A cylinder fill needs a 'cylinder' section: {\"scan_start\": ..., \"cylinder\": "
                               "{\"activity_mbq\": ..., \"volume_ml\": ..., \"measured_at\": ...}}.")
     # reuse the compartment parser: the cylinder plays the role of the background
-    d = {"scan_start": fill.get("scan_start"), "half_life_s": fill.get("half_life_s", 6586.2),
-         "stated_ratio": None, "sphere": fill["cylinder"], "background": fill["cylinder"]}
-    return FillDescription.from_dict(d, source="cylinder fill").background_conc
+    d = {"scan_start": fill.get("scan_start"), "isotope": fill.get("isotope", "F-18"),
+         "half_life_s": fill.get("half_life_s"), "stated_ratio": None, "sphere": fill["cylinder"],
+         "background": fill["cylinder"]}
+    return FillDescription.from_dict(d, source="cylinder fill", check_ratio=False).background_conc
 
 
 def calibration_qc(image: sitk.Image, *, expected_conc: float | None = None, fill=None,
@@ -301,8 +294,6 @@ def calibration_qc(image: sitk.Image, *, expected_conc: float | None = None, fil
     expected = float(check_number(expected_conc, name="expected_conc", low=0, low_inclusive=False)) \
         if expected_conc is not None else _cylinder_conc(fill)
     check_number(tolerance, name="tolerance", low=0, low_inclusive=False, high=1)
-    from scipy import ndimage
-
     arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
     grid = VoxelGrid(image)
     sm = ndimage.gaussian_filter(arr, 1.0)

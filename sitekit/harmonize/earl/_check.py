@@ -8,7 +8,7 @@ import pandas as pd
 from sitekit.exceptions import ValidationError
 from sitekit.harmonize.earl._standards import STANDARDS, Standard, load_standard
 
-__all__ = ["METRIC_COLUMNS", "check", "verdict", "standards_list"]
+__all__ = ["METRIC_COLUMNS", "check", "verdict", "resolve_standards"]
 
 #: measurement column of each standard metric
 METRIC_COLUMNS = {"A50": "rc_a50", "MAX": "rc_max", "PEAK": "rc_peak"}
@@ -16,14 +16,17 @@ CHECK_COLUMNS = ["site", "standard", "sphere_mm", "metric", "rc", "lower", "uppe
                  "verified", "standard_version"]
 
 
-def standards_list(standard) -> list[Standard]:
-    """``"EARL1"``, ``"EARL2"``, ``"all"`` or a list of them -> loaded standards."""
+def resolve_standards(standard) -> list[Standard]:
+    """``"EARL1"``, ``"EARL2"``, ``"all"`` or a list of them -> loaded standards.
+
+    (The names of the shipped standards come from :func:`list_standards`.)
+    """
     if isinstance(standard, Standard):
         return [standard]
     if isinstance(standard, str) and standard.lower() == "all":
         return [load_standard(s) for s in STANDARDS]
     if isinstance(standard, list | tuple):
-        return [s for item in standard for s in standards_list(item)]
+        return [s for item in standard for s in resolve_standards(item)]
     return [load_standard(standard)]
 
 
@@ -65,7 +68,7 @@ def check(measurement, *, standard="EARL1") -> pd.DataFrame:
     if "site" not in df.columns:
         df["site"] = "scan"
     rows = []
-    for std in standards_list(standard):
+    for std in resolve_standards(standard):
         for metric in std.metrics:
             col = METRIC_COLUMNS[metric]
             if col not in df.columns:

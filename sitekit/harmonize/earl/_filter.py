@@ -52,6 +52,12 @@ _INT_TYPES = {
 }
 
 
+#: Largest post-filter FWHM accepted (mm).  Harmonising filters are 0-15 mm; a filter of
+#: 50 mm already blurs a 37 mm sphere into the background, and a kernel of metres would run for
+#: hours (issue 15 item 12).
+MAX_FWHM_MM = 50.0
+
+
 def _fwhm_triplet(fwhm) -> np.ndarray:
     try:
         arr = np.atleast_1d(np.asarray(fwhm, dtype=float))
@@ -64,6 +70,10 @@ def _fwhm_triplet(fwhm) -> np.ndarray:
             f"The 'fwhm' parameter of apply_filter must be a finite number >= 0 (mm) or three of them "
             f"(x, y, z). Got {fwhm!r} instead."
         )
+    if np.any(arr > MAX_FWHM_MM):
+        raise ValidationError(
+            f"The 'fwhm' parameter of apply_filter is {float(arr.max()):g} mm, above the largest accepted "
+            f"{MAX_FWHM_MM:g} mm (harmonising filters are 0-15 mm); check the value and its unit (mm).")
     return arr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,23 +13,22 @@ import SimpleITK as sitk
 from scipy import ndimage, signal
 
 from sitekit._validation import check_number, check_option
-from sitekit.exceptions import DataWarning, ValidationError
-from sitekit.harmonize.earl._fill import FillDescription, read_fill
-from sitekit.harmonize.earl._geometry import (
-    LUNG_INSERT_DIAMETER_MM,
-    PEAK_SPHERE_DIAMETER_MM,
-    SPHERE_DIAMETERS_MM,
-    body_sdf,
+from sitekit.exceptions import CorruptFileError, DataWarning, MissingFileError, ValidationError
+from sitekit.harmonize.earl._background import (
+    background_cov,
+    measure_background,
+    place_background_rois,
+    roi_table,
 )
-from sitekit.harmonize.earl._image import VoxelGrid
-from sitekit.harmonize.earl._localise import Localisation, _make_exclude, fit_sphere, locate_spheres
+from sitekit.harmonize.earl._fill import FillDescription, read_fill
+from sitekit.harmonize.earl._image import VoxelGrid, read_phantom
+from sitekit.harmonize.earl._localize import Localization, _make_exclude, fit_sphere, locate_spheres
+from sitekit.harmonize.earl.geometry import PEAK_SPHERE_DIAMETER_MM, SPHERE_DIAMETERS_MM, body_sdf
 
 __all__ = ["PhantomMeasurement", "measure", "measure_phantom", "resolve_concentrations",
-           "read_centres", "sphere_metrics", "background_rois"]
+           "read_centres", "sphere_metrics"]
 
 _RADII = np.asarray(SPHERE_DIAMETERS_MM) / 2.0
-_BKG_OFFSETS_MM = (-20.0, -10.0, 0.0, 10.0, 20.0)
-_N_BKG_ROIS = 12
 
 
 @dataclass
@@ -42,14 +42,18 @@ class PhantomMeasurement:
     background : pandas.DataFrame
         NEMA-style background ROIs, one row per ROI size: ``roi_mm, n_rois, mean, sd,
         variability_pct``.
-    localisation : Localisation
+    background_rois : pandas.DataFrame
+        Physical centres of the background ROIs: ``plane_mm, roi, x, y, z, source``
+        (``source`` is ``"image"`` when they were placed from the body outline in the scan).
+    localization : Localization
     info : dict
         JSON-ready facts: concentrations and their source, units, background, method.
     """
 
     spheres: pd.DataFrame
     background: pd.DataFrame
-    localisation: Localisation
+    background_rois: pd.DataFrame
+    localization: Localization
     info: dict = field(default_factory=dict)
 
 
@@ -105,10 +109,6 @@ def read_centres(path) -> np.ndarray:
     diameters in mm) or ``{"centres": [[x, y, z], ...]}`` / a bare list of six points in the
     order 10, 13, 17, 22, 28, 37 mm.  Physical coordinates in mm.
     """
-    import json
-
-    from sitekit.exceptions import CorruptFileError, MissingFileError
-
     p = Path(path)
     if not p.exists():
         raise MissingFileError(f"Centres file '{p}' does not exist.")
@@ -221,108 +221,61 @@ def sphere_metrics(arr: np.ndarray, grid: VoxelGrid, centre, diameter_mm: float,
             "voi_voxels": int(voi.sum())}
 
 
-def _contour_points(offset_mm: float, n_candidates: int = 72) -> np.ndarray:
-    """Points on the body contour moved ``offset_mm`` inwards, equally spaced by arc length (2D)."""
-    t = np.linspace(0, 2 * np.pi, 1441)[:-1]
-    centre = np.array([0.0, -20.0])
-    lo = np.zeros_like(t)
-    hi = np.full_like(t, 200.0)
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        x = centre[0] + mid * np.cos(t)
-        y = centre[1] + mid * np.sin(t)
-        inside = body_sdf(x, y, np.zeros_like(x)) < -offset_mm
-        lo = np.where(inside, mid, lo)
-        hi = np.where(inside, hi, mid)
-    pts = np.stack([centre[0] + lo * np.cos(t), centre[1] + lo * np.sin(t)], axis=1)
-    seg = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1)
-    s = np.r_[0.0, np.cumsum(seg)[:-1]]
-    targets = np.linspace(0, s[-1] + seg[-1], n_candidates, endpoint=False)
-    return pts[np.searchsorted(s, targets).clip(0, len(pts) - 1)]
-
-
-def background_rois(*, n_rois: int = _N_BKG_ROIS) -> np.ndarray:
-    """In-plane centres (phantom x, y in mm) of the NEMA-style background ROIs, shape (n, 2).
-
-    The ROIs sit 15 mm inside the body edge (for the 37 mm ROI), away from the spheres and the
-    lung insert; the same centres serve every ROI size.
-    """
-    biggest = max(SPHERE_DIAMETERS_MM) / 2.0
-    cand = _contour_points(15.0 + biggest)
-    from sitekit.harmonize.earl._geometry import sphere_centres_phantom
-
-    sph = sphere_centres_phantom()[:, :2]
-    ok = np.ones(len(cand), bool)
-    for c, r in zip(sph, _RADII):
-        ok &= np.linalg.norm(cand - c, axis=1) > r + biggest + 5.0
-    ok &= np.linalg.norm(cand, axis=1) > LUNG_INSERT_DIAMETER_MM / 2 + biggest + 5.0
-    cand = cand[ok]
-    pick = np.round(np.linspace(0, len(cand), n_rois, endpoint=False)).astype(int)
-    return cand[pick]
-
-
-def _slab_voxels(arr, grid: VoxelGrid, loc: Localisation, half_z: float):
-    """Values and phantom coordinates of the voxels within ``half_z`` of the sphere plane."""
-    centres2d = background_rois()
-    half = float(np.max(np.linalg.norm(centres2d, axis=1))) + max(SPHERE_DIAMETERS_MM) / 2.0 + 5.0
-    # the slab is thin along the phantom axis: a box thin along the axis nearest to it
-    axis = int(np.argmax(np.abs(loc.axes[2])))
-    widths = np.full(3, max(half, half_z))
-    widths[axis] = half_z + 0.15 * half  # room for a tilt of up to ~8 degrees
-    box = grid.box(loc.ring_centre, widths)
-    ph = loc.to_phantom(grid.coords(box))
-    sel = np.abs(ph[..., 2]) <= half_z
-    return arr[box][sel], ph[sel], centres2d
-
-
-def _background(arr, grid: VoxelGrid, loc: Localisation) -> pd.DataFrame:
-    thick = float(np.abs(grid.matrix.T @ loc.axes[2]).max())  # voxel extent along the phantom axis
-    vals, ph, centres2d = _slab_voxels(arr, grid, loc, max(_BKG_OFFSETS_MM) + thick)
-    big = max(SPHERE_DIAMETERS_MM) / 2.0
-    per_roi = []
-    for cx, cy in centres2d:
-        r2 = (ph[:, 0] - cx) ** 2 + (ph[:, 1] - cy) ** 2
-        near = r2 <= big**2
-        per_roi.append((vals[near], ph[near, 2], r2[near]))
-    rows = []
-    for dmm in SPHERE_DIAMETERS_MM:
-        means = []
-        for dz in _BKG_OFFSETS_MM:
-            for v, z, r2 in per_roi:
-                m = (np.abs(z - dz) <= thick / 2.0) & (r2 <= (dmm / 2.0) ** 2)
-                if m.any():
-                    means.append(float(v[m].mean()))
-        means = np.asarray(means)
-        mean = float(means.mean()) if means.size else float("nan")
-        sd = float(means.std(ddof=1)) if means.size > 1 else float("nan")
-        rows.append({"roi_mm": dmm, "n_rois": int(means.size), "mean": mean, "sd": sd,
-                     "variability_pct": 100.0 * sd / mean if mean else float("nan")})
-    return pd.DataFrame(rows)
-
-
-def _background_cov(arr, grid, loc) -> float:
-    """Voxel coefficient of variation (%) in the 37 mm background ROIs of the sphere plane."""
-    thick = float(np.abs(grid.matrix.T @ loc.axes[2]).max())
-    vals, ph, centres2d = _slab_voxels(arr, grid, loc, thick / 2.0)
-    sel = np.zeros(len(vals), bool)
-    for cx, cy in centres2d:
-        sel |= (ph[:, 0] - cx) ** 2 + (ph[:, 1] - cy) ** 2 <= (max(SPHERE_DIAMETERS_MM) / 2.0) ** 2
-    v = vals[sel]
-    return float(100.0 * v.std(ddof=1) / v.mean()) if v.size > 1 and v.mean() else float("nan")
-
-
 # ----------------------------------------------------------------------------- measure
+#: the measured background may differ from the true one by calibration error; beyond this
+#: factor the numbers are in different units (kBq/mL vs Bq/mL) or belong to another scan
+_SCALE_LIMIT = 5.0
+
+
+def _check_nan(nan: np.ndarray, grid: VoxelGrid, loc: Localization, site) -> None:
+    """Refuse NaN voxels in or near the phantom; NaN outside it (e.g. outside a reconstruction
+    mask) reads as air, with a warning."""
+    idx = np.argwhere(nan)[:, ::-1].astype(float)  # x, y, z
+    ph = loc.to_phantom(grid.to_physical(idx))
+    inside = body_sdf(ph[:, 0], ph[:, 1], ph[:, 2]) < 10.0
+    name = f"Scan '{site}'" if site else "The scan"
+    if inside.any():
+        first = grid.to_physical(idx[np.argmax(inside)])
+        raise ValidationError(
+            f"{name} has {int(inside.sum())} NaN voxel(s) inside the phantom (the first at x={first[0]:.1f}, "
+            f"y={first[1]:.1f}, z={first[2]:.1f} mm); recovery coefficients and background would be wrong. "
+            "Reconstruct or export the scan again without undefined voxels.")
+    warnings.warn(f"{name} has {int(nan.sum())} NaN voxel(s), all outside the phantom; they are read as air (0).",
+                  DataWarning, stacklevel=4)
+
+
+def _check_scale(b_meas: float, s_conc, b_conc, source: str, units) -> None:
+    """Refuse true concentrations that cannot describe this image (units, swapped values)."""
+    unit = units or "image units"
+    what = "the fill" if source == "fill" else "the given concentrations"
+    if b_conc is not None and b_conc > 0 and np.isfinite(b_meas) and b_meas > 0:
+        ratio = b_meas / b_conc
+        if ratio > _SCALE_LIMIT or ratio < 1.0 / _SCALE_LIMIT:
+            hint = ""
+            if 200 < ratio < 5000:
+                hint = (" The true values look like kBq/mL against a Bq/mL image: fill activities are in MBq "
+                        "and volumes in mL; --sphere-conc/--background-conc are in the image's units.")
+            elif 1 / 5000 < ratio < 1 / 200:
+                hint = " The image looks like kBq/mL while the true values are Bq/mL; convert one of them."
+            raise ValidationError(
+                f"The measured background ({b_meas:.6g} {unit}) is {ratio:.3g} times the background "
+                f"concentration of {what} ({b_conc:.6g} {'Bq/mL' if source == 'fill' else unit} at scan start).{hint} Check the units, the "
+                "activities and the times.")
+    if s_conc is not None and np.isfinite(b_meas) and s_conc <= b_meas:
+        raise ValidationError(
+            f"The sphere concentration of {what} ({s_conc:.6g}) is not above the measured background "
+            f"({b_meas:.6g} {unit}); check the sphere concentration and its units.")
+
+
 def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None, fill=None, centres=None,
                     a50_background: str = "measured", site: str | None = None,
-                    localisation: Localisation | None = None) -> PhantomMeasurement:
+                    localization: Localization | None = None) -> PhantomMeasurement:
     """Locate the spheres and measure RCmax, RCmean (A50), RCpeak and the background.
 
     See :func:`measure` for the parameters; also returns the background ROIs and the
-    localisation.  ``localisation`` reuses a previous search (calibration sweeps).
+    localization.  ``localization`` reuses a previous search (calibration sweeps).
     """
     if isinstance(image, str | Path):
-        from sitekit.harmonize.earl._image import read_phantom
-
         image = read_phantom(image)
     if not isinstance(image, sitk.Image):
         raise ValidationError(f"measure needs a SimpleITK.Image or a path; got {type(image).__name__}. "
@@ -334,15 +287,26 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
         raise ValidationError("a50_background='known' needs the background concentration (fill or background_conc).")
     arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
     grid = VoxelGrid(image)
-    if localisation is None:
+    nan = np.isnan(arr)
+    if nan.any():
+        arr[nan] = 0.0
+        clean = sitk.GetImageFromArray(arr)
+        clean.CopyInformation(image)
+        image = clean
+    if localization is None:
         if isinstance(centres, str | Path):
             centres = read_centres(centres)
-        localisation = locate_spheres(image, centres=centres)
-    loc = localisation
-    bkg = _background(arr, grid, loc)
+        localization = locate_spheres(image, centres=centres)
+    loc = localization
+    if nan.any():
+        _check_nan(nan, grid, loc, site)
+    placement = place_background_rois(arr, grid, loc)
+    bkg = measure_background(arr, grid, loc, placement)
     b_meas = float(bkg.loc[bkg["roi_mm"] == max(SPHERE_DIAMETERS_MM), "mean"].iloc[0])
     if not np.isfinite(b_meas):
         b_meas = float(np.nanmedian(loc.spheres["fit_background"]))
+    units = image.GetMetaData("0054|1001").strip() if image.HasMetaDataKey("0054|1001") else None
+    _check_scale(b_meas, s_conc, b_conc, source, units)
     largest = loc.spheres.iloc[int(np.argmax(loc.spheres["sphere_mm"]))]
     if s_conc is None:
         s_conc = float(largest["fit_background"] + largest["fit_amplitude"])
@@ -380,21 +344,22 @@ def measure_phantom(image: sitk.Image, *, sphere_conc=None, background_conc=None
             "fwhm_mm": f["fwhm_mm"] if f is not None else np.nan,
         })
     spheres = pd.DataFrame(rows)
-    units = image.GetMetaData("0054|1001").strip() if image.HasMetaDataKey("0054|1001") else None
     info = {
         "site": site if site is not None else "scan",
         "sphere_conc": s_conc, "background_conc": b_true, "background_measured": b_meas,
         "conc_source": source, "a50_background": a50_background, "units": units,
         "estimated_from": "37 mm sphere profile fit" if source == "estimated" else None,
-        "localisation": loc.method, "ring_centre": [float(v) for v in loc.ring_centre],
+        "localization": loc.method, "ring_centre": [float(v) for v in loc.ring_centre],
         "tilt_deg": loc.tilt_deg, "spacing_mm": [float(v) for v in grid.spacing],
         "background_variability_pct": {f"{r.roi_mm:g}": r.variability_pct for r in bkg.itertuples()},
-        "background_cov_pct": _background_cov(arr, grid, loc),
+        "background_cov_pct": background_cov(arr, grid, loc, placement),
+        "background_placement": placement.source,
         "ratio_measured": s_conc / b_meas if b_meas else None,
     }
     info.update({k: v for k, v in loc.info.items() if k in ("ring_rms_mm", "mirrored", "rotation_deg")})
     spheres.attrs["info"] = info
-    return PhantomMeasurement(spheres=spheres, background=bkg, localisation=loc, info=info)
+    return PhantomMeasurement(spheres=spheres, background=bkg, background_rois=roi_table(loc, placement),
+                              localization=loc, info=info)
 
 
 def measure(image: sitk.Image, *, sphere_conc=None, background_conc=None, fill=None, centres=None,

@@ -1,4 +1,4 @@
-"""Automatic sphere localisation over rotations, offsets, tilts, mirroring and voxel sizes (issue 4)."""
+"""Automatic sphere localization over rotations, offsets, tilts, mirroring and voxel sizes (issue 4)."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ SWEEP = [
 
 
 @pytest.mark.parametrize("rotation, offset, tilt, mirrored, voxel, fwhm", SWEEP)
-def test_localisation_sweep(rotation, offset, tilt, mirrored, voxel, fwhm):
+def test_localization_sweep(rotation, offset, tilt, mirrored, voxel, fwhm):
     scan = phantom(fwhm, voxel, noise=True, seed=7, centre=offset, rotation=rotation, tilt=tilt,
                    mirrored=mirrored, fov_centre=offset, fov=(200.0, 200.0, 56.0))
     loc = earl.locate_spheres(scan.image)

@@ -1,4 +1,4 @@
-"""Automatic localisation of the six spheres of a NEMA/IEC body phantom.
+"""Automatic localization of the six spheres of a NEMA/IEC body phantom.
 
 1. The scan is resampled onto an axis-aligned isotropic search grid (2.5-4 mm) cropped to the
    phantom; cold structures are clipped to the background level so that only hot objects
@@ -22,24 +22,24 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage, optimize, signal
 
-from sitekit.exceptions import SpheresNotFoundError
-from sitekit.harmonize.earl._geometry import (
+from sitekit.exceptions import SpheresNotFoundError, ValidationError
+from sitekit.harmonize.earl._image import VoxelGrid
+from sitekit.harmonize.earl._physics import FWHM_TO_SIGMA, sphere_profile
+from sitekit.harmonize.earl.geometry import (
     LUNG_INSERT_DIAMETER_MM,
     RING_RADIUS_MM,
     RING_STEP_DEG,
     SPHERE_DIAMETERS_MM,
 )
-from sitekit.harmonize.earl._image import VoxelGrid
-from sitekit.harmonize.earl._physics import FWHM_TO_SIGMA, sphere_profile
 
-__all__ = ["Localisation", "locate_spheres", "fit_sphere", "preview_image", "ring_points"]
+__all__ = ["Localization", "locate_spheres", "fit_sphere", "preview_image", "ring_points"]
 
 _RADII = np.asarray(SPHERE_DIAMETERS_MM) / 2.0
 _PHI = np.deg2rad(np.arange(6) * RING_STEP_DEG)
 
 
 @dataclass
-class Localisation:
+class Localization:
     """Where the spheres are.
 
     Attributes
@@ -300,7 +300,7 @@ def _fit_ring(points, weights, init_centre, init_rot, mirrored, init_normal):
 
 
 # ----------------------------------------------------------------------------- the search
-def locate_spheres(image: sitk.Image, *, centres=None, system_fwhm_mm: float = 7.0) -> Localisation:
+def locate_spheres(image: sitk.Image, *, centres=None, system_fwhm_mm: float = 7.0) -> Localization:
     """Find the six spheres of a NEMA/IEC phantom scan.
 
     Parameters
@@ -314,7 +314,7 @@ def locate_spheres(image: sitk.Image, *, centres=None, system_fwhm_mm: float = 7
 
     Returns
     -------
-    Localisation
+    Localization
 
     Raises
     ------
@@ -439,7 +439,7 @@ def locate_spheres(image: sitk.Image, *, centres=None, system_fwhm_mm: float = 7
     return loc
 
 
-def _finish(centres, ring_centre, normal, fits, sources, method, bkg) -> Localisation:
+def _finish(centres, ring_centre, normal, fits, sources, method, bkg) -> Localization:
     n = np.asarray(normal, float)
     n = n / np.linalg.norm(n)
     if n[2] < 0:
@@ -459,15 +459,13 @@ def _finish(centres, ring_centre, normal, fits, sources, method, bkg) -> Localis
                      "centre_z": centres[k, 2], "source": sources[k],
                      "fit_amplitude": f.get("amplitude", np.nan), "fit_background": f.get("background", np.nan),
                      "fit_fwhm_mm": f.get("fwhm_mm", np.nan), "snr": f.get("snr", np.nan)})
-    return Localisation(centres=np.asarray(centres, float), ring_centre=np.asarray(ring_centre, float),
+    return Localization(centres=np.asarray(centres, float), ring_centre=np.asarray(ring_centre, float),
                         axes=np.vstack([ex, ey, ez]), spheres=pd.DataFrame(rows), method=method,
                         background_estimate=float(bkg))
 
 
-def _manual(arr, grid, centres, sigma0) -> Localisation:
+def _manual(arr, grid, centres, sigma0) -> Localization:
     if centres.shape != (6, 3) or not np.all(np.isfinite(centres)):
-        from sitekit.exceptions import ValidationError
-
         raise ValidationError(
             f"Manual sphere centres must be 6 finite (x, y, z) points in mm, in the order "
             f"{', '.join(f'{d:g}' for d in SPHERE_DIAMETERS_MM)} mm. Got shape {centres.shape}."
@@ -529,21 +527,42 @@ def _preview_from_search(vol, origin, g, found: pd.DataFrame | None) -> sitk.Ima
     return _rgb_image(vol[k], marks, g, scale=3)
 
 
-def preview_image(image: sitk.Image, localisation: Localisation | None = None) -> sitk.Image:
+def preview_image(image: sitk.Image, localization: Localization | None = None, *,
+                  background_rois: pd.DataFrame | None = None) -> sitk.Image:
     """A 2D RGB picture (uint8) of the sphere plane with the found spheres circled.
 
-    Green: fitted sphere; yellow: placed by the ring; cyan: manual.  Write it with
+    Green: fitted sphere; yellow: placed by the ring; cyan: manual; magenta: the 37 mm
+    background ROIs of the sphere plane.  Write it with
     ``SimpleITK.WriteImage(preview, "spheres.png")``.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        The phantom scan.
+    localization : Localization, optional
+        Where the spheres are; without it the picture shows the plane of the hottest voxel.
+    background_rois : pandas.DataFrame, optional
+        ``PhantomMeasurement.background_rois`` (``plane_mm, x, y, z``); the ROIs of the
+        sphere plane are drawn.
+
+    Returns
+    -------
+    SimpleITK.Image
+        A 2D RGB image.
     """
-    arr = sitk.GetArrayViewFromImage(image).astype(np.float64)
+    arr = np.nan_to_num(sitk.GetArrayViewFromImage(image).astype(np.float64), nan=0.0)
     vol, origin, g = _search_grid(image, arr)
-    if localisation is None:
+    if localization is None:
         return _preview_from_search(vol, origin, g, None)
-    df = localisation.spheres.copy()
+    df = localization.spheres.copy()
     df["fitted"] = df["source"] != "ring"
     colours = {"fit": (0, 255, 0), "ring": (255, 255, 0), "manual": (0, 255, 255)}
-    zc = float(localisation.ring_centre[2])
+    zc = float(localization.ring_centre[2])
     k = int(np.clip(round((zc - origin[2]) / g), 0, vol.shape[0] - 1))
     marks = [((r.centre_y - origin[1]) / g, (r.centre_x - origin[0]) / g, r.sphere_mm / 2.0, colours[r.source])
              for r in df.itertuples()]
+    if background_rois is not None and len(background_rois):
+        plane = background_rois[background_rois["plane_mm"] == 0.0]
+        marks += [((r.y - origin[1]) / g, (r.x - origin[0]) / g, max(SPHERE_DIAMETERS_MM) / 2.0, (255, 0, 255))
+                  for r in plane.itertuples()]
     return _rgb_image(vol[k], marks, g, scale=3)
