@@ -33,11 +33,10 @@ from sitekit.robustness._common import (
     as_frame,
     as_sites,
     as_target,
-    check_positive_int,
-    get_scorer_checked,
     model_input,
     within_subject_sd,
 )
+from sitekit.robustness.metrics import get_scorer
 
 __all__ = [
     "FeatureNoise",
@@ -278,7 +277,8 @@ def stress_test(
     Xf = as_frame(X)
     n = Xf.shape[0]
     yv = as_target(y, n)
-    n_repeats = check_positive_int(n_repeats, name="n_repeats", owner="stress_test")
+    n_repeats = check_number(n_repeats, name="n_repeats", owner="stress_test", low=1,
+                             integer=True)
     check_number(confidence, name="confidence", owner="stress_test", low=0, high=1,
                  low_inclusive=False)
     rng = check_random_state(random_state)
@@ -287,7 +287,7 @@ def stress_test(
         raise ValidationError("stress_test needs at least one perturbation.")
     if scoring is None:
         scoring = default_scoring(estimator)
-    scorer = get_scorer_checked(scoring, owner="stress_test")
+    scorer = get_scorer(scoring, owner="stress_test")
     scoring_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "custom")
     raw_scorer = scorer
 
