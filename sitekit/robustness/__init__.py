@@ -1,6 +1,6 @@
 """Robustness: of features (image perturbations, ICC) and of models (sites, stress, adversarial).
 
-Model-robustness names re-exported here (see the README section "Model robustness and cross-site generalisation"):
+Model-robustness names re-exported here:
 
 * :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects` -- generalisation
   across sites and site leakage (:mod:`sitekit.robustness.sites`);
@@ -10,8 +10,12 @@ Model-robustness names re-exported here (see the README section "Model robustnes
 * :func:`run_suite` and :class:`SuiteResult` -- CI suites from a TOML file
   (:mod:`sitekit.robustness.suite`).
 
-Feature robustness lives in :mod:`sitekit.robustness.perturbations` and
-:mod:`sitekit.robustness.stability` (import those modules directly).
+The metrics every model analysis shares (scikit-learn scorer names plus documented extras)
+are in :mod:`sitekit.robustness.metrics`.  Feature robustness lives in
+:mod:`sitekit.robustness.perturbations` (one module per family),
+:mod:`sitekit.robustness.icc` (ICC, CCC, Koo-Li classes) and
+:mod:`sitekit.robustness.stability` (the perturb-and-extract pipeline); import those modules
+directly.
 """
 
 from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbation
