@@ -18,6 +18,10 @@ p-value           chi-squared survival function of H with ``g - 1`` degrees of f
 untestable        a feature with fewer than two groups holding data, or whose finite values are
                   all equal (the tie correction is zero), gets NaN statistic, p- and q-value: it
                   was not tested, so it is not counted in the FDR family either.
+Spearman          :func:`spearman_columns`: rank correlation of every feature with one numeric
+                  variable on the rows where both are finite; the p-value is the two-sided
+                  t approximation with ``n - 2`` degrees of freedom (that of
+                  :func:`scipy.stats.spearmanr`).
 FDR               Benjamini-Hochberg (``method="bh"`` of :func:`scipy.stats.false_discovery_control`)
                   over the tested features of one call (one grouping variable).
 ================  ================================================================================
@@ -31,7 +35,7 @@ from scipy import stats
 
 from sitekit.exceptions import ValidationError
 
-__all__ = ["kruskal_columns", "fdr_bh", "kruskal_fdr"]
+__all__ = ["kruskal_columns", "spearman_columns", "fdr_bh", "kruskal_fdr"]
 
 
 def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -107,6 +111,68 @@ def kruskal_columns(values, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     h = np.where(ok, np.maximum(h, 0.0), np.nan)
     p = np.where(ok, stats.chi2.sf(np.where(ok, h, 0.0), np.maximum(n_groups - 1, 1)), np.nan)
     return h, p, n, n_groups
+
+
+def spearman_columns(values, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spearman rank correlation of every column of ``values`` with ``x``.
+
+    Parameters
+    ----------
+    values : array-like of shape (n_samples, n_features)
+        Non-finite cells are left out of their feature's correlation (with ``x``'s value on
+        that row).
+    x : array-like of shape (n_samples,)
+        A numeric variable (e.g. age); non-finite entries are left out everywhere.
+
+    Returns
+    -------
+    rho : ndarray of shape (n_features,)
+        NaN when fewer than three complete pairs remain or either side is constant.
+    p_value : ndarray of shape (n_features,)
+    n : ndarray of shape (n_features,)
+        Complete pairs per feature.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rho, p, n = spearman_columns(np.array([[1.0, 4.0], [2.0, 3.0], [3.0, np.nan], [4.0, 1.0]]),
+    ...                              [10, 20, 30, 40])
+    >>> rho.tolist(), n.tolist()
+    ([1.0, -1.0], [4, 3])
+    """
+    arr = np.asarray(values, dtype=float)
+    xv = np.asarray(x, dtype=float)
+    if arr.ndim != 2 or xv.ndim != 1 or xv.shape[0] != arr.shape[0]:
+        raise ValidationError(
+            f"spearman_columns needs values of shape (n, p) and x of shape (n,); got "
+            f"{arr.shape} and {xv.shape}."
+        )
+    ok = np.isfinite(arr) & np.isfinite(xv)[:, None]
+    rho = np.full(arr.shape[1], np.nan)
+    n = ok.sum(axis=0)
+
+    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ra = stats.rankdata(a, axis=0)
+        rb = stats.rankdata(b)
+        ra = ra - ra.mean(axis=0)
+        rb = rb - rb.mean()
+        den = np.sqrt((ra**2).sum(axis=0) * (rb**2).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, (ra * rb[:, None]).sum(axis=0) / den, np.nan)
+
+    full = ok.all(axis=0)
+    if full.any():
+        rho[full] = corr(arr[:, full], xv)
+    for j in np.flatnonzero(~full):
+        if n[j] >= 3:
+            rho[j] = corr(arr[ok[:, j], j][:, None], xv[ok[:, j]])[0]
+    rho = np.clip(rho, -1.0, 1.0)
+    rho[n < 3] = np.nan
+    dof = np.maximum(n - 2, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = rho * np.sqrt(dof / np.maximum((1.0 - rho) * (1.0 + rho), 1e-300))
+    p = np.where(np.isfinite(rho), 2.0 * stats.t.sf(np.abs(t), dof), np.nan)
+    return rho, p, n
 
 
 def fdr_bh(p_values) -> np.ndarray:

@@ -373,23 +373,48 @@ def plot_robust_counts(data, *, ax: Axes | None = None) -> Axes:
     return ax
 
 
-def plot_stress_curves(data, *, ax: Axes | None = None) -> Axes:
+def plot_stress_curves(data, *, min_span: float = 0.1, ax: Axes | None = None) -> Axes:
     """Score against perturbation severity, one line per perturbation, CIs shaded.
+
+    The y axis spans at least ``min_span`` score units, centred on the data, so that a change
+    of a few thousandths (a model that does not care) is drawn as the flat line it is rather
+    than stretched over the whole axis.
 
     Parameters
     ----------
     data : DataFrame
         Columns ``perturbation``, ``severity``, ``score``; optional ``ci_low``/``ci_high``
-        (a shaded band per line) and ``metric`` (the y label).
+        (a shaded band per line), ``baseline`` (the unperturbed score, a dashed line labelled
+        ``baseline``) and ``metric`` (the y label).
+    min_span : float, default=0.1
+        Smallest y-axis span in score units (0 lets matplotlib scale to the data).
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    Axes
     """
     df = _require(data, ["perturbation", "severity", "score"], "plot_stress_curves")
     ax = _axes(ax)
+    values = [df["score"].astype(float).to_numpy()]
     for i, (name, g) in enumerate(df.groupby("perturbation", sort=True)):
         g = g.sort_values("severity")
         ax.plot(g["severity"], g["score"], marker="o", color=_colour(i), label=str(name))
         if {"ci_low", "ci_high"} <= set(g.columns) and g["ci_low"].notna().any():
             ax.fill_between(g["severity"].astype(float), g["ci_low"].astype(float),
                             g["ci_high"].astype(float), color=_colour(i), alpha=0.2)
+            values += [g["ci_low"].astype(float).to_numpy(), g["ci_high"].astype(float).to_numpy()]
+    if "baseline" in df.columns and df["baseline"].notna().any():
+        base = float(df["baseline"].dropna().iloc[0])
+        ax.axhline(base, color="grey", linestyle="--", linewidth=1, label="baseline")
+        values.append(np.array([base]))
+    allv = np.concatenate(values)
+    allv = allv[np.isfinite(allv)]
+    if min_span and allv.size:
+        lo, hi = float(allv.min()), float(allv.max())
+        if hi - lo < min_span:
+            mid = (lo + hi) / 2.0
+            ax.set_ylim(mid - min_span / 2.0, mid + min_span / 2.0)
     ax.set_xlabel("severity")
     metric = str(df["metric"].iloc[0]) if "metric" in df.columns and len(df) else "score"
     ax.set_ylabel(metric)
@@ -465,20 +490,29 @@ def plot_calibration_by_site(data, *, ax: Axes | None = None) -> Axes:
     Parameters
     ----------
     data : DataFrame
-        Columns ``site``, ``mean_predicted``, ``observed``; optional ``n`` (marker size).
+        Columns ``site``, ``mean_predicted``, ``observed``; optional ``ci_low``/``ci_high``
+        (the confidence interval of each bin's observed share, drawn as a band per site) and
+        ``n``.
+    ax : matplotlib Axes, default=None
 
     Returns
     -------
     Axes
-        One line per site (label = site) and the diagonal (label ``perfect``).
+        One line per site (label = site), its band when given, and the diagonal (label
+        ``perfect``).
     """
     df = _require(data, ["site", "mean_predicted", "observed"], "plot_calibration_by_site")
     ax = _axes(ax, (4.4, 3.8))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    band = {"ci_low", "ci_high"} <= set(df.columns)
     for i, (site, g) in enumerate(df.groupby("site", sort=True)):
         g = g.sort_values("mean_predicted")
         ax.plot(g["mean_predicted"], g["observed"], marker="o", color=_colour(i), label=str(site),
                 markersize=4)
+        if band and g["ci_low"].notna().any():
+            ax.fill_between(g["mean_predicted"].astype(float), g["ci_low"].astype(float),
+                            g["ci_high"].astype(float), color=_colour(i), alpha=0.15,
+                            linewidth=0)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("predicted probability")

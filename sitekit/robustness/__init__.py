@@ -2,8 +2,9 @@
 
 Model-robustness names re-exported here:
 
-* :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects` -- generalisation
-  across sites and site leakage (:mod:`sitekit.robustness.sites`);
+* :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects`,
+  :func:`covariate_effects` -- generalisation across sites, site leakage, site and biological
+  effects per feature (:mod:`sitekit.robustness.sites`);
 * :func:`stress_test` with :class:`FeatureNoise`, :class:`CalibrationShift`, :class:`SiteShift`
   (:mod:`sitekit.robustness.stress`);
 * :func:`minimal_perturbation`, :func:`adversarial_budget` (:mod:`sitekit.robustness.adversarial`);
@@ -22,6 +23,7 @@ from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbat
 from sitekit.robustness.sites import (
     SitePredictability,
     calibration_curve_by_site,
+    covariate_effects,
     leave_one_site_out,
     loso_predictions,
     site_effects,
@@ -43,6 +45,7 @@ __all__ = [
     "site_predictability",
     "SitePredictability",
     "site_effects",
+    "covariate_effects",
     "stress_test",
     "StressResult",
     "FeatureNoise",

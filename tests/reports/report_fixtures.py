@@ -129,15 +129,20 @@ def write_extract(d):
     return d
 
 
-def write_harmonize(d):
-    """`sitekit harmonize run` on a 12-feature table (harmonized.csv, model.npz, diagnostics.json)."""
+def write_harmonize(d, *, empty_cells: int = 0):
+    """`sitekit harmonize run` on a 12-feature table (harmonized.csv, model.npz, diagnostics.json);
+    ``empty_cells`` cells of each of the first four features are left empty."""
     from sitekit.cli import main
     from sitekit.datasets import make_feature_table
 
     d.mkdir(parents=True, exist_ok=True)
     df = make_feature_table(random_state=0)
     feats = [c for c in df.columns if c.startswith("original_")][:12]
-    df[["subject_id", "site", "age", "sex", *feats]].to_csv(d.parent / "features_input.csv", index=False)
+    table = df[["subject_id", "site", "age", "sex", *feats]].copy()
+    rng = np.random.default_rng(5)
+    for c in feats[:4] if empty_cells else []:
+        table.loc[rng.choice(len(table), empty_cells, replace=False), c] = np.nan
+    table.to_csv(d.parent / "features_input.csv", index=False)
     code = main(["harmonize", "run", str(d.parent / "features_input.csv"), "--site-col", "site",
                  "--covariates", "age,sex", "--out", str(d)])
     assert code == 0

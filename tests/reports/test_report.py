@@ -19,7 +19,7 @@ from sitekit.reports import (
     drop_ids,
     harmonization_section,
 )
-from sitekit.reports._sections import describe_perturbation
+from sitekit.reports.sections import describe_perturbation
 
 
 def test_discovers_every_kind(results_dir):
@@ -30,7 +30,7 @@ def test_discovers_every_kind(results_dir):
 def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
     rep = build_report(results_dir, command_line="sitekit report results --out r.html")
     assert [s.id for s in rep.sections] == ["earl", "extraction", "feature_robustness",
-                                            "harmonisation", "model_robustness"]
+                                            "harmonization", "model_robustness"]
     assert rep.status == "FAIL" and not rep.warnings
     data = check_saved_report(
         rep, tmp_path / "out" / "report.html",
@@ -54,7 +54,7 @@ def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
     assert data["status"] == "FAIL"
     earl = data["sections"]["earl"]["per_site"]
     assert {r["site"]: r["verdict"] for r in earl} == {"site_B": "FAIL", "site_C": "PASS"}
-    h = data["sections"]["harmonisation"]["site_effects"]
+    h = data["sections"]["harmonization"]["site_effects"]
     assert h[0]["share"] > h[1]["share"]  # ComBat removes site effects
 
 
@@ -209,7 +209,7 @@ def test_changed_harmonisation_input_is_flagged(tmp_path):
 def test_covariate_associations_match_scipy():
     from scipy import stats
 
-    from sitekit.reports._sections import covariate_associations
+    from sitekit.reports.sections import covariate_associations
 
     rng = np.random.default_rng(3)
     age = rng.uniform(30, 80, size=120)
@@ -225,3 +225,92 @@ def test_covariate_associations_match_scipy():
     rho = np.median([abs(stats.spearmanr(X[c], age).statistic) for c in X.columns])
     assert got.loc["age", "median_effect_before"] == pytest.approx(rho, abs=1e-12)
     assert got.loc["sex", "test"] == "Kruskal-Wallis" and got.loc["sex", "n_before"] >= 1
+
+
+# ------------------------------------------------------------ issue 14 item 8 regressions
+def test_harmonization_section_kept_for_tables_with_empty_cells(tmp_path):
+    """Regression (issue 14 item 8): a table with empty cells (which ComBat handles) lost its
+    harmonisation section to a 'could not be read' warning."""
+    from report_fixtures import write_harmonize
+
+    d = write_harmonize(tmp_path / "h", empty_cells=6)
+    assert pd.read_csv(tmp_path / "features_input.csv").isna().sum().sum() == 24
+    rep = build_report(d)
+    assert [s.id for s in rep.sections] == ["harmonization"] and not rep.warnings
+    share = rep.sections[0].results["site_effects"]
+    assert share["share"].iloc[0] > 0.5 > share["share"].iloc[1]
+
+
+def test_biology_lost_by_harmonisation_is_a_warning():
+    """Regression (issue 14 item 8): 'Harmonisation effect PASS' while the sex-associated
+    features fell from 10 to 5."""
+    rng = np.random.default_rng(2)
+    n = 120
+    sites = np.repeat(["a", "b", "c"], 40)
+    sex = rng.choice(["F", "M"], n)
+    shift = np.repeat([0.0, 1.5, -1.5], 40)[:, None]
+    bio = 1.5 * (sex == "M")[:, None]
+    noise = rng.normal(size=(n, 12))
+    cols = [f"f{i}" for i in range(12)]
+    before = pd.DataFrame(noise + shift + np.where(np.arange(12) < 10, bio, 0.0), columns=cols)
+    after = pd.DataFrame(noise + np.where(np.arange(12) < 5, bio, 0.0), columns=cols)
+    cov = pd.DataFrame({"sex": sex})
+    sec = harmonization_section(before, after, sites, covariates=cov)
+    kept = sec.results["covariate_associations"].set_index("covariate")
+    assert kept.loc["sex", "n_before"] == 10 and kept.loc["sex", "n_after"] == 5
+    (verdict,) = sec.verdicts
+    assert verdict.status == "WARN" and "sex 10 -> 5" in verdict.detail
+    assert any(getattr(b, "kind", "") == "warning" and "sex 10 -> 5" in b.text for b in sec.blocks)
+    # the same harmonisation keeping the biology passes
+    ok = harmonization_section(before, pd.DataFrame(noise + np.where(np.arange(12) < 10, bio, 0.0),
+                                                    columns=cols), sites, covariates=cov)
+    assert ok.verdicts[0].status == "PASS"
+
+
+def test_earl_summary_reads_as_acquired_then_with_filter(tmp_path):
+    """Regression (issue 14 item 8): the demo's headline FAIL came from the deliberately
+    unfiltered EARL check; each site now reads 'as acquired -> with filter'."""
+    root = tmp_path / "r"
+    write_earl(root / "earl" / "check", fwhm_by_site={"site_B": 5.0, "site_C": 8.3})
+    filtered = write_earl(root / "earl" / "check_filtered",
+                          fwhm_by_site={"site_B": 8.3, "site_C": 8.3})
+    for name in ("calibration.json", "curves.csv"):  # the calibration is the unfiltered run's
+        (filtered / name).unlink()
+    rep = build_report(root)
+    earl = {v.label: v for v in rep.verdicts if v.label.startswith("EARL")}
+    b = earl["EARL EARL1 site site_B: as acquired -> with filter (6.6 mm)"]
+    assert b.status == "PASS"
+    assert b.detail.startswith("as acquired FAIL (") and "-> with filter (6.6 mm) PASS" in b.detail
+    assert earl["EARL EARL1 site site_C: as acquired -> with filter (0.0 mm)"].status == "PASS"
+    assert rep.status == "PASS"
+    # a site that still fails after the filter fails the report
+    write_earl(root / "earl" / "check_filtered", fwhm_by_site={"site_B": 5.0, "site_C": 8.3})
+    still = build_report(root)
+    assert still.status == "FAIL"
+    assert [v.status for v in still.verdicts if "site_B" in v.label] == ["FAIL"]
+
+
+def test_provenance_names_the_suite_file_not_the_results_folder(tmp_path):
+    """Regression (issue 14 item 8): provenance said 'suite file suite' (the results folder)."""
+    d = write_suite(tmp_path / "suite")
+    res = json.loads((d / "results.json").read_text())
+    res["suite"] = {"path": "/study/ci/robustness_suite.toml", "sha256": "ab" * 32}
+    (d / "results.json").write_text(json.dumps(res))
+    inputs = build_report(d).provenance["inputs"]
+    assert inputs["suite file (robustness_suite.toml)"] == "sha256:" + "ab" * 32
+    assert not any(k.startswith("suite file suite") for k in inputs)
+
+
+def test_section_registry_builds_every_section_by_id():
+    from sitekit.reports import sections
+
+    assert sections.section_ids() == ["earl", "extraction", "feature_robustness",
+                                      "harmonization", "model_robustness"]
+    for module in sections.SECTIONS:
+        assert module.__name__ == f"sitekit.reports.sections.{module.ID}"
+        assert module.TITLE and callable(module.build)
+    sec = sections.build_section("feature_robustness", {"stability": pd.DataFrame(
+        {"feature": ["original_glcm_A", "original_shape_B"], "icc": [0.95, 0.4]})})
+    assert sec.id == "feature_robustness" and sec.results["n_robust"] == 1
+    with pytest.raises(ValidationError, match="Did you mean 'earl'"):
+        sections.get_section("eral")

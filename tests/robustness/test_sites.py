@@ -318,3 +318,26 @@ def test_site_effects_tests_features_with_empty_cells():
     assert (res["q_value"] < 0.05).all()
     with pytest.raises(ValidationError, match="infinite"):
         site_effects(X.replace({X.iloc[0, 0]: np.inf}), sites)
+
+
+def test_reliability_bins_adapt_to_the_site_size(cohort):
+    """Regression (issue 14 item 8): 10 fixed bins on 40-70 cases per site gave 4-7 cases a
+    bin; the default now uses equal-count bins of at least 15 cases with Wilson intervals."""
+    from sitekit.robustness import calibration_curve_by_site
+
+    df, feats = cohort
+    _, preds = leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"],
+                                  n_bootstrap=0, return_predictions=True)
+    curve = calibration_curve_by_site(preds)
+    per_site = curve[curve["site"] != POOLED].groupby("site")
+    assert (per_site["n"].min() >= 15).all()
+    assert per_site.size().to_dict() == {s: max(1, min(10, n // 15))
+                                         for s, n in preds["site"].value_counts().items()}
+    assert (curve["ci_low"] <= curve["observed"]).all() and (curve["observed"] <= curve["ci_high"]).all()
+    # Wilson interval by hand for one bin
+    from scipy import stats as st
+
+    row = curve.iloc[0]
+    k, n, z = row["observed"] * row["n"], row["n"], st.norm.ppf(0.975)
+    centre = (k / n + z**2 / (2 * n)) / (1 + z**2 / n)
+    assert (row["ci_low"] + row["ci_high"]) / 2 == pytest.approx(centre, abs=1e-12) or row["ci_low"] == 0
