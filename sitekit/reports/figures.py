@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from scipy import stats
 
 from sitekit.exceptions import ValidationError
 
@@ -259,8 +260,6 @@ def plot_eb_prior_scale(data, *, a_prior: float, b_prior: float, title: str | No
     a_prior, b_prior : float
         Shape and scale of the fitted inverse-gamma prior; drawn as a density (label ``prior``).
     """
-    from scipy import stats
-
     df = _require(data, ["delta_hat"], "plot_eb_prior_scale")
     ax = _axes(ax, (3.6, 2.8))
     d = df["delta_hat"].astype(float)

@@ -6,7 +6,7 @@
   intervals and the worst site is named.
 * :func:`site_predictability` asks how well the site can be predicted from the features
   (cross-validated one-vs-rest AUC with a permutation p-value): ~0.5 means no site signal,
-  >= 0.625 is a warning (DOMAIN.md section 3).
+  >= 0.625 is flagged as site leakage.
 * :func:`site_effects` tests every feature for a site effect (Kruskal-Wallis) with
   Benjamini-Hochberg false-discovery-rate control; run it before and after harmonisation.
 * :func:`covariate_effects` tests every feature for an association with each biological
@@ -62,7 +62,8 @@ __all__ = [
 #: Label of the row that pools the held-out predictions of every site.
 POOLED = "(pooled)"
 
-#: Site-predictability AUC from which leakage is flagged (DOMAIN.md section 3).
+#: Site-predictability AUC from which leakage is flagged (a quarter of the way from chance to
+#: perfect separation).
 LEAKAGE_AUC = 0.625
 
 def _badness(metric: str, values: pd.Series) -> pd.Series:

@@ -296,7 +296,7 @@ def load_perturbations(path: PathLike, *, random_state=None) -> Perturbation:
     if not p.is_file():
         raise MissingFileError(
             f"Perturbation file '{p}' does not exist; write a TOML file with chain = \"NTCV\" or "
-            "[[perturbation]] tables (see the README)."
+            "[[perturbation]] tables (see the robustness user guide)."
         )
     try:
         config = tomllib.loads(p.read_text(encoding="utf-8"))
