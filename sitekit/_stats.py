@@ -40,23 +40,39 @@ __all__ = ["kruskal_columns", "spearman_columns", "fdr_bh", "kruskal_fdr"]
 
 def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per column: finite mask, average ranks among the finite cells (0 elsewhere), number of
-    finite cells and the tie correction factor ``1 - sum(t^3 - t) / (n^3 - n)``."""
+    finite cells and the tie correction factor ``1 - sum(t^3 - t) / (n^3 - n)``.
+
+    One sort of every column at once; runs of equal values get the mean of their positions.
+    """
     finite = np.isfinite(values)
     n = finite.sum(axis=0).astype(float)
+    # work on (features, samples), contiguous along the samples: sorting rows is fast
     # non-finite cells sort after every finite value, so the finite ranks are 1..n
-    filled = np.where(finite, values, np.inf)
-    ranks = np.where(finite, stats.rankdata(filled, axis=0, method="average"), 0.0)
-    tie = np.ones(values.shape[1])
-    srt = np.sort(filled, axis=0)
-    for g in range(values.shape[1]):
-        k = int(n[g])
-        if k < 2:
-            continue
-        v = srt[:k, g]
-        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-        counts = np.diff(np.r_[starts, k]).astype(float)
-        if counts.max() > 1:
-            tie[g] = 1.0 - float((counts**3 - counts).sum()) / (k**3 - k)
+    filled = np.ascontiguousarray(np.where(finite, values, np.inf).T)
+    order = np.argsort(filled, axis=1)  # ties are averaged, so their order does not matter
+    srt = np.take_along_axis(filled, order, axis=1)
+    cols = values.shape[0]
+    valid = np.arange(cols)[None, :] < n[:, None]
+    starts = np.ones(srt.shape, dtype=bool)
+    starts[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    starts &= valid
+    ends = np.ones(srt.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:] | ~valid[:, 1:]
+    pos = np.broadcast_to(np.arange(cols)[None, :], srt.shape)
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, pos, cols)[:, ::-1], axis=1)[:, ::-1]
+    avg = np.where(valid, (first + last) / 2.0 + 1.0, 0.0)
+    ranks_t = np.empty(filled.shape)
+    np.put_along_axis(ranks_t, order, avg, axis=1)
+    ranks = ranks_t.T
+    # tie correction: the run lengths t of equal sorted finite values
+    runs_per_feature = starts.sum(axis=1)
+    run_id = (np.cumsum(starts.ravel()) - 1)[valid.ravel()]
+    t = np.bincount(run_id, minlength=int(runs_per_feature.sum())).astype(float)
+    feature = np.repeat(np.arange(values.shape[1]), runs_per_feature)
+    tsum = np.bincount(feature, weights=t**3 - t, minlength=values.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tie = np.where(n >= 2, 1.0 - tsum / (n**3 - n), 1.0)
     return finite, ranks, n, tie
 
 

@@ -39,7 +39,7 @@ from sitekit.robustness._common import (
     seed_from,
     within_subject_sd,
 )
-from sitekit.robustness.metrics import get_scorer
+from sitekit.robustness.metrics import get_scorer, greater_is_better
 
 __all__ = ["linear_decision", "minimal_perturbation", "adversarial_budget", "resolve_scale"]
 
@@ -413,7 +413,8 @@ def adversarial_budget(
     norm, scale, method, random_state
         As in :func:`minimal_perturbation`.
     scoring : str, default=None
-        A scikit-learn scorer name; ``"roc_auc"`` for binary classifiers, else
+        A scikit-learn scorer name or a metric of :mod:`sitekit.robustness.metrics`
+        (``brier`` ...); default ``"roc_auc"`` for binary classifiers, else
         ``"balanced_accuracy"``.
     **attack_params
         HopSkipJump budget (``max_iter``, ``max_eval``, ``init_eval``, ``init_size``).
@@ -421,7 +422,8 @@ def adversarial_budget(
     Returns
     -------
     DataFrame
-        ``budget``, ``norm``, ``method``, ``score``, ``baseline``, ``score_drop``, ``flip_rate``.
+        ``budget``, ``norm``, ``method``, ``score``, ``baseline``, ``score_drop`` (positive
+        when the model gets worse, for scores and losses alike), ``flip_rate``.
     """
     budgets = [float(check_number(b, name="budgets", owner="adversarial_budget", low=0))
                for b in budgets]
@@ -431,7 +433,9 @@ def adversarial_budget(
                                random_state=random_state, **params)
     Xf = as_frame(X)
     yv = as_target(y, Xf.shape[0])
-    scorer = get_scorer(scoring or _default_scoring(estimator), owner="adversarial_budget")
+    scoring = scoring or _default_scoring(estimator)
+    scorer = get_scorer(scoring, owner="adversarial_budget")
+    sign = 1.0 if greater_is_better(scoring) else -1.0  # a drop is positive when worse
     baseline = float(scorer(estimator, model_input(estimator, Xf), yv))
     used = table["method"].iloc[0]
     rows = []
@@ -448,6 +452,6 @@ def adversarial_budget(
             X_att.loc[take] = X_adv.loc[take].to_numpy()
         score = float(scorer(estimator, model_input(estimator, X_att), yv))
         rows.append({"budget": eps, "norm": norm, "method": used, "score": score,
-                     "baseline": baseline, "score_drop": baseline - score,
+                     "baseline": baseline, "score_drop": sign * (baseline - score),
                      "flip_rate": float(np.mean(table["distance"].to_numpy() <= eps))})
     return pd.DataFrame(rows)

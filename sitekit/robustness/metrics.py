@@ -64,6 +64,7 @@ __all__ = [
     "calibration_slope_intercept",
     "expected_calibration_error",
     "get_scorer",
+    "greater_is_better",
 ]
 
 _LOGIT_CLIP = 1e-6
@@ -433,7 +434,7 @@ def calibration_slope_intercept(y_true, y_prob, *, max_iter: int = 50) -> tuple[
     --------
     >>> slope, intercept = calibration_slope_intercept([0, 0, 1, 1, 0, 1], [0.2, 0.4, 0.6, 0.7, 0.5, 0.3])
     >>> round(slope, 3), round(intercept, 3)
-    (1.585, 0.0)
+    (1.557, 0.228)
     """
     y = np.asarray(y_true, dtype=float)
     p = np.asarray(y_prob, dtype=float)
@@ -552,3 +553,31 @@ class _MetricScorer:
             )
         score = positive_score(estimator, X) if metric.needs != "label" else pi.astype(float)
         return compute_metrics([self.name], yi, pi, score)[0]
+
+
+def greater_is_better(scoring) -> bool:
+    """Whether a higher value of ``scoring`` is better (False for losses such as ``brier``).
+
+    scikit-learn scorer names and callables are scores (higher is better, the scikit-learn
+    convention); of the extras, ``brier``, ``ece``, ``mae`` and ``rmse`` are losses.  The
+    calibration slope and intercept are best at 1 and 0 and count as scores here.  The stress
+    tests and the adversarial budget use it to report a score drop that is positive when the
+    model gets worse, whatever the metric.
+
+    Parameters
+    ----------
+    scoring : str or callable
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> greater_is_better("roc_auc"), greater_is_better("brier"), greater_is_better("neg_brier_score")
+    (True, False, True)
+    """
+    if not isinstance(scoring, str):
+        return True
+    name = METRIC_ALIASES.get(scoring, scoring)
+    return not (name in METRICS and METRICS[name].worst == "max")

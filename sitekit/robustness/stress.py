@@ -36,7 +36,7 @@ from sitekit.robustness._common import (
     model_input,
     within_subject_sd,
 )
-from sitekit.robustness.metrics import get_scorer
+from sitekit.robustness.metrics import get_scorer, greater_is_better
 
 __all__ = [
     "FeatureNoise",
@@ -163,7 +163,8 @@ class StressResult:
         One row per (perturbation, severity, target_site): ``perturbation``, ``severity``,
         ``target_site`` (site-shift rows), ``n_repeats``, ``score_mean``, ``score_std``,
         ``ci_low``, ``ci_high`` (t interval of the mean over repeats; the value itself for
-        deterministic perturbations), ``baseline``, ``score_drop`` (baseline - mean),
+        deterministic perturbations), ``baseline``, ``score_drop`` (how much worse than the
+        baseline: baseline - mean for scores, mean - baseline for losses such as ``brier``),
         ``worst`` (the worst target site of the site-shift attack).
     scores : DataFrame
         Per repeat: ``perturbation``, ``severity``, ``target_site``, ``repeat``, ``score``.
@@ -255,8 +256,8 @@ def stress_test(
     sites : array-like of shape (n_samples,), default=None
         Needed by :class:`SiteShift`.
     scoring : str or callable, default=None
-        A scikit-learn scorer name or ``scorer(estimator, X, y)``; default
-        :func:`default_scoring`.
+        A scikit-learn scorer name, a metric of :mod:`sitekit.robustness.metrics` (``brier``,
+        ``ece`` ...) or ``scorer(estimator, X, y)``; default :func:`default_scoring`.
     n_repeats : int, default=5
         Noise draws per level (deterministic perturbations run once).
     confidence : float, default=0.95
@@ -355,6 +356,7 @@ def stress_test(
                 record("site_shift", float("nan"), target, 0, scorer(estimator, Xp, yv))
     scores = pd.DataFrame(records, columns=["perturbation", "severity", "target_site", "repeat",
                                             "score"])
+    sign = 1.0 if greater_is_better(scoring) else -1.0  # a drop is positive when worse
     rows = []
     for (name, sev, target), grp in scores.groupby(
             ["perturbation", "severity", "target_site"], sort=False, dropna=False):
@@ -362,7 +364,7 @@ def stress_test(
         rows.append({"perturbation": name, "severity": sev, "target_site": target,
                      "n_repeats": len(grp), "score_mean": mean, "score_std": sdv,
                      "ci_low": lo, "ci_high": hi, "baseline": baseline,
-                     "score_drop": baseline - mean})
+                     "score_drop": sign * (baseline - mean)})
     summary = pd.DataFrame(rows)
     summary["worst"] = False
     shift = summary["perturbation"] == "site_shift"
