@@ -10,25 +10,25 @@ at once (:func:`compute_metrics_batch`).
 Names are scikit-learn scorer names where scikit-learn has one (same value and sign: greater
 is better, losses negated), plus a few documented extras:
 
-=========================  =====================  ===========================================
-name                       kind                   meaning
-=========================  =====================  ===========================================
-``roc_auc``                scikit-learn           ROC AUC (one-vs-rest macro for multiclass)
-``balanced_accuracy``      scikit-learn           mean recall over the classes present
-``accuracy``               scikit-learn           share of correct labels
-``neg_brier_score``        scikit-learn           minus the Brier score
-``neg_log_loss``           scikit-learn           minus the log loss
-``r2``                     scikit-learn           coefficient of determination
-``neg_mean_absolute_error``      scikit-learn     minus the mean absolute error
-``neg_mean_squared_error``       scikit-learn     minus the mean squared error
-``neg_root_mean_squared_error``  scikit-learn     minus the root mean squared error
-``brier``                  extra                  Brier score (a loss: lower is better)
-``ece``                    extra                  expected calibration error, 10 equal bins
-``calibration_slope``      extra (binary)         slope of the logistic recalibration (1 ideal)
-``calibration_intercept``  extra (binary)         calibration-in-the-large (0 ideal)
-``mae``                    extra                  mean absolute error (a loss)
-``rmse``                   extra                  root mean squared error (a loss)
-=========================  =====================  ===========================================
+===============================  ==============  =============================================
+name                             kind            meaning
+===============================  ==============  =============================================
+``roc_auc``                      scikit-learn    ROC AUC (one-vs-rest macro for multiclass)
+``balanced_accuracy``            scikit-learn    mean recall over the classes present
+``accuracy``                     scikit-learn    share of correct labels
+``neg_brier_score``              scikit-learn    minus the Brier score
+``neg_log_loss``                 scikit-learn    minus the log loss
+``r2``                           scikit-learn    coefficient of determination
+``neg_mean_absolute_error``      scikit-learn    minus the mean absolute error
+``neg_mean_squared_error``       scikit-learn    minus the mean squared error
+``neg_root_mean_squared_error``  scikit-learn    minus the root mean squared error
+``brier``                        extra           Brier score (a loss: lower is better)
+``ece``                          extra           expected calibration error, 10 equal bins
+``calibration_slope``            extra (binary)  slope of the logistic recalibration (1 ideal)
+``calibration_intercept``        extra (binary)  calibration-in-the-large (0 ideal)
+``mae``                          extra           mean absolute error (a loss)
+``rmse``                         extra           root mean squared error (a loss)
+===============================  ==============  =============================================
 
 :data:`METRIC_ALIASES` maps other spellings met in older files (``auc``, ``brier_score`` ...)
 to these names, in this one place; :func:`resolve_metric` applies it.  :func:`get_scorer`

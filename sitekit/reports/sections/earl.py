@@ -158,6 +158,15 @@ def is_filtered_run(run) -> bool:
 
     ``sitekit demo`` checks the phantoms as acquired (``earl/check``) and again after the
     harmonising filter (``earl/check_filtered``); any run named with ``filter`` counts.
+
+    Parameters
+    ----------
+    run : str
+        The run label (the check's folder name).
+
+    Returns
+    -------
+    bool
     """
     return "filter" in str(run).lower()
 
@@ -214,5 +223,14 @@ def _site_verdicts(per_site: pd.DataFrame, calibration: dict) -> list[Verdict]:
 
 
 def build(results: Mapping[str, Any]) -> Section:
-    """The EARL section from ``results``: the keyword arguments of :func:`earl_section`."""
+    """The EARL section from ``results``: the keyword arguments of :func:`earl_section`.
+
+    Parameters
+    ----------
+    results : mapping of str to object
+
+    Returns
+    -------
+    Section
+    """
     return earl_section(**results)

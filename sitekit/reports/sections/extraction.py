@@ -69,5 +69,14 @@ def extraction_section(features: pd.DataFrame | None, errors: pd.DataFrame | Non
 
 def build(results: Mapping[str, Any]) -> Section:
     """The extraction section from ``results``: the keyword arguments of
-    :func:`extraction_section` (``features``, ``errors``, ``show_ids``)."""
+    :func:`extraction_section` (``features``, ``errors``, ``show_ids``).
+
+    Parameters
+    ----------
+    results : mapping of str to object
+
+    Returns
+    -------
+    Section
+    """
     return extraction_section(**results)

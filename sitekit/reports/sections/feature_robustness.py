@@ -113,5 +113,14 @@ def stability_section(stability: pd.DataFrame, *, threshold: float = 0.9,
 
 def build(results: Mapping[str, Any]) -> Section:
     """The feature-robustness section from ``results``: the keyword arguments of
-    :func:`stability_section` (``stability``, ``threshold``, ``robust``, ``summary``)."""
+    :func:`stability_section` (``stability``, ``threshold``, ``robust``, ``summary``).
+
+    Parameters
+    ----------
+    results : mapping of str to object
+
+    Returns
+    -------
+    Section
+    """
     return stability_section(**results)

@@ -274,5 +274,14 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
 
 def build(results: Mapping[str, Any]) -> Section:
     """The harmonisation section from ``results``: the keyword arguments of
-    :func:`harmonization_section` (``before``, ``after``, ``sites`` ...)."""
+    :func:`harmonization_section` (``before``, ``after``, ``sites`` ...).
+
+    Parameters
+    ----------
+    results : mapping of str to object
+
+    Returns
+    -------
+    Section
+    """
     return harmonization_section(**results)

@@ -172,5 +172,14 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
 
 def build(results: Mapping[str, Any]) -> Section:
     """The model-robustness section from ``results``: the keyword arguments of
-    :func:`suite_section` (``checks``, ``loso``, ``stress`` ...)."""
+    :func:`suite_section` (``checks``, ``loso``, ``stress`` ...).
+
+    Parameters
+    ----------
+    results : mapping of str to object
+
+    Returns
+    -------
+    Section
+    """
     return suite_section(**results)
