@@ -26,6 +26,7 @@ from sitekit.datasets import make_feature_table
 from sitekit.exceptions import DataWarning, ValidationError
 from sitekit.harmonize import ComBat
 from sitekit.robustness import (
+    covariate_effects,
     leave_one_site_out,
     loso_predictions,
     site_effects,
@@ -341,3 +342,29 @@ def test_reliability_bins_adapt_to_the_site_size(cohort):
     k, n, z = row["observed"] * row["n"], row["n"], st.norm.ppf(0.975)
     centre = (k / n + z**2 / (2 * n)) / (1 + z**2 / n)
     assert (row["ci_low"] + row["ci_high"]) / 2 == pytest.approx(centre, abs=1e-12) or row["ci_low"] == 0
+
+
+def test_covariate_effects_equal_scipy_per_feature():
+    rng = np.random.default_rng(6)
+    n = 90
+    cov = pd.DataFrame({"age": rng.uniform(30, 80, n), "sex": rng.choice(["F", "M"], n)})
+    X = pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
+    X["f0"] += 0.05 * cov["age"]
+    X["f1"] += 1.0 * (cov["sex"] == "M")
+    X.iloc[4, 2] = np.nan
+    res = covariate_effects(X, cov).set_index(["covariate", "feature"])
+    for j in range(5):
+        x = X.iloc[:, j].to_numpy()
+        ok = np.isfinite(x)
+        rho = stats.spearmanr(x[ok], cov["age"][ok])
+        row = res.loc[("age", f"f{j}")]
+        assert row["test"] == "Spearman"
+        assert row["statistic"] == pytest.approx(rho.statistic, abs=1e-12)
+        assert row["p_value"] == pytest.approx(rho.pvalue, rel=1e-9)
+        sex = cov["sex"].to_numpy()
+        kw = stats.kruskal(x[ok & (sex == "F")], x[ok & (sex == "M")])
+        assert res.loc[("sex", f"f{j}"), "statistic"] == pytest.approx(kw.statistic, rel=1e-12)
+    q = res.xs("age")["q_value"].to_numpy()
+    np.testing.assert_allclose(q, stats.false_discovery_control(res.xs("age")["p_value"]), rtol=1e-12)
+    with pytest.raises(ValidationError, match="one row per row"):
+        covariate_effects(X, cov.iloc[:10])

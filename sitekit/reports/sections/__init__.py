@@ -1,8 +1,6 @@
 """Report sections, one module per part of sitekit.
 
-The section interface
----------------------
-A section module ``sitekit/reports/sections/<part>.py`` turns the plain results of one part
+**The section interface.**  A section module ``sitekit/reports/sections/<part>.py`` turns the plain results of one part
 (tidy tables and dicts, as the part's command writes them) into a
 :class:`~sitekit.reports.Section`, using the library's analysis functions for any statistic
 and :mod:`sitekit.reports.figures` for the figures.  Each module exposes:
