@@ -39,7 +39,7 @@ from sitekit.robustness._common import (
     seed_from,
     within_subject_sd,
 )
-from sitekit.robustness.metrics import get_scorer, greater_is_better
+from sitekit.robustness.metrics import default_scoring, get_scorer, greater_is_better
 
 __all__ = ["linear_decision", "minimal_perturbation", "adversarial_budget", "resolve_scale"]
 
@@ -373,14 +373,6 @@ def minimal_perturbation(
     return (out, X_adv) if return_adversarial else out
 
 
-def _default_scoring(estimator) -> str:
-    n_classes = len(getattr(estimator, "classes_", [0, 1]))
-    if n_classes == 2 and (hasattr(estimator, "predict_proba") or
-                           hasattr(estimator, "decision_function")):
-        return "roc_auc"
-    return "balanced_accuracy"
-
-
 def adversarial_budget(
     estimator,
     X,
@@ -433,7 +425,7 @@ def adversarial_budget(
                                random_state=random_state, **params)
     Xf = as_frame(X)
     yv = as_target(y, Xf.shape[0])
-    scoring = scoring or _default_scoring(estimator)
+    scoring = scoring or default_scoring(estimator)
     scorer = get_scorer(scoring, owner="adversarial_budget")
     sign = 1.0 if greater_is_better(scoring) else -1.0  # a drop is positive when worse
     baseline = float(scorer(estimator, model_input(estimator, Xf), yv))

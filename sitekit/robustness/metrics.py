@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+from sklearn.base import is_classifier
 from sklearn.metrics import get_scorer as _sklearn_get_scorer
 from sklearn.metrics import get_scorer_names, roc_auc_score
 
@@ -65,6 +66,7 @@ __all__ = [
     "expected_calibration_error",
     "get_scorer",
     "greater_is_better",
+    "default_scoring",
 ]
 
 _LOGIT_CLIP = 1e-6
@@ -581,3 +583,34 @@ def greater_is_better(scoring) -> bool:
         return True
     name = METRIC_ALIASES.get(scoring, scoring)
     return not (name in METRICS and METRICS[name].worst == "max")
+
+
+def default_scoring(estimator) -> str:
+    """The default metric of the model analyses for a fitted ``estimator``.
+
+    ``roc_auc`` for binary classifiers with ``predict_proba`` or ``decision_function``,
+    ``balanced_accuracy`` for other classifiers, ``r2`` for regressors.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LinearRegression, LogisticRegression
+    >>> default_scoring(LogisticRegression().fit([[0], [1]], [0, 1]))
+    'roc_auc'
+    >>> default_scoring(LinearRegression())
+    'r2'
+    """
+    if not is_classifier(estimator):
+        return "r2"
+    classes = getattr(estimator, "classes_", None)
+    scores = hasattr(estimator, "predict_proba") or hasattr(estimator, "decision_function")
+    if classes is not None and len(classes) == 2 and scores:
+        return "roc_auc"
+    return "balanced_accuracy"

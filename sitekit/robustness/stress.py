@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._typing import RandomState
@@ -36,7 +35,7 @@ from sitekit.robustness._common import (
     model_input,
     within_subject_sd,
 )
-from sitekit.robustness.metrics import get_scorer, greater_is_better
+from sitekit.robustness.metrics import default_scoring, get_scorer, greater_is_better
 
 __all__ = [
     "FeatureNoise",
@@ -45,7 +44,6 @@ __all__ = [
     "StressResult",
     "stress_test",
     "parse_perturbations",
-    "default_scoring",
     "INTENSITY_LINEAR",
     "INTENSITY_SQUARED",
 ]
@@ -191,16 +189,6 @@ class StressResult:
         return float(rows["score_drop"].max())
 
 
-def default_scoring(estimator) -> str:
-    """``roc_auc`` for binary classifiers, ``balanced_accuracy`` for multiclass, ``r2`` otherwise."""
-    if not is_classifier(estimator):
-        return "r2"
-    classes = getattr(estimator, "classes_", None)
-    if classes is not None and len(classes) == 2:
-        return "roc_auc"
-    return "balanced_accuracy"
-
-
 def _columns(regex: str, columns: Iterable) -> list:
     try:
         pat = re.compile(regex)
@@ -257,7 +245,8 @@ def stress_test(
         Needed by :class:`SiteShift`.
     scoring : str or callable, default=None
         A scikit-learn scorer name, a metric of :mod:`sitekit.robustness.metrics` (``brier``,
-        ``ece`` ...) or ``scorer(estimator, X, y)``; default :func:`default_scoring`.
+        ``ece`` ...) or ``scorer(estimator, X, y)``; default
+        :func:`~sitekit.robustness.metrics.default_scoring`.
     n_repeats : int, default=5
         Noise draws per level (deterministic perturbations run once).
     confidence : float, default=0.95
