@@ -1,4 +1,4 @@
-"""ICC at scale: ``sitekit.robustness.stability.icc`` vs looping ``pingouin.intraclass_corr``.
+"""ICC at scale: ``sitekit.robustness.icc.icc`` vs looping ``pingouin.intraclass_corr``.
 
 Usage::
 
@@ -24,6 +24,11 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pingouin as pg
+import SimpleITK as sitk
+
+from sitekit.robustness.icc import icc
+from sitekit.robustness.perturbations import get_chain
 
 
 def make_ratings(n_subjects: int, n_raters: int, n_features: int, seed: int = 0) -> np.ndarray:
@@ -51,10 +56,6 @@ def main() -> None:
     n_subjects, n_raters = 100, 10
     n_features = args.features or (200 if args.quick else 1000)
     subset = args.subset or (5 if args.quick else 25)
-
-    import pingouin as pg
-
-    from sitekit.robustness.stability import icc
 
     pg.options["round"] = None
     pg.options["round.column.CI95"] = None
@@ -109,10 +110,6 @@ def main() -> None:
     print(f"target >= 100x: {'met' if target else 'MISSED'}")
 
     # --- perturbation chain, for information
-    import SimpleITK as sitk
-
-    from sitekit.robustness.perturbations import get_chain
-
     rng = np.random.default_rng(0)
     z, yy, x = np.mgrid[:32, :32, :32].astype(float)
     r = np.sqrt((x - 15.5) ** 2 + (yy - 15.5) ** 2 + (z - 15.5) ** 2)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from sitekit._stats import kruskal_fdr
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit.exceptions import ModelFileError, ValidationError
@@ -41,6 +42,9 @@ _MAX_EXHAUSTIVE = 4  # 4! = 24 orders; more batch variables use the greedy searc
 def batch_effect_test(X, batches: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     """Per-feature Kruskal-Wallis test of every batch variable, Benjamini-Hochberg FDR.
 
+    The test and its conventions (NaN cells left out, tie-corrected H, untestable features
+    NaN and outside the FDR family) are those of ``sitekit._stats.kruskal_fdr``.
+
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
@@ -56,7 +60,8 @@ def batch_effect_test(X, batches: pd.DataFrame, *, alpha: float = 0.05) -> pd.Da
         One row per (batch variable, feature), columns ``batch_col``, ``feature``,
         ``statistic`` (Kruskal-Wallis H), ``p_value``, ``q_value`` (BH-adjusted within the
         batch variable), ``significant`` (``q_value < alpha``).  Features that are constant
-        or have fewer than two groups with data get H = 0 and p = 1.
+        or have fewer than two groups with data are not tested: NaN statistic, p- and q-value,
+        not significant.
     """
     names = list(X.columns) if isinstance(X, pd.DataFrame) else None
     arr = np.asarray(X, dtype=float)
@@ -69,62 +74,14 @@ def batch_effect_test(X, batches: pd.DataFrame, *, alpha: float = 0.05) -> pd.Da
             f"'batches' has {len(batches)} rows but X has {arr.shape[0]}; pass one row per sample."
         )
     rows = []
-    ranked = _rank_columns(arr)
     for col in batches.columns:
-        H, p = _kruskal_columns(arr, batches[col].to_numpy(), ranked)
-        q = stats.false_discovery_control(p) if p.size else p
+        res = kruskal_fdr(arr, batches[col].to_numpy())
         rows.append(pd.DataFrame({
-            "batch_col": str(col), "feature": names, "statistic": H, "p_value": p,
-            "q_value": q, "significant": q < alpha,
+            "batch_col": str(col), "feature": names, "statistic": res["statistic"].to_numpy(),
+            "p_value": res["p_value"].to_numpy(), "q_value": res["q_value"].to_numpy(),
+            "significant": (res["q_value"] < alpha).to_numpy(),
         }))
     return pd.concat(rows, ignore_index=True)
-
-
-def _kruskal_columns(arr: np.ndarray, labels: np.ndarray, ranked=None) -> tuple[np.ndarray, np.ndarray]:
-    """Kruskal-Wallis H and p for every column of ``arr`` at once (NaN cells left out).
-
-    Same numbers as :func:`scipy.stats.kruskal` (tie-corrected), vectorised over features.
-    ``ranked`` is :func:`_rank_columns` of ``arr`` (computed here if not given).
-    """
-    finite, ranks, n_tot, tie = _rank_columns(arr) if ranked is None else ranked
-    ssum = np.zeros(arr.shape[1])
-    n_groups = np.zeros(arr.shape[1])
-    for lv in pd.unique(labels):
-        m = labels == lv
-        n_i = finite[m].sum(axis=0).astype(float)
-        r_i = ranks[m].sum(axis=0)
-        ssum += np.where(n_i > 0, r_i**2 / np.where(n_i > 0, n_i, 1.0), 0.0)
-        n_groups += n_i > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        H = (12.0 / (n_tot * (n_tot + 1.0)) * ssum - 3.0 * (n_tot + 1.0)) / tie
-    ok = (n_groups >= 2) & np.isfinite(H) & (tie > 0)
-    H = np.where(ok, np.maximum(H, 0.0), 0.0)
-    p = np.where(ok, stats.chi2.sf(H, np.maximum(n_groups - 1, 1)), 1.0)
-    return H, p
-
-
-def _rank_columns(arr: np.ndarray):
-    """Per column: finite mask, average ranks (0 at NaN), count, tie correction factor."""
-    finite = np.isfinite(arr)
-    n_tot = finite.sum(axis=0).astype(float)
-    big = np.where(finite, arr, np.inf)  # NaN cells sort last and are dropped below
-    order = np.argsort(big, axis=0, kind="stable")
-    srt = np.take_along_axis(big, order, axis=0)
-    ranks = np.zeros(arr.shape)
-    tie = np.ones(arr.shape[1])
-    for g in range(arr.shape[1]):
-        k = int(n_tot[g])
-        if k == 0:
-            continue
-        v = srt[:k, g]
-        # runs of equal values get their average rank
-        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
-        counts = np.diff(np.r_[starts, k])
-        avg = starts + (counts + 1) / 2.0
-        ranks[order[:k, g], g] = np.repeat(avg, counts)
-        if k > 1 and counts.max() > 1:
-            tie[g] = 1.0 - float((counts.astype(float) ** 3 - counts).sum()) / (k**3 - k)
-    return finite, ranks, n_tot, tie
 
 
 def _check_X(X):

@@ -5,6 +5,8 @@
 - :class:`Report` renders to one HTML file (``save_as_html``, ``_repr_html_``) with inline
   CSS and figures embedded as base64 SVG/PNG: no external URL, works offline, prints;
   a JSON of the results is written next to it;
+- :mod:`sitekit.reports.sections` holds one module per section (``ID``, ``TITLE``,
+  ``build(results) -> Section``) and their registry;
 - :mod:`sitekit.reports.figures` holds the pure plot functions ``plot_x(data, *, ax=None)``.
 
 matplotlib and jinja2 are imported only here (import-linter enforces it).
@@ -12,14 +14,6 @@ matplotlib and jinja2 are imported only here (import-linter enforces it).
 
 from sitekit.reports._build import build_report, load_section
 from sitekit.reports._results import ResultFolder, collect_provenance, discover_results
-from sitekit.reports._sections import (
-    drop_ids,
-    earl_section,
-    extraction_section,
-    harmonization_section,
-    stability_section,
-    suite_section,
-)
 from sitekit.reports.html import (
     FigureBlock,
     Report,
@@ -29,6 +23,15 @@ from sitekit.reports.html import (
     Verdict,
     embed_figure,
     get_template,
+)
+from sitekit.reports.sections import (
+    build_section,
+    drop_ids,
+    earl_section,
+    extraction_section,
+    harmonization_section,
+    stability_section,
+    suite_section,
 )
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "discover_results",
     "collect_provenance",
     "ResultFolder",
+    "build_section",
     "drop_ids",
     "earl_section",
     "extraction_section",

@@ -10,7 +10,7 @@ import pandas as pd
 
 from sitekit._typing import PathLike
 from sitekit.io import file_hash, read_table
-from sitekit.reports import _sections as S
+from sitekit.reports import sections as S
 from sitekit.reports._results import ResultFolder, collect_provenance, discover_results
 from sitekit.reports.html import Report, Section, Verdict
 
@@ -121,7 +121,7 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
     if before_path is None:
         before_path = next((p for p in tables if p.stem.lower() in {"input", "before", "raw"}), None)
     if after_path is None or before_path is None:
-        sec = Section("harmonisation", "Harmonisation")
+        sec = Section(S.harmonization.ID, S.harmonization.TITLE)
         sec.add_text(f"The input or harmonised table of '{folder.path.name}' was not found "
                      f"(input: {inp!r}); only the fitted priors are shown.", "warning")
         if priors is not None:
@@ -228,7 +228,7 @@ def _suite_parts(folder: ResultFolder) -> dict:
         folder.meta["inputs"][f"suite table ({Path(str(data.get('table'))).name})"] = (
             "sha256:" + str(data["sha256"]))
     if (res.get("suite") or {}).get("sha256"):
-        folder.meta["inputs"][f"suite file {folder.path.name}"] = "sha256:" + res["suite"]["sha256"]
+        folder.meta["inputs"][f"suite file ({Path(str(res['suite'].get('path') or folder.path.name)).name})"] = "sha256:" + res["suite"]["sha256"]
     return {"checks": checks, "verdict": verdict, "loso": table("loso.csv"),
             "stress": table("stress.csv"), "adversarial": table("adversarial.csv"),
             "site_predictability": table("site_predictability.csv"),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from scipy import stats
 
 from sitekit.exceptions import ValidationError
 
@@ -41,9 +42,9 @@ __all__ = [
 
 #: Colour-blind-safe palette (Okabe & Ito) used for sites and series.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
-PASS_COLOUR = "#009E73"
-FAIL_COLOUR = "#D55E00"
-BAND_COLOUR = "#9ecae1"
+PASS_COLOR = "#009E73"
+FAIL_COLOR = "#D55E00"
+BAND_COLOR = "#9ecae1"
 
 
 def new_axes(figsize: tuple[float, float] = (5.0, 3.4)) -> Axes:
@@ -66,7 +67,7 @@ def _require(data, columns: Sequence[str], who: str) -> pd.DataFrame:
     return df
 
 
-def _colour(i: int) -> str:
+def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
@@ -90,18 +91,18 @@ def plot_rc_curve(data, *, title: str | None = None, ax: Axes | None = None) -> 
     df = _require(data, ["sphere_mm", "rc", "lower", "upper"], "plot_rc_curve")
     ax = _axes(ax)
     band = df.groupby("sphere_mm", as_index=False)[["lower", "upper"]].first().sort_values("sphere_mm")
-    ax.fill_between(band["sphere_mm"], band["lower"], band["upper"], color=BAND_COLOUR,
+    ax.fill_between(band["sphere_mm"], band["lower"], band["upper"], color=BAND_COLOR,
                     alpha=0.5, label="band", step=None)
     groups = df.groupby("site", sort=True) if "site" in df.columns else [(None, df)]
     for i, (site, g) in enumerate(groups):
         g = g.sort_values("sphere_mm")
-        ax.plot(g["sphere_mm"], g["rc"], marker="o", color=_colour(i),
+        ax.plot(g["sphere_mm"], g["rc"], marker="o", color=_color(i),
                 label=str(site) if site is not None else "measured")
         if "passed" in g.columns:
             bad = g[~g["passed"].astype(bool)]
             if len(bad):
                 ax.plot(bad["sphere_mm"], bad["rc"], linestyle="none", marker="x", markersize=9,
-                        markeredgewidth=2, color=FAIL_COLOUR, label="_fail")
+                        markeredgewidth=2, color=FAIL_COLOR, label="_fail")
     ax.set_xlabel("sphere diameter (mm)")
     ax.set_ylabel("recovery coefficient")
     if title:
@@ -129,11 +130,11 @@ def plot_rc_vs_fwhm(data, *, chosen_fwhm: float | None = None,
     df = _require(data, ["fwhm_mm", "sphere_mm", "rc"], "plot_rc_vs_fwhm")
     ax = _axes(ax)
     if compliant is not None:
-        ax.axvspan(float(compliant[0]), float(compliant[1]), color=PASS_COLOUR, alpha=0.15,
+        ax.axvspan(float(compliant[0]), float(compliant[1]), color=PASS_COLOR, alpha=0.15,
                    label="compliant")
     for i, (sphere, g) in enumerate(df.groupby("sphere_mm", sort=True)):
         g = g.sort_values("fwhm_mm")
-        ax.plot(g["fwhm_mm"], g["rc"], color=_colour(i), label=f"{sphere:g} mm")
+        ax.plot(g["fwhm_mm"], g["rc"], color=_color(i), label=f"{sphere:g} mm")
     if chosen_fwhm is not None and np.isfinite(chosen_fwhm):
         ax.axvline(float(chosen_fwhm), color="black", linestyle="--", label="chosen")
     ax.set_xlabel("post-filter FWHM (mm)")
@@ -155,7 +156,7 @@ def plot_site_effect_share(data, *, ax: Axes | None = None) -> Axes:
     """
     df = _require(data, ["stage", "share"], "plot_site_effect_share")
     ax = _axes(ax, (4.0, 3.0))
-    colours = [FAIL_COLOUR if i == 0 else PASS_COLOUR for i in range(len(df))]
+    colours = [FAIL_COLOR if i == 0 else PASS_COLOR for i in range(len(df))]
     bars = ax.bar(df["stage"].astype(str), 100 * df["share"].astype(float), color=colours)
     for b, v in zip(bars, df["share"]):
         ax.annotate(f"{100 * v:.0f} %", (b.get_x() + b.get_width() / 2, b.get_height()),
@@ -176,7 +177,7 @@ def plot_pca_sites(data, *, title: str | None = None, ax: Axes | None = None) ->
     df = _require(data, ["pc1", "pc2", "site"], "plot_pca_sites")
     ax = _axes(ax, (4.2, 3.6))
     for i, (site, g) in enumerate(df.groupby("site", sort=True)):
-        ax.scatter(g["pc1"], g["pc2"], s=12, alpha=0.75, color=_colour(i), label=str(site))
+        ax.scatter(g["pc1"], g["pc2"], s=12, alpha=0.75, color=_color(i), label=str(site))
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     if title:
@@ -207,7 +208,7 @@ def plot_site_boxplots(data, *, feature: str | None = None, ax: Axes | None = No
         bp = ax.boxplot(values, positions=pos, widths=width * 0.9, patch_artist=True,
                         showfliers=False, label=None if stage is None else str(stage))
         for patch in bp["boxes"]:
-            patch.set_facecolor(_colour(j))
+            patch.set_facecolor(_color(j))
             patch.set_alpha(0.6)
     ax.set_xticks(np.arange(len(sites)), sites, rotation=30, ha="right", fontsize="small")
     ax.set_ylabel("value")
@@ -259,8 +260,6 @@ def plot_eb_prior_scale(data, *, a_prior: float, b_prior: float, title: str | No
     a_prior, b_prior : float
         Shape and scale of the fitted inverse-gamma prior; drawn as a density (label ``prior``).
     """
-    from scipy import stats
-
     df = _require(data, ["delta_hat"], "plot_eb_prior_scale")
     ax = _axes(ax, (3.6, 2.8))
     d = df["delta_hat"].astype(float)
@@ -291,10 +290,10 @@ def plot_site_predictability(data, *, threshold: float = 0.625, ax: Axes | None 
     """
     df = _require(data, ["stage", "auc"], "plot_site_predictability")
     ax = _axes(ax, (4.0, 3.0))
-    colours = [FAIL_COLOUR if a >= threshold else PASS_COLOUR for a in df["auc"]]
+    colours = [FAIL_COLOR if a >= threshold else PASS_COLOR for a in df["auc"]]
     ax.bar(df["stage"].astype(str), df["auc"].astype(float), color=colours)
     ax.axhline(0.5, color="grey", linestyle=":", label="chance (0.5)")
-    ax.axhline(threshold, color=FAIL_COLOUR, linestyle="--", label=f"warning ({threshold:g})")
+    ax.axhline(threshold, color=FAIL_COLOR, linestyle="--", label=f"warning ({threshold:g})")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("site predictability (AUC)")
     ax.legend(fontsize="x-small", loc="lower left")
@@ -317,7 +316,7 @@ def plot_icc_distribution(data, *, threshold: float = 0.9, ax: Axes | None = Non
     v = df["icc"].astype(float).dropna().clip(-1, 1)
     ax.hist(v, bins=np.linspace(min(0.0, float(v.min()) if len(v) else 0.0), 1.0, 21),
             color=PALETTE[0], edgecolor="white", label="features")
-    ax.axvline(threshold, color=FAIL_COLOUR, linestyle="--", label=f"threshold ({threshold:g})")
+    ax.axvline(threshold, color=FAIL_COLOR, linestyle="--", label=f"threshold ({threshold:g})")
     ax.set_xlabel("ICC")
     ax.set_ylabel("features")
     ax.legend(fontsize="x-small", loc="upper left")
@@ -366,30 +365,55 @@ def plot_robust_counts(data, *, ax: Axes | None = None) -> Axes:
     ax = _axes(ax, (4.6, 3.0))
     x = np.arange(len(df))
     ax.bar(x, df["n_total"], color="#dddddd", label="features")
-    ax.bar(x, df["n_robust"], color=PASS_COLOUR, label="robust")
+    ax.bar(x, df["n_robust"], color=PASS_COLOR, label="robust")
     ax.set_xticks(x, df["group"].astype(str), rotation=30, ha="right", fontsize="small")
     ax.set_ylabel("features")
     ax.legend(fontsize="x-small")
     return ax
 
 
-def plot_stress_curves(data, *, ax: Axes | None = None) -> Axes:
+def plot_stress_curves(data, *, min_span: float = 0.1, ax: Axes | None = None) -> Axes:
     """Score against perturbation severity, one line per perturbation, CIs shaded.
+
+    The y axis spans at least ``min_span`` score units, centred on the data, so that a change
+    of a few thousandths (a model that does not care) is drawn as the flat line it is rather
+    than stretched over the whole axis.
 
     Parameters
     ----------
     data : DataFrame
         Columns ``perturbation``, ``severity``, ``score``; optional ``ci_low``/``ci_high``
-        (a shaded band per line) and ``metric`` (the y label).
+        (a shaded band per line), ``baseline`` (the unperturbed score, a dashed line labelled
+        ``baseline``) and ``metric`` (the y label).
+    min_span : float, default=0.1
+        Smallest y-axis span in score units (0 lets matplotlib scale to the data).
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    Axes
     """
     df = _require(data, ["perturbation", "severity", "score"], "plot_stress_curves")
     ax = _axes(ax)
+    values = [df["score"].astype(float).to_numpy()]
     for i, (name, g) in enumerate(df.groupby("perturbation", sort=True)):
         g = g.sort_values("severity")
-        ax.plot(g["severity"], g["score"], marker="o", color=_colour(i), label=str(name))
+        ax.plot(g["severity"], g["score"], marker="o", color=_color(i), label=str(name))
         if {"ci_low", "ci_high"} <= set(g.columns) and g["ci_low"].notna().any():
             ax.fill_between(g["severity"].astype(float), g["ci_low"].astype(float),
-                            g["ci_high"].astype(float), color=_colour(i), alpha=0.2)
+                            g["ci_high"].astype(float), color=_color(i), alpha=0.2)
+            values += [g["ci_low"].astype(float).to_numpy(), g["ci_high"].astype(float).to_numpy()]
+    if "baseline" in df.columns and df["baseline"].notna().any():
+        base = float(df["baseline"].dropna().iloc[0])
+        ax.axhline(base, color="grey", linestyle="--", linewidth=1, label="baseline")
+        values.append(np.array([base]))
+    allv = np.concatenate(values)
+    allv = allv[np.isfinite(allv)]
+    if min_span and allv.size:
+        lo, hi = float(allv.min()), float(allv.max())
+        if hi - lo < min_span:
+            mid = (lo + hi) / 2.0
+            ax.set_ylim(mid - min_span / 2.0, mid + min_span / 2.0)
     ax.set_xlabel("severity")
     metric = str(df["metric"].iloc[0]) if "metric" in df.columns and len(df) else "score"
     ax.set_ylabel(metric)
@@ -422,7 +446,7 @@ def plot_site_forest(data, *, reference: float | None = None, title: str | None 
         lo = v - sub["ci_low"].astype(float).to_numpy()
         hi = sub["ci_high"].astype(float).to_numpy() - v
         ax.errorbar(v, y, xerr=np.vstack([np.abs(lo), np.abs(hi)]), fmt="o", capsize=3,
-                    color=_colour(j), label=None if model is None else str(model))
+                    color=_color(j), label=None if model is None else str(model))
     if reference is not None and np.isfinite(reference):
         ax.axvline(float(reference), color="grey", linestyle=":")
     ax.set_yticks(np.arange(len(sites)), sites)
@@ -451,8 +475,8 @@ def plot_adversarial_distances(data, *, ax: Axes | None = None) -> Axes:
         d = g["distance"].astype(float)
         d = d[np.isfinite(d)]
         if len(d):
-            ax.hist(d, bins=20, alpha=0.6, color=_colour(i), label=str(norm))
-            ax.axvline(float(np.median(d)), color=_colour(i), linestyle="--")
+            ax.hist(d, bins=20, alpha=0.6, color=_color(i), label=str(norm))
+            ax.axvline(float(np.median(d)), color=_color(i), linestyle="--")
     ax.set_xlabel("smallest flipping perturbation (standardised units)")
     ax.set_ylabel("cases")
     ax.legend(fontsize="x-small")
@@ -465,20 +489,29 @@ def plot_calibration_by_site(data, *, ax: Axes | None = None) -> Axes:
     Parameters
     ----------
     data : DataFrame
-        Columns ``site``, ``mean_predicted``, ``observed``; optional ``n`` (marker size).
+        Columns ``site``, ``mean_predicted``, ``observed``; optional ``ci_low``/``ci_high``
+        (the confidence interval of each bin's observed share, drawn as a band per site) and
+        ``n``.
+    ax : matplotlib Axes, default=None
 
     Returns
     -------
     Axes
-        One line per site (label = site) and the diagonal (label ``perfect``).
+        One line per site (label = site), its band when given, and the diagonal (label
+        ``perfect``).
     """
     df = _require(data, ["site", "mean_predicted", "observed"], "plot_calibration_by_site")
     ax = _axes(ax, (4.4, 3.8))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    band = {"ci_low", "ci_high"} <= set(df.columns)
     for i, (site, g) in enumerate(df.groupby("site", sort=True)):
         g = g.sort_values("mean_predicted")
-        ax.plot(g["mean_predicted"], g["observed"], marker="o", color=_colour(i), label=str(site),
+        ax.plot(g["mean_predicted"], g["observed"], marker="o", color=_color(i), label=str(site),
                 markersize=4)
+        if band and g["ci_low"].notna().any():
+            ax.fill_between(g["mean_predicted"].astype(float), g["ci_low"].astype(float),
+                            g["ci_high"].astype(float), color=_color(i), alpha=0.15,
+                            linewidth=0)
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("predicted probability")

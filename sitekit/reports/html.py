@@ -13,13 +13,15 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
+import jinja2
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import pyplot as plt
 
+from sitekit._json import to_jsonable
 from sitekit._typing import PathLike
 from sitekit.io import atomic_output
 
@@ -39,8 +41,6 @@ _TEMPLATES = Path(__file__).with_name("_templates")
 
 def get_template(name: str = "report.html.j2"):
     """The jinja2 template ``name`` of ``sitekit/reports/_templates`` (autoescape on)."""
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         # Escape every template whatever its suffix (select_autoescape would leave .j2 raw).
@@ -70,8 +70,6 @@ def embed_figure(ax_or_fig, *, format: str = "svg", dpi: int = 110) -> str:
     fig = getattr(ax_or_fig, "figure", ax_or_fig)
     buf = io.BytesIO()
     if format == "svg":
-        import matplotlib
-
         with matplotlib.rc_context({"svg.hashsalt": "sitekit", "svg.fonttype": "path"}):
             fig.savefig(buf, format="svg", metadata={"Date": None})
         mime = "image/svg+xml"
@@ -81,8 +79,6 @@ def embed_figure(ax_or_fig, *, format: str = "svg", dpi: int = 110) -> str:
     else:
         raise ValueError(f"format must be 'svg' or 'png'; got {format!r}.")
     if getattr(fig.canvas, "manager", None) is not None:  # made through pyplot: release it
-        import matplotlib.pyplot as plt
-
         plt.close(fig)
     fig.clear()
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
@@ -201,36 +197,6 @@ def _cell_class(col, v) -> str:
     return ""
 
 
-def _jsonable(obj: Any):
-    """Turn results (DataFrames, numpy scalars, paths) into JSON-ready data."""
-    if isinstance(obj, pd.DataFrame):
-        return [_jsonable(r) for r in obj.to_dict(orient="records")]
-    if isinstance(obj, pd.Series):
-        return _jsonable(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    if obj is pd.NA or obj is pd.NaT:
-        return None
-    return str(obj)
-
-
 class Report:
     """A self-contained HTML report made of sections.
 
@@ -279,7 +245,7 @@ class Report:
 
     def to_dict(self) -> dict:
         """The results behind the report as JSON-ready data (written next to the HTML)."""
-        return _jsonable({
+        return to_jsonable({
             "title": self.title,
             "status": self.status,
             "verdicts": [vars(v) for v in self.verdicts],

@@ -1,17 +1,22 @@
 """Robustness: of features (image perturbations, ICC) and of models (sites, stress, adversarial).
 
-Model-robustness names re-exported here (see the README section "Model robustness and cross-site generalisation"):
+Model-robustness names re-exported here:
 
-* :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects` -- generalisation
-  across sites and site leakage (:mod:`sitekit.robustness.sites`);
+* :func:`leave_one_site_out`, :func:`site_predictability`, :func:`site_effects`,
+  :func:`covariate_effects` -- generalisation across sites, site leakage, site and biological
+  effects per feature (:mod:`sitekit.robustness.sites`);
 * :func:`stress_test` with :class:`FeatureNoise`, :class:`CalibrationShift`, :class:`SiteShift`
   (:mod:`sitekit.robustness.stress`);
 * :func:`minimal_perturbation`, :func:`adversarial_budget` (:mod:`sitekit.robustness.adversarial`);
 * :func:`run_suite` and :class:`SuiteResult` -- CI suites from a TOML file
   (:mod:`sitekit.robustness.suite`).
 
-Feature robustness lives in :mod:`sitekit.robustness.perturbations` and
-:mod:`sitekit.robustness.stability` (import those modules directly).
+The metrics every model analysis shares (scikit-learn scorer names plus documented extras)
+are in :mod:`sitekit.robustness.metrics`.  Feature robustness lives in
+:mod:`sitekit.robustness.perturbations` (one module per family),
+:mod:`sitekit.robustness.icc` (ICC, CCC, Koo-Li classes) and
+:mod:`sitekit.robustness.stability` (the perturb-and-extract pipeline); import those modules
+directly.
 """
 
 from sitekit.robustness.adversarial import adversarial_budget, minimal_perturbation
@@ -23,6 +28,7 @@ from sitekit.robustness.segmentation import (
 from sitekit.robustness.sites import (
     SitePredictability,
     calibration_curve_by_site,
+    covariate_effects,
     leave_one_site_out,
     loso_predictions,
     site_effects,
@@ -44,6 +50,7 @@ __all__ = [
     "site_predictability",
     "SitePredictability",
     "site_effects",
+    "covariate_effects",
     "stress_test",
     "StressResult",
     "FeatureNoise",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
@@ -14,8 +12,11 @@ from sitekit.exceptions import ValidationError
 __all__: list[str] = []
 
 
-def as_frame(X, *, name: str = "X") -> pd.DataFrame:
-    """Return ``X`` as a float DataFrame (columns ``x0, x1, ...`` for arrays); reject NaN/inf."""
+def as_frame(X, *, name: str = "X", allow_nan: bool = False) -> pd.DataFrame:
+    """Return ``X`` as a float DataFrame (columns ``x0, x1, ...`` for arrays).
+
+    Infinite values are refused, and so are NaN cells unless ``allow_nan``.
+    """
     if isinstance(X, pd.DataFrame):
         df = X
     else:
@@ -34,10 +35,12 @@ def as_frame(X, *, name: str = "X") -> pd.DataFrame:
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise ValidationError(f"'{name}' is empty (shape {df.shape}).")
     values = df.to_numpy(dtype=float)
-    if not np.all(np.isfinite(values)):
-        bad = df.columns[~np.isfinite(values).all(axis=0)].tolist()
+    bad_cells = np.isinf(values) if allow_nan else ~np.isfinite(values)
+    if bad_cells.any():
+        bad = df.columns[bad_cells.any(axis=0)].tolist()
+        what = "infinite" if allow_nan else "missing or infinite"
         raise ValidationError(
-            f"'{name}' has missing or infinite values in columns {bad[:5]}; impute or drop them first."
+            f"'{name}' has {what} values in columns {bad[:5]}; impute or drop them first."
         )
     return df.astype(float)
 
@@ -86,16 +89,6 @@ def positive_score(estimator, X) -> np.ndarray:
     return np.asarray(estimator.decision_function(X), dtype=float)
 
 
-def check_positive_int(value, *, name: str, owner: str = "", low: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``low``."""
-    where = f" of {owner}" if owner else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValidationError(
-            f"The '{name}' parameter{where} must be an integer >= {low}. Got {value!r} instead."
-        )
-    return int(value)
-
-
 def within_subject_sd(stability, X: pd.DataFrame) -> np.ndarray:
     """Per-feature within-subject SD, in the column order of ``X``.
 
@@ -131,24 +124,6 @@ def within_subject_sd(stability, X: pd.DataFrame) -> np.ndarray:
     if not np.all(np.isfinite(out)) or np.any(out < 0):
         raise ValidationError("Within-subject SDs must be finite and non-negative.")
     return out
-
-
-def get_scorer_checked(scoring, *, owner: str):
-    """A scikit-learn scorer from its name, or the callable itself; unknown names raise."""
-    from sklearn.metrics import get_scorer, get_scorer_names
-
-    if callable(scoring):
-        return scoring
-    if scoring not in get_scorer_names():
-        import difflib
-
-        close = difflib.get_close_matches(str(scoring), get_scorer_names(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValidationError(
-            f"The 'scoring' parameter of {owner} must be a scikit-learn scorer name or a "
-            f"callable scorer(estimator, X, y). Got {scoring!r} instead.{hint}"
-        )
-    return get_scorer(scoring)
 
 
 def model_input(estimator, X: pd.DataFrame):

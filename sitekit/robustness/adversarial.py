@@ -17,12 +17,16 @@ which only queries ``predict`` and returns an upper bound of the minimal distanc
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
+from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._typing import RandomState
@@ -31,12 +35,11 @@ from sitekit.exceptions import ValidationError
 from sitekit.robustness._common import (
     as_frame,
     as_target,
-    check_positive_int,
-    get_scorer_checked,
     model_input,
     seed_from,
     within_subject_sd,
 )
+from sitekit.robustness.metrics import default_scoring, get_scorer, greater_is_better
 
 __all__ = ["linear_decision", "minimal_perturbation", "adversarial_budget", "resolve_scale"]
 
@@ -46,9 +49,6 @@ _OVERSHOOT = 1e-6
 # ----------------------------------------------------------------------- affine maps
 def _affine_step(step, p: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(A, c) with ``step.transform(x) == x @ A + c``, or None for a non-affine step."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
-
     if step is None or step == "passthrough":
         return np.eye(p), np.zeros(p)
     if type(step) is StandardScaler:
@@ -206,9 +206,8 @@ def _seeded_global_rng(seed: int) -> Iterator[None]:
 
 def _hopskipjump(estimator, Xf, norm, s, *, random_state, max_iter, max_eval, init_eval,
                  init_size):
-    import logging
-    import warnings
-
+    # ART is imported here, in the one black-box path that needs it: importing it costs
+    # seconds and announces optional back-ends, which every other command would pay for
     with warnings.catch_warnings():
         # ART announces optional back-ends it does not find (PyTorch ...) on import
         warnings.filterwarnings("ignore", message=".*not found.*", category=UserWarning)
@@ -367,19 +366,11 @@ def minimal_perturbation(
     """
     out, X_adv, _, _ = _run(estimator, X, norm=norm, method=method, scale=scale,
                             random_state=random_state,
-                            max_iter=check_positive_int(max_iter, name="max_iter"),
-                            max_eval=check_positive_int(max_eval, name="max_eval"),
-                            init_eval=check_positive_int(init_eval, name="init_eval"),
-                            init_size=check_positive_int(init_size, name="init_size"))
+                            max_iter=check_number(max_iter, name="max_iter", low=1, integer=True),
+                            max_eval=check_number(max_eval, name="max_eval", low=1, integer=True),
+                            init_eval=check_number(init_eval, name="init_eval", low=1, integer=True),
+                            init_size=check_number(init_size, name="init_size", low=1, integer=True))
     return (out, X_adv) if return_adversarial else out
-
-
-def _default_scoring(estimator) -> str:
-    n_classes = len(getattr(estimator, "classes_", [0, 1]))
-    if n_classes == 2 and (hasattr(estimator, "predict_proba") or
-                           hasattr(estimator, "decision_function")):
-        return "roc_auc"
-    return "balanced_accuracy"
 
 
 def adversarial_budget(
@@ -414,7 +405,8 @@ def adversarial_budget(
     norm, scale, method, random_state
         As in :func:`minimal_perturbation`.
     scoring : str, default=None
-        A scikit-learn scorer name; ``"roc_auc"`` for binary classifiers, else
+        A scikit-learn scorer name or a metric of :mod:`sitekit.robustness.metrics`
+        (``brier`` ...); default ``"roc_auc"`` for binary classifiers, else
         ``"balanced_accuracy"``.
     **attack_params
         HopSkipJump budget (``max_iter``, ``max_eval``, ``init_eval``, ``init_size``).
@@ -422,7 +414,8 @@ def adversarial_budget(
     Returns
     -------
     DataFrame
-        ``budget``, ``norm``, ``method``, ``score``, ``baseline``, ``score_drop``, ``flip_rate``.
+        ``budget``, ``norm``, ``method``, ``score``, ``baseline``, ``score_drop`` (positive
+        when the model gets worse, for scores and losses alike), ``flip_rate``.
     """
     budgets = [float(check_number(b, name="budgets", owner="adversarial_budget", low=0))
                for b in budgets]
@@ -432,7 +425,9 @@ def adversarial_budget(
                                random_state=random_state, **params)
     Xf = as_frame(X)
     yv = as_target(y, Xf.shape[0])
-    scorer = get_scorer_checked(scoring or _default_scoring(estimator), owner="adversarial_budget")
+    scoring = scoring or default_scoring(estimator)
+    scorer = get_scorer(scoring, owner="adversarial_budget")
+    sign = 1.0 if greater_is_better(scoring) else -1.0  # a drop is positive when worse
     baseline = float(scorer(estimator, model_input(estimator, Xf), yv))
     used = table["method"].iloc[0]
     rows = []
@@ -449,6 +444,6 @@ def adversarial_budget(
             X_att.loc[take] = X_adv.loc[take].to_numpy()
         score = float(scorer(estimator, model_input(estimator, X_att), yv))
         rows.append({"budget": eps, "norm": norm, "method": used, "score": score,
-                     "baseline": baseline, "score_drop": baseline - score,
+                     "baseline": baseline, "score_drop": sign * (baseline - score),
                      "flip_rate": float(np.mean(table["distance"].to_numpy() <= eps))})
     return pd.DataFrame(rows)

@@ -6,23 +6,29 @@
   intervals and the worst site is named.
 * :func:`site_predictability` asks how well the site can be predicted from the features
   (cross-validated one-vs-rest AUC with a permutation p-value): ~0.5 means no site signal,
-  >= 0.625 is a warning (DOMAIN.md section 3).
+  >= 0.625 is flagged as site leakage.
 * :func:`site_effects` tests every feature for a site effect (Kruskal-Wallis) with
   Benjamini-Hochberg false-discovery-rate control; run it before and after harmonisation.
+* :func:`covariate_effects` tests every feature for an association with each biological
+  covariate (Spearman or Kruskal-Wallis, same FDR): harmonisation should keep these.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import clone, is_classifier
-from sklearn.metrics import roc_auc_score
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.model_selection import StratifiedKFold, cross_val_score, permutation_test_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+from sitekit._stats import fdr_bh, kruskal_fdr, spearman_columns
 from sitekit._typing import RandomState
 from sitekit._validation import check_number, check_option, check_random_state
 from sitekit.exceptions import DataWarning, ValidationError
@@ -30,321 +36,38 @@ from sitekit.robustness._common import (
     as_frame,
     as_sites,
     as_target,
-    check_positive_int,
     positive_score,
     seed_from,
 )
+from sitekit.robustness.metrics import (
+    CLASSIFICATION_METRICS,
+    METRICS,
+    REGRESSION_METRICS,
+    compute_metrics,
+    compute_metrics_batch,
+    resolve_metric,
+)
 
 __all__ = [
-    "CLASSIFICATION_METRICS",
-    "REGRESSION_METRICS",
     "POOLED",
     "SitePredictability",
     "leave_one_site_out",
     "loso_predictions",
     "site_predictability",
     "site_effects",
-    "calibration_slope_intercept",
-    "expected_calibration_error",
+    "covariate_effects",
     "calibration_curve_by_site",
 ]
 
 #: Label of the row that pools the held-out predictions of every site.
 POOLED = "(pooled)"
 
-#: Site-predictability AUC from which leakage is flagged (DOMAIN.md section 3).
+#: Site-predictability AUC from which leakage is flagged (a quarter of the way from chance to
+#: perfect separation).
 LEAKAGE_AUC = 0.625
 
-_EPS = 1e-12
-
-
-# ----------------------------------------------------------------------------- metrics
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Binary ROC AUC by the Mann-Whitney rank formula (ties get half credit)."""
-    pos = y == 1
-    n1 = int(pos.sum())
-    n0 = y.shape[0] - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = stats.rankdata(score)
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def calibration_slope_intercept(y_true, y_prob, *, max_iter: int = 50) -> tuple[float, float]:
-    """Calibration slope and intercept by logistic recalibration.
-
-    The slope ``b`` comes from the fit ``logit P(y=1) = a + b * logit(p)``; the intercept
-    (calibration-in-the-large) from ``logit P(y=1) = a + logit(p)`` with the slope fixed at
-    1 (an offset), as recommended by Van Calster et al. (2016).  Perfect calibration gives
-    slope 1 and intercept 0; a slope below 1 means over-confident predictions.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-        0/1 outcomes.
-    y_prob : array-like of shape (n_samples,)
-        Predicted probabilities of class 1 (clipped to ``[1e-6, 1 - 1e-6]``).
-    max_iter : int, default=50
-        Newton iterations.
-
-    Returns
-    -------
-    (slope, intercept) : tuple of float
-        NaN when only one class is present or the fit does not converge (separation).
-    """
-    y = np.asarray(y_true, dtype=float)
-    x = _logit(np.asarray(y_prob, dtype=float))
-    if y.size == 0 or y.min() == y.max():
-        return float("nan"), float("nan")
-    # slope: Newton-Raphson on (a, b)
-    design = np.column_stack([np.ones_like(x), x])
-    beta = np.zeros(2)
-    slope = float("nan")
-    for _ in range(max_iter):
-        mu = _sigmoid(design @ beta)
-        w = mu * (1 - mu)
-        hess = design.T @ (design * w[:, None])
-        grad = design.T @ (y - mu)
-        try:
-            step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
-        except np.linalg.LinAlgError:
-            break
-        beta = beta + step
-        if not np.all(np.isfinite(beta)) or np.abs(beta).max() > 1e6:
-            break
-        if np.abs(step).max() < 1e-10:
-            slope = float(beta[1])
-            break
-    # intercept with offset logit(p)
-    a = 0.0
-    intercept = float("nan")
-    for _ in range(max_iter):
-        mu = _sigmoid(a + x)
-        w = float(np.sum(mu * (1 - mu)))
-        if w <= 0:
-            break
-        step = float(np.sum(y - mu)) / w
-        a += step
-        if not np.isfinite(a) or abs(a) > 1e6:
-            break
-        if abs(step) < 1e-10:
-            intercept = a
-            break
-    return slope, intercept
-
-
-def expected_calibration_error(y_true, y_prob, *, n_bins: int = 10) -> float:
-    """Expected calibration error with ``n_bins`` equal-width probability bins.
-
-    ``ECE = sum_b (n_b / n) |mean(y in b) - mean(p in b)|``.
-    """
-    y = np.asarray(y_true, dtype=float)
-    p = np.asarray(y_prob, dtype=float)
-    if y.size == 0:
-        return float("nan")
-    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
-    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
-    return float(np.sum(np.abs(sum_y - sum_p)) / y.size)
-
-
-def _m_auc(y, pred, score):
-    if score.ndim == 2:
-        if len(np.unique(y)) < score.shape[1]:
-            return float("nan")
-        return float(roc_auc_score(y, score, multi_class="ovr", labels=np.arange(score.shape[1])))
-    return _auc(y, score)
-
-
-def _m_bacc(y, pred, score):
-    # mean recall over the classes present in y (scikit-learn's balanced_accuracy_score)
-    present = np.unique(y)
-    return float(np.mean([np.mean(pred[y == c] == c) for c in present]))
-
-
-def _m_brier(y, pred, score):
-    if score.ndim == 2:
-        onehot = np.eye(score.shape[1])[y]
-        return float(np.mean(np.sum((score - onehot) ** 2, axis=1)))
-    return float(np.mean((score - y) ** 2))
-
-
-def _m_slope(y, pred, score):
-    return calibration_slope_intercept(y, score)[0]
-
-
-def _m_intercept(y, pred, score):
-    return calibration_slope_intercept(y, score)[1]
-
-
-def _m_ece(y, pred, score):
-    return expected_calibration_error(y, score)
-
-
-def _m_r2(y, pred, score):
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot == 0:
-        return float("nan")
-    return 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot
-
-
-def _m_mae(y, pred, score):
-    return float(np.mean(np.abs(y - pred)))
-
-
-def _m_rmse(y, pred, score):
-    return float(np.sqrt(np.mean((y - pred) ** 2)))
-
-
-# name -> (function(y, pred, score), how to find the worst site, binary only)
-_METRICS: dict[str, tuple[Callable, str, bool]] = {
-    "roc_auc": (_m_auc, "min", False),
-    "balanced_accuracy": (_m_bacc, "min", False),
-    "brier": (_m_brier, "max", False),
-    "calibration_slope": (_m_slope, "from_one", True),
-    "calibration_intercept": (_m_intercept, "from_zero", True),
-    "ece": (_m_ece, "max", True),
-    "r2": (_m_r2, "min", False),
-    "mae": (_m_mae, "max", False),
-    "rmse": (_m_rmse, "max", False),
-}
-
-#: Default metrics for classifiers (binary; multiclass keeps the first three).
-CLASSIFICATION_METRICS = (
-    "roc_auc",
-    "balanced_accuracy",
-    "brier",
-    "calibration_slope",
-    "calibration_intercept",
-    "ece",
-)
-#: Default metrics for regressors.
-REGRESSION_METRICS = ("r2", "mae", "rmse")
-
-
-def _compute(metrics: list[str], y, pred, score) -> list[float]:
-    """All requested metrics of one sample (the calibration fit is done once)."""
-    cal = None
-    out = []
-    for name in metrics:
-        if name in ("calibration_slope", "calibration_intercept"):
-            if cal is None:
-                cal = calibration_slope_intercept(y, score)
-            out.append(cal[0] if name == "calibration_slope" else cal[1])
-        else:
-            out.append(_METRICS[name][0](y, pred, score))
-    return out
-
-
-def _calibration_batch(Y: np.ndarray, P: np.ndarray, max_iter: int = 50):
-    """Row-wise :func:`calibration_slope_intercept` for (B, m) outcome/probability arrays."""
-    x = _logit(P)
-    B = Y.shape[0]
-    one_class = (Y.min(axis=1) == Y.max(axis=1))
-    a = np.zeros(B)
-    b = np.zeros(B)
-    done = np.zeros(B, dtype=bool)
-    failed = one_class.copy()
-    for _ in range(max_iter):
-        act = ~(done | failed)
-        if not act.any():
-            break
-        mu = _sigmoid(a[act, None] + b[act, None] * x[act])
-        w = mu * (1 - mu)
-        r = Y[act] - mu
-        xa = x[act]
-        h00, h01, h11 = w.sum(1), (w * xa).sum(1), (w * xa * xa).sum(1)
-        g0, g1 = r.sum(1), (r * xa).sum(1)
-        det = h00 * h11 - h01 * h01
-        with np.errstate(all="ignore"):
-            s0 = (h11 * g0 - h01 * g1) / det
-            s1 = (h00 * g1 - h01 * g0) / det
-        idx = np.flatnonzero(act)
-        a[idx] += s0
-        b[idx] += s1
-        bad = ~np.isfinite(a[idx]) | ~np.isfinite(b[idx]) | (np.maximum(np.abs(a[idx]),
-                                                                          np.abs(b[idx])) > 1e6)
-        failed[idx[bad]] = True
-        done[idx[~bad & (np.maximum(np.abs(s0), np.abs(s1)) < 1e-10)]] = True
-    slope = np.where(done & ~failed, b, np.nan)
-    c = np.zeros(B)
-    done_c = np.zeros(B, dtype=bool)
-    failed_c = one_class.copy()
-    for _ in range(max_iter):
-        act = ~(done_c | failed_c)
-        if not act.any():
-            break
-        mu = _sigmoid(c[act, None] + x[act])
-        w = (mu * (1 - mu)).sum(1)
-        with np.errstate(all="ignore"):
-            step = (Y[act] - mu).sum(1) / w
-        idx = np.flatnonzero(act)
-        c[idx] += step
-        bad = ~np.isfinite(c[idx]) | (np.abs(c[idx]) > 1e6)
-        failed_c[idx[bad]] = True
-        done_c[idx[~bad & (np.abs(step) < 1e-10)]] = True
-    intercept = np.where(done_c & ~failed_c, c, np.nan)
-    return slope, intercept
-
-
-def _compute_batch(metrics: list[str], Y, PRED, S) -> np.ndarray:
-    """Metrics of B resamples at once: (B, m) arrays -> (B, n_metrics); binary or regression."""
-    B, m = Y.shape
-    out = np.full((B, len(metrics)), np.nan)
-    cal = None
-    for j, name in enumerate(metrics):
-        if name == "roc_auc":
-            pos = Y == 1
-            n1 = pos.sum(1)
-            n0 = m - n1
-            ranks = stats.rankdata(S, axis=1)
-            with np.errstate(all="ignore"):
-                auc = ((ranks * pos).sum(1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
-            out[:, j] = np.where((n1 > 0) & (n0 > 0), auc, np.nan)
-        elif name == "balanced_accuracy":
-            recalls = []
-            present = []
-            for c in (0, 1):
-                is_c = Y == c
-                n_c = is_c.sum(1)
-                with np.errstate(all="ignore"):
-                    recalls.append(np.where(n_c > 0, (is_c & (PRED == c)).sum(1) / n_c, 0.0))
-                present.append(n_c > 0)
-            out[:, j] = (recalls[0] + recalls[1]) / (present[0].astype(int) + present[1])
-        elif name == "brier":
-            out[:, j] = np.mean((S - Y) ** 2, axis=1)
-        elif name in ("calibration_slope", "calibration_intercept"):
-            if cal is None:
-                cal = _calibration_batch(Y.astype(float), S)
-            out[:, j] = cal[0] if name == "calibration_slope" else cal[1]
-        elif name == "ece":
-            n_bins = 10
-            idx = np.minimum((S * n_bins).astype(int), n_bins - 1) + n_bins * np.arange(B)[:, None]
-            sum_y = np.bincount(idx.ravel(), weights=Y.ravel().astype(float), minlength=B * n_bins)
-            sum_p = np.bincount(idx.ravel(), weights=S.ravel(), minlength=B * n_bins)
-            out[:, j] = np.abs(sum_y - sum_p).reshape(B, n_bins).sum(1) / m
-        elif name == "r2":
-            ss_tot = ((Y - Y.mean(1, keepdims=True)) ** 2).sum(1)
-            with np.errstate(all="ignore"):
-                out[:, j] = np.where(ss_tot > 0, 1.0 - ((Y - PRED) ** 2).sum(1) / ss_tot, np.nan)
-        elif name == "mae":
-            out[:, j] = np.abs(Y - PRED).mean(1)
-        elif name == "rmse":
-            out[:, j] = np.sqrt(((Y - PRED) ** 2).mean(1))
-    return out
-
-
 def _badness(metric: str, values: pd.Series) -> pd.Series:
-    rule = _METRICS[metric][1]
+    rule = METRICS[metric].worst
     if rule == "min":
         return -values
     if rule == "max":
@@ -381,13 +104,13 @@ def _standardize_onto(X_new: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFr
     return (X_new - mu) / sd * ref_sd + ref_mu
 
 
-def _harmonize_held_out(h, X_tr_h, X_te, s_te, cov_te, unseen_site):
-    use_adapt = unseen_site == "adapt" or (unseen_site == "auto" and hasattr(h, "adapt"))
+def _harmonize_held_out(h, X_tr_h, X_te, s_te, cov_te, unseen_sites):
+    use_adapt = unseen_sites == "adapt" or (unseen_sites == "auto" and hasattr(h, "adapt"))
     if use_adapt:
         if not hasattr(h, "adapt"):
             raise ValidationError(
-                f"unseen_site='adapt' needs a harmoniser with an 'adapt' method; "
-                f"{type(h).__name__} has none. Use unseen_site='standardize' instead."
+                f"unseen_sites='adapt' needs a harmoniser with an 'adapt' method; "
+                f"{type(h).__name__} has none. Use unseen_sites='standardize' instead."
             )
         kw = {"sites": s_te}
         if cov_te is not None:
@@ -395,11 +118,11 @@ def _harmonize_held_out(h, X_tr_h, X_te, s_te, cov_te, unseen_site):
         adapted = h.adapt(X_te, **kw)
         adapted = h if adapted is None else adapted
         return _transform(adapted, X_te, s_te, cov_te)
-    if unseen_site == "error":
+    if unseen_sites == "error":
         raise ValidationError(
             f"The held-out site '{s_te[0]}' is unseen by the harmoniser {type(h).__name__} "
             "fitted on the other sites, and it has no 'adapt' method. Pass "
-            "unseen_site='standardize' to map the held-out site onto the training pool's "
+            "unseen_sites='standardize' to map the held-out site onto the training pool's "
             "per-feature mean and SD instead."
         )
     return _standardize_onto(X_te, X_tr_h)
@@ -413,7 +136,7 @@ def loso_predictions(
     sites,
     harmonizer=None,
     covariates=None,
-    unseen_site: str = "auto",
+    unseen_sites: str = "auto",
 ) -> pd.DataFrame:
     """Held-out predictions of leave-one-site-out cross-validation.
 
@@ -430,7 +153,7 @@ def loso_predictions(
         Cloned and fitted on the training sites of each fold only.
     covariates : DataFrame of shape (n_samples, n_covariates), default=None
         Passed to the harmoniser (never to the estimator).
-    unseen_site : {"auto", "adapt", "standardize", "error"}, default="auto"
+    unseen_sites : {"auto", "adapt", "standardize", "error"}, default="auto"
         How the harmoniser meets the held-out site, which it has not seen:
         ``"adapt"`` calls ``harmonizer.adapt(X_test, sites=..., covariates=...)`` (unsupervised,
         no labels) and transforms with the adapted model; ``"standardize"`` maps every feature
@@ -449,7 +172,7 @@ def loso_predictions(
     n = Xf.shape[0]
     s = as_sites(sites, n)
     yv = as_target(y, n)
-    check_option(unseen_site, ("auto", "adapt", "standardize", "error"), name="unseen_site",
+    check_option(unseen_sites, ("auto", "adapt", "standardize", "error"), name="unseen_sites",
                  owner="leave_one_site_out")
     cov = None
     if covariates is not None:
@@ -478,7 +201,7 @@ def loso_predictions(
             cov_te = cov.loc[test] if cov is not None else None
             h = _fit_harmonizer(clone(harmonizer), X_tr, s[train], cov_tr)
             X_tr = _transform(h, X_tr, s[train], cov_tr)
-            X_te = _harmonize_held_out(h, X_tr, X_te, s[test], cov_te, unseen_site)
+            X_te = _harmonize_held_out(h, X_tr, X_te, s[test], cov_te, unseen_sites)
         model = clone(estimator).fit(X_tr, yv[train])
         pred[test] = model.predict(X_te)
         if classifier:
@@ -520,25 +243,33 @@ def _metric_arrays(preds: pd.DataFrame, classes):
     return y, pred, score
 
 
+def _unusable(name: str, classifier: bool, n_classes: int, has_proba: bool) -> str | None:
+    """Why the metric ``name`` cannot be computed for this model (None when it can)."""
+    metric = METRICS[name]
+    if metric.task != ("classification" if classifier else "regression"):
+        return f"it is a {metric.task} metric and the estimator is a " + (
+            "classifier" if classifier else "regressor")
+    if classifier and metric.binary_only and n_classes != 2:
+        return f"the outcome has {n_classes} classes"
+    if classifier and not has_proba and (
+            metric.needs == "probability" or (metric.needs == "rank" and n_classes != 2)):
+        # decision values are no probabilities: only rank (binary) and label metrics apply
+        return "the estimator has no predict_proba"
+    return None
+
+
 def _check_scoring(scoring, classifier: bool, n_classes: int, has_proba: bool = True) -> list[str]:
-    if classifier and not has_proba:
-        # decision values are no probabilities: only rank and label metrics apply
-        usable = ("roc_auc", "balanced_accuracy") if n_classes == 2 else ("balanced_accuracy",)
-    elif classifier:
-        usable = CLASSIFICATION_METRICS if n_classes == 2 else CLASSIFICATION_METRICS[:3]
-    else:
-        usable = REGRESSION_METRICS
     if scoring is None:
-        return list(usable)
+        defaults = CLASSIFICATION_METRICS if classifier else REGRESSION_METRICS
+        return [n for n in defaults if _unusable(n, classifier, n_classes, has_proba) is None]
     names = [scoring] if isinstance(scoring, str) else list(scoring)
-    allowed = CLASSIFICATION_METRICS if classifier else REGRESSION_METRICS
+    names = [resolve_metric(n, owner="leave_one_site_out") for n in names]
     for name in names:
-        check_option(name, allowed, name="scoring", owner="leave_one_site_out")
-        if name not in usable:
-            why = ("the estimator has no predict_proba" if classifier and not has_proba
-                   else f"the outcome has {n_classes} classes")
+        why = _unusable(name, classifier, n_classes, has_proba)
+        if why is not None:
+            usable = [n for n in METRICS if _unusable(n, classifier, n_classes, has_proba) is None]
             raise ValidationError(
-                f"The metric '{name}' cannot be computed here: {why}. Use one of {list(usable)}."
+                f"The metric '{name}' cannot be computed here: {why}. Use one of {usable}."
             )
     return names
 
@@ -554,7 +285,7 @@ def leave_one_site_out(
     scoring: str | Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
-    unseen_site: str = "auto",
+    unseen_sites: str = "auto",
     random_state: RandomState = None,
     return_predictions: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
@@ -562,7 +293,7 @@ def leave_one_site_out(
 
     For every site: clone the harmoniser and fit it on the other sites only, transform
     them, fit a clone of ``estimator`` on the result, bring the held-out site into the
-    harmonised space (see ``unseen_site``) and predict it.  Metrics are computed per
+    harmonised space (see ``unseen_sites``) and predict it.  Metrics are computed per
     held-out site and on the pooled held-out predictions.
 
     Parameters
@@ -585,7 +316,7 @@ def leave_one_site_out(
         the CIs (NaN).
     confidence : float, default=0.95
         Coverage of the intervals.
-    unseen_site : {"auto", "adapt", "standardize", "error"}, default="auto"
+    unseen_sites : {"auto", "adapt", "standardize", "error"}, default="auto"
         See :func:`loso_predictions`.
     random_state : None, int or numpy Generator, default=None
         Seeds the bootstrap.
@@ -613,13 +344,13 @@ def leave_one_site_out(
     >>> sorted(res["site"].unique())
     ['(pooled)', 'a', 'b', 'c']
     """
-    n_bootstrap = check_positive_int(n_bootstrap, name="n_bootstrap", owner="leave_one_site_out",
-                                     low=0)
+    n_bootstrap = check_number(n_bootstrap, name="n_bootstrap", owner="leave_one_site_out",
+                               low=0, integer=True)
     check_number(confidence, name="confidence", owner="leave_one_site_out", low=0, high=1,
                  low_inclusive=False)
     rng = check_random_state(random_state)
     preds = loso_predictions(estimator, X, y, sites=sites, harmonizer=harmonizer,
-                             covariates=covariates, unseen_site=unseen_site)
+                             covariates=covariates, unseen_sites=unseen_sites)
     classes = preds.attrs["classes"]
     classifier = classes is not None
     metrics = _check_scoring(scoring, classifier, 0 if classes is None else len(classes),
@@ -640,17 +371,14 @@ def leave_one_site_out(
                 stacklevel=2,
             )
         boot_idx = rng.integers(0, m, size=(n_bootstrap, m)) if n_bootstrap else None
-        with np.errstate(all="ignore"):
-            values = _compute(metrics, yy, pp, ss)
-            if n_bootstrap and ss.ndim == 1:
-                # vectorised over resamples, in chunks to bound memory
-                chunk = max(1, 2_000_000 // max(m, 1))
-                boots = np.vstack([
-                    _compute_batch(metrics, yy[i], pp[i], ss[i])
-                    for i in np.array_split(boot_idx, range(chunk, n_bootstrap, chunk))
-                ])
-            elif n_bootstrap:
-                boots = np.array([_compute(metrics, yy[i], pp[i], ss[i]) for i in boot_idx])
+        values = compute_metrics(metrics, yy, pp, ss)
+        if n_bootstrap:
+            # vectorised over resamples, in chunks to bound memory
+            chunk = max(1, 2_000_000 // max(m * (ss.shape[1] if ss.ndim == 2 else 1), 1))
+            boots = np.vstack([
+                compute_metrics_batch(metrics, yy[i], pp[i], ss[i])
+                for i in np.array_split(boot_idx, range(chunk, n_bootstrap, chunk))
+            ])
         for j, name in enumerate(metrics):
             lo = hi = float("nan")
             if n_bootstrap:
@@ -675,23 +403,68 @@ def leave_one_site_out(
     return (table, preds) if return_predictions else table
 
 
-def calibration_curve_by_site(predictions: pd.DataFrame, *, n_bins: int = 10) -> pd.DataFrame:
+def _wilson(k: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of the proportions ``k / n``."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    phat = k / n
+    denom = 1.0 + z**2 / n
+    centre = (phat + z**2 / (2.0 * n)) / denom
+    half = z * np.sqrt(phat * (1.0 - phat) / n + z**2 / (4.0 * n**2)) / denom
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def calibration_curve_by_site(predictions: pd.DataFrame, *, strategy: str = "quantile",
+                              n_bins: int | None = None, min_per_bin: int = 15,
+                              confidence: float = 0.95) -> pd.DataFrame:
     """Reliability-diagram data per held-out site (and pooled) from :func:`loso_predictions`.
+
+    A site holds few cases (often 40-100), so fixed bins are mostly noise.  By default each
+    site gets its own equal-count bins, as many as keep at least ``min_per_bin`` cases in
+    each (at most 10), and every bin carries a Wilson confidence interval of its observed
+    share, which the report draws as a band.
 
     Parameters
     ----------
     predictions : DataFrame
         Held-out predictions with ``site``, ``y_true`` and ``y_score`` (binary, probabilities).
-    n_bins : int, default=10
-        Equal-width probability bins (the bins of :func:`expected_calibration_error`).
+    strategy : {"quantile", "uniform"}, default="quantile"
+        ``"quantile"``: equal-count bins per site; ``"uniform"``: equal-width probability bins
+        (those of :func:`~sitekit.robustness.metrics.expected_calibration_error`).
+    n_bins : int, default=None
+        Bins per site; default: ``n // min_per_bin`` clipped to 1..10 (quantile) or 10
+        (uniform).
+    min_per_bin : int, default=15
+        Cases per bin aimed at by the default number of quantile bins.
+    confidence : float, default=0.95
+        Coverage of the Wilson interval of each bin's observed share.
 
     Returns
     -------
     DataFrame
-        One row per non-empty (site, bin): ``site``, ``bin``, ``bin_low``, ``bin_high``, ``n``,
-        ``mean_predicted``, ``observed`` (share of positives).
+        One row per non-empty (site, bin): ``site``, ``bin``, ``bin_low``, ``bin_high`` (the
+        bin's probability edges), ``n``, ``mean_predicted``, ``observed`` (share of
+        positives), ``ci_low``, ``ci_high``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(size=60)
+    >>> preds = pd.DataFrame({"site": "a", "y_true": (rng.uniform(size=60) < p).astype(int),
+    ...                       "y_score": p})
+    >>> curve = calibration_curve_by_site(preds)
+    >>> curve.loc[curve["site"] == "a", "n"].tolist()
+    [15, 15, 15, 15]
     """
-    n_bins = check_positive_int(n_bins, name="n_bins", owner="calibration_curve_by_site")
+    check_option(strategy, ("quantile", "uniform"), name="strategy",
+                 owner="calibration_curve_by_site")
+    if n_bins is not None:
+        n_bins = check_number(n_bins, name="n_bins", owner="calibration_curve_by_site", low=1,
+                              integer=True)
+    min_per_bin = check_number(min_per_bin, name="min_per_bin", owner="calibration_curve_by_site",
+                               low=1, integer=True)
+    check_number(confidence, name="confidence", owner="calibration_curve_by_site", low=0, high=1,
+                 low_inclusive=False)
     missing = [c for c in ("site", "y_true", "y_score") if c not in predictions.columns]
     if missing:
         raise ValidationError(
@@ -703,21 +476,35 @@ def calibration_curve_by_site(predictions: pd.DataFrame, *, n_bins: int = 10) ->
         raise ValidationError("calibration_curve_by_site needs a binary outcome.")
     y = (predictions["y_true"].to_numpy() == classes[1]).astype(float)
     p = predictions["y_score"].to_numpy(dtype=float)
-    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    columns = ["site", "bin", "bin_low", "bin_high", "n", "mean_predicted", "observed",
+               "ci_low", "ci_high"]
     rows = []
     groups = [(site, predictions["site"].to_numpy() == site)
               for site in pd.unique(predictions["site"])]
     groups.append((POOLED, np.ones(len(predictions), dtype=bool)))
     for site, mask in groups:
-        for b in range(n_bins):
-            sel = mask & (idx == b)
+        ps, ys = p[mask], y[mask]
+        if strategy == "uniform":
+            k = n_bins or 10
+            edges = np.linspace(0.0, 1.0, k + 1)
+            idx = np.minimum((ps * k).astype(int), k - 1)
+        else:
+            k = n_bins or int(np.clip(ps.size // min_per_bin, 1, 10))
+            edges = np.quantile(ps, np.linspace(0.0, 1.0, k + 1))
+            idx = np.clip(np.searchsorted(edges[1:-1], ps, side="right"), 0, k - 1)
+        for b in range(k):
+            sel = idx == b
             if not sel.any():
                 continue
-            rows.append({"site": site, "bin": b, "bin_low": b / n_bins, "bin_high": (b + 1) / n_bins,
-                         "n": int(sel.sum()), "mean_predicted": float(p[sel].mean()),
-                         "observed": float(y[sel].mean())})
-    return pd.DataFrame(rows, columns=["site", "bin", "bin_low", "bin_high", "n",
-                                       "mean_predicted", "observed"])
+            rows.append({"site": site, "bin": b, "bin_low": float(edges[b]),
+                         "bin_high": float(edges[b + 1]), "n": int(sel.sum()),
+                         "mean_predicted": float(ps[sel].mean()),
+                         "observed": float(ys[sel].mean()), "_k": float(ys[sel].sum())})
+    table = pd.DataFrame(rows, columns=[*columns[:7], "_k"])
+    lo, hi = _wilson(table["_k"].to_numpy(dtype=float), table["n"].to_numpy(dtype=float),
+                     confidence)
+    table["ci_low"], table["ci_high"] = lo, hi
+    return table[columns]
 
 
 # ------------------------------------------------------------------ site predictability
@@ -797,16 +584,11 @@ def site_predictability(
         ``.auc`` ~0.5 without site signal, ~1 when the site is obvious; ``.p_value``;
         ``.leakage`` when ``auc >= 0.625``.
     """
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from sklearn.model_selection import StratifiedKFold, cross_val_score, permutation_test_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     Xf = as_frame(X)
     s = as_sites(sites, Xf.shape[0])
-    cv = check_positive_int(cv, name="cv", owner="site_predictability", low=2)
-    n_permutations = check_positive_int(n_permutations, name="n_permutations",
-                                        owner="site_predictability", low=0)
+    cv = check_number(cv, name="cv", owner="site_predictability", low=2, integer=True)
+    n_permutations = check_number(n_permutations, name="n_permutations",
+                                  owner="site_predictability", low=0, integer=True)
     levels, counts = np.unique(s, return_counts=True)
     if len(levels) < 2:
         raise ValidationError(f"site_predictability needs at least two sites; got {list(levels)}.")
@@ -843,9 +625,15 @@ def site_predictability(
 def site_effects(X, sites) -> pd.DataFrame:
     """Per-feature site effect: Kruskal-Wallis H test with Benjamini-Hochberg FDR.
 
+    The test and its conventions (empty cells left out of their feature's test, tie-corrected
+    H equal to :func:`scipy.stats.kruskal`, untestable features outside the FDR family) are
+    those of sitekit's one per-feature test, shared with the batch-effect test of
+    :class:`~sitekit.harmonize.NestedComBat`.
+
     Parameters
     ----------
     X : DataFrame or array-like of shape (n_samples, n_features)
+        Empty (NaN) cells are allowed: each feature is tested on its non-empty cells.
     sites : array-like of shape (n_samples,)
 
     Returns
@@ -853,39 +641,100 @@ def site_effects(X, sites) -> pd.DataFrame:
     DataFrame
         One row per feature in column order: ``feature``, ``statistic`` (H), ``p_value``,
         ``q_value`` (Benjamini-Hochberg over the tested features), ``epsilon_squared``
-        (effect size ``(H - k + 1) / (n - k)``).  Constant features get NaN and a
-        :class:`~sitekit.exceptions.DataWarning`.
+        (effect size ``(H - k + 1) / (n - k)`` with ``n`` the non-empty cells and ``k`` the
+        sites holding them).  Features that cannot be tested (constant, or fewer than two
+        sites with data) get NaN and a :class:`~sitekit.exceptions.DataWarning`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 5.0], [2.0, np.nan], [3.0, 4.0], [7.0, 1.0], [8.0, 2.0], [9.0, 0.0]])
+    >>> site_effects(X, ["a", "a", "a", "b", "b", "b"])["q_value"].round(3).tolist()
+    [0.083, 0.083]
     """
-    Xf = as_frame(X)
+    Xf = as_frame(X, allow_nan=True)
     s = as_sites(sites, Xf.shape[0])
     levels = list(pd.unique(s))
     if len(levels) < 2:
         raise ValidationError(f"site_effects needs at least two sites; got {levels}.")
-    values = Xf.to_numpy(dtype=float)
-    n, k = values.shape[0], len(levels)
-    constant = np.ptp(values, axis=0) == 0
-    if constant.any():
+    res = kruskal_fdr(Xf.to_numpy(dtype=float), s)
+    untested = res["statistic"].isna().to_numpy()
+    if untested.any():
         warnings.warn(
-            f"Feature(s) {Xf.columns[constant].tolist()[:5]} are constant; no site-effect test "
-            "for them (NaN).",
+            f"Feature(s) {Xf.columns[untested].tolist()[:5]} are constant or have data at fewer "
+            "than two sites; no site-effect test for them (NaN).",
             DataWarning,
             stacklevel=2,
         )
-    h = np.full(values.shape[1], np.nan)
-    p = np.full(values.shape[1], np.nan)
-    q = np.full(values.shape[1], np.nan)
-    tested = ~constant
-    if tested.any():
-        groups = [values[s == lev][:, tested] for lev in levels]
-        res = stats.kruskal(*groups, axis=0)
-        h[tested] = res.statistic
-        p[tested] = res.pvalue
-        q[tested] = stats.false_discovery_control(p[tested], method="bh")
-    eps2 = (h - k + 1) / (n - k) if n > k else np.full_like(h, np.nan)
     return pd.DataFrame({
         "feature": [str(c) for c in Xf.columns],
-        "statistic": h,
-        "p_value": p,
-        "q_value": q,
-        "epsilon_squared": eps2,
+        "statistic": res["statistic"].to_numpy(),
+        "p_value": res["p_value"].to_numpy(),
+        "q_value": res["q_value"].to_numpy(),
+        "epsilon_squared": res["epsilon_squared"].to_numpy(),
     })
+
+
+def covariate_effects(X, covariates, *, max_levels: int = 5) -> pd.DataFrame:
+    """Per-feature association with every covariate, with Benjamini-Hochberg FDR per covariate.
+
+    Numeric covariates with more than ``max_levels`` distinct values: Spearman rank
+    correlation; other covariates (categories, booleans, few levels): Kruskal-Wallis across
+    their levels.  Both leave empty cells out (the conventions of :func:`site_effects`).  Run
+    it before and after harmonisation: the associations with biology should stay.
+
+    Parameters
+    ----------
+    X : DataFrame or array-like of shape (n_samples, n_features)
+    covariates : DataFrame of shape (n_samples, n_covariates)
+    max_levels : int, default=5
+        Numeric covariates with at most this many distinct values are treated as categories.
+
+    Returns
+    -------
+    DataFrame
+        One row per (covariate, feature): ``covariate``, ``feature``, ``test``
+        (``"Spearman"`` or ``"Kruskal-Wallis"``), ``statistic`` (rho or H), ``p_value``,
+        ``q_value``, ``effect`` (``|rho|`` or epsilon squared).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> age = rng.uniform(30, 80, 60)
+    >>> X = pd.DataFrame({"f": age + rng.normal(size=60), "g": rng.normal(size=60)})
+    >>> res = covariate_effects(X, pd.DataFrame({"age": age}))
+    >>> res.loc[res["q_value"] < 0.05, "feature"].tolist()
+    ['f']
+    """
+    Xf = as_frame(X, allow_nan=True)
+    if not isinstance(covariates, pd.DataFrame):
+        raise ValidationError("'covariates' must be a DataFrame with one named column per covariate.")
+    if len(covariates) != Xf.shape[0]:
+        raise ValidationError(
+            f"'covariates' must have one row per row of X ({Xf.shape[0]}). Got {len(covariates)}."
+        )
+    max_levels = check_number(max_levels, name="max_levels", owner="covariate_effects", low=1,
+                              integer=True)
+    values = Xf.to_numpy(dtype=float)
+    features = [str(c) for c in Xf.columns]
+    frames = []
+    for name in covariates.columns:
+        v = covariates[name]
+        numeric = pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v)
+        if numeric and v.nunique() > max_levels:
+            rho, p, _ = spearman_columns(values, v.to_numpy(dtype=float))
+            frames.append(pd.DataFrame({"covariate": str(name), "feature": features,
+                                        "test": "Spearman", "statistic": rho, "p_value": p,
+                                        "q_value": fdr_bh(p), "effect": np.abs(rho)}))
+            continue
+        keep = v.notna().to_numpy()
+        res = kruskal_fdr(values[keep], v[keep].astype(str).to_numpy())
+        frames.append(pd.DataFrame({"covariate": str(name), "feature": features,
+                                    "test": "Kruskal-Wallis",
+                                    "statistic": res["statistic"].to_numpy(),
+                                    "p_value": res["p_value"].to_numpy(),
+                                    "q_value": res["q_value"].to_numpy(),
+                                    "effect": res["epsilon_squared"].to_numpy()}))
+    columns = ["covariate", "feature", "test", "statistic", "p_value", "q_value", "effect"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

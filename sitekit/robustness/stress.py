@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._typing import RandomState
@@ -33,11 +32,10 @@ from sitekit.robustness._common import (
     as_frame,
     as_sites,
     as_target,
-    check_positive_int,
-    get_scorer_checked,
     model_input,
     within_subject_sd,
 )
+from sitekit.robustness.metrics import default_scoring, get_scorer, greater_is_better
 
 __all__ = [
     "FeatureNoise",
@@ -46,7 +44,6 @@ __all__ = [
     "StressResult",
     "stress_test",
     "parse_perturbations",
-    "default_scoring",
     "INTENSITY_LINEAR",
     "INTENSITY_SQUARED",
 ]
@@ -164,7 +161,8 @@ class StressResult:
         One row per (perturbation, severity, target_site): ``perturbation``, ``severity``,
         ``target_site`` (site-shift rows), ``n_repeats``, ``score_mean``, ``score_std``,
         ``ci_low``, ``ci_high`` (t interval of the mean over repeats; the value itself for
-        deterministic perturbations), ``baseline``, ``score_drop`` (baseline - mean),
+        deterministic perturbations), ``baseline``, ``score_drop`` (how much worse than the
+        baseline: baseline - mean for scores, mean - baseline for losses such as ``brier``),
         ``worst`` (the worst target site of the site-shift attack).
     scores : DataFrame
         Per repeat: ``perturbation``, ``severity``, ``target_site``, ``repeat``, ``score``.
@@ -189,16 +187,6 @@ class StressResult:
                 f"available: {sorted(set(zip(self.summary['perturbation'], self.summary['severity'], strict=True)))}."
             )
         return float(rows["score_drop"].max())
-
-
-def default_scoring(estimator) -> str:
-    """``roc_auc`` for binary classifiers, ``balanced_accuracy`` for multiclass, ``r2`` otherwise."""
-    if not is_classifier(estimator):
-        return "r2"
-    classes = getattr(estimator, "classes_", None)
-    if classes is not None and len(classes) == 2:
-        return "roc_auc"
-    return "balanced_accuracy"
 
 
 def _columns(regex: str, columns: Iterable) -> list:
@@ -256,8 +244,9 @@ def stress_test(
     sites : array-like of shape (n_samples,), default=None
         Needed by :class:`SiteShift`.
     scoring : str or callable, default=None
-        A scikit-learn scorer name or ``scorer(estimator, X, y)``; default
-        :func:`default_scoring`.
+        A scikit-learn scorer name, a metric of :mod:`sitekit.robustness.metrics` (``brier``,
+        ``ece`` ...) or ``scorer(estimator, X, y)``; default
+        :func:`~sitekit.robustness.metrics.default_scoring`.
     n_repeats : int, default=5
         Noise draws per level (deterministic perturbations run once).
     confidence : float, default=0.95
@@ -278,7 +267,8 @@ def stress_test(
     Xf = as_frame(X)
     n = Xf.shape[0]
     yv = as_target(y, n)
-    n_repeats = check_positive_int(n_repeats, name="n_repeats", owner="stress_test")
+    n_repeats = check_number(n_repeats, name="n_repeats", owner="stress_test", low=1,
+                             integer=True)
     check_number(confidence, name="confidence", owner="stress_test", low=0, high=1,
                  low_inclusive=False)
     rng = check_random_state(random_state)
@@ -287,7 +277,7 @@ def stress_test(
         raise ValidationError("stress_test needs at least one perturbation.")
     if scoring is None:
         scoring = default_scoring(estimator)
-    scorer = get_scorer_checked(scoring, owner="stress_test")
+    scorer = get_scorer(scoring, owner="stress_test")
     scoring_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "custom")
     raw_scorer = scorer
 
@@ -355,6 +345,7 @@ def stress_test(
                 record("site_shift", float("nan"), target, 0, scorer(estimator, Xp, yv))
     scores = pd.DataFrame(records, columns=["perturbation", "severity", "target_site", "repeat",
                                             "score"])
+    sign = 1.0 if greater_is_better(scoring) else -1.0  # a drop is positive when worse
     rows = []
     for (name, sev, target), grp in scores.groupby(
             ["perturbation", "severity", "target_site"], sort=False, dropna=False):
@@ -362,7 +353,7 @@ def stress_test(
         rows.append({"perturbation": name, "severity": sev, "target_site": target,
                      "n_repeats": len(grp), "score_mean": mean, "score_std": sdv,
                      "ci_low": lo, "ci_high": hi, "baseline": baseline,
-                     "score_drop": baseline - mean})
+                     "score_drop": sign * (baseline - mean)})
     summary = pd.DataFrame(rows)
     summary["worst"] = False
     shift = summary["perturbation"] == "site_shift"

@@ -8,7 +8,7 @@ from math import erf, exp, pi, sqrt
 import numpy as np
 import pandas as pd
 
-EARL1 = {  # sphere_mm: (A50 min, A50 max, MAX min, MAX max), DOMAIN.md section 2
+EARL1 = {  # sphere_mm: (A50 min, A50 max, MAX min, MAX max), the EARL1 bands
     37: (0.76, 0.89, 0.95, 1.16), 28: (0.72, 0.85, 0.91, 1.13), 22: (0.63, 0.78, 0.83, 1.09),
     17: (0.57, 0.73, 0.73, 1.01), 13: (0.44, 0.60, 0.59, 0.85), 10: (0.27, 0.43, 0.34, 0.57),
 }
@@ -16,7 +16,7 @@ SUBJECT_IDS = ["SUBJ-0007", "SUBJ-0013"]
 
 
 def rc_max(diameter_mm: float, fwhm_mm: float) -> float:
-    """Analytic centre recovery of a blurred uniform sphere (DOMAIN.md section 2)."""
+    """Analytic centre recovery of a uniform sphere blurred by a Gaussian of ``fwhm_mm``."""
     r, s = diameter_mm / 2, fwhm_mm / 2.3548
     return erf(r / (sqrt(2) * s)) - sqrt(2 / pi) * (r / s) * exp(-(r**2) / (2 * s**2))
 
@@ -129,15 +129,20 @@ def write_extract(d):
     return d
 
 
-def write_harmonize(d):
-    """`sitekit harmonize run` on a 12-feature table (harmonized.csv, model.npz, diagnostics.json)."""
+def write_harmonize(d, *, empty_cells: int = 0):
+    """`sitekit harmonize run` on a 12-feature table (harmonized.csv, model.npz, diagnostics.json);
+    ``empty_cells`` cells of each of the first four features are left empty."""
     from sitekit.cli import main
     from sitekit.datasets import make_feature_table
 
     d.mkdir(parents=True, exist_ok=True)
     df = make_feature_table(random_state=0)
     feats = [c for c in df.columns if c.startswith("original_")][:12]
-    df[["subject_id", "site", "age", "sex", *feats]].to_csv(d.parent / "features_input.csv", index=False)
+    table = df[["subject_id", "site", "age", "sex", *feats]].copy()
+    rng = np.random.default_rng(5)
+    for c in feats[:4] if empty_cells else []:
+        table.loc[rng.choice(len(table), empty_cells, replace=False), c] = np.nan
+    table.to_csv(d.parent / "features_input.csv", index=False)
     code = main(["harmonize", "run", str(d.parent / "features_input.csv"), "--site-col", "site",
                  "--covariates", "age,sex", "--out", str(d)])
     assert code == 0

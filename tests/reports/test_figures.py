@@ -176,3 +176,32 @@ def test_eb_scale_prior_is_inverse_gamma_density():
     x, y = prior.get_xdata(), prior.get_ydata()
     assert np.trapezoid(y, x) == pytest.approx(1.0, abs=0.02)
     assert x[np.argmax(y)] == pytest.approx(4.0 / 6.0, abs=0.02)  # mode b / (a + 1)
+
+
+def test_stress_curve_y_axis_has_a_minimum_span():
+    """Regression (issue 14 item 8): a 0.0007 calibration-shift change filled the whole y axis
+    and looked like a cliff; the axis now spans at least 0.1 score units around the data."""
+    df = pd.DataFrame({"perturbation": ["calibration"] * 4, "severity": [0.9, 0.95, 1.05, 1.1],
+                       "score": [0.8117, 0.8120, 0.8124, 0.8118], "baseline": 0.8121,
+                       "metric": "roc_auc"})
+    ax = F.plot_stress_curves(df)
+    lo, hi = ax.get_ylim()
+    assert hi - lo == pytest.approx(0.1)
+    assert lo < 0.8117 and hi > 0.8124
+    base = [ln for ln in ax.get_lines() if ln.get_label() == "baseline"]
+    assert base and base[0].get_ydata()[0] == pytest.approx(0.8121)
+    # a real fall keeps the data's own scale
+    ax = F.plot_stress_curves(df.assign(score=[0.8, 0.6, 0.5, 0.3]))
+    assert ax.get_ylim()[1] - ax.get_ylim()[0] > 0.5
+
+
+def test_calibration_by_site_draws_a_band_per_site():
+    """Regression (issue 14 item 8): the per-site reliability curves had no uncertainty."""
+    df = pd.DataFrame({"site": ["a", "a", "b", "b"], "mean_predicted": [0.2, 0.7, 0.3, 0.6],
+                       "observed": [0.25, 0.6, 0.2, 0.7], "ci_low": [0.1, 0.4, 0.05, 0.5],
+                       "ci_high": [0.45, 0.8, 0.45, 0.85]})
+    ax = F.plot_calibration_by_site(df)
+    polys = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(polys) == 2
+    v = polys[0].get_paths()[0].vertices
+    assert v[:, 1].min() == pytest.approx(0.1) and v[:, 1].max() == pytest.approx(0.8)

@@ -3,7 +3,6 @@
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import pytest
 from report_checks import check_report, check_saved_report
@@ -16,10 +15,7 @@ from sitekit.reports import (
     Section,
     build_report,
     discover_results,
-    drop_ids,
-    harmonization_section,
 )
-from sitekit.reports._sections import describe_perturbation
 
 
 def test_discovers_every_kind(results_dir):
@@ -30,7 +26,7 @@ def test_discovers_every_kind(results_dir):
 def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
     rep = build_report(results_dir, command_line="sitekit report results --out r.html")
     assert [s.id for s in rep.sections] == ["earl", "extraction", "feature_robustness",
-                                            "harmonisation", "model_robustness"]
+                                            "harmonization", "model_robustness"]
     assert rep.status == "FAIL" and not rep.warnings
     data = check_saved_report(
         rep, tmp_path / "out" / "report.html",
@@ -54,7 +50,7 @@ def test_full_report_sections_and_fail_at_top(results_dir, tmp_path):
     assert data["status"] == "FAIL"
     earl = data["sections"]["earl"]["per_site"]
     assert {r["site"]: r["verdict"] for r in earl} == {"site_B": "FAIL", "site_C": "PASS"}
-    h = data["sections"]["harmonisation"]["site_effects"]
+    h = data["sections"]["harmonization"]["site_effects"]
     assert h[0]["share"] > h[1]["share"]  # ComBat removes site effects
 
 
@@ -166,33 +162,6 @@ def test_cli_report(small_results_dir, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")]) == EXIT_BAD_INPUT
 
 
-def test_drop_ids_and_perturbation_text():
-    df = pd.DataFrame({"subject_id": ["a"], "image": ["x.nii"], "site": ["s"], "row": [3], "v": [1.0]})
-    assert list(drop_ids(df, show_ids=False).columns) == ["site", "v"]
-    assert list(drop_ids(df, show_ids=True).columns) == list(df.columns)
-    conf = {"name": "Compose", "params": {"transforms": [
-        {"name": "RandomGaussianBlur", "params": {"fwhm_mm": [3.0, 7.0], "random_state": None}},
-        {"name": "RandomMaskVolume", "params": {"fraction": [-0.1, 0.1]}}]}}
-    assert describe_perturbation(conf) == ("RandomGaussianBlur(fwhm_mm=[3.0, 7.0]) + "
-                                           "RandomMaskVolume(fraction=[-0.1, 0.1])")
-    assert describe_perturbation("NTCV") == "NTCV" and describe_perturbation(None) == ""
-
-
-def test_harmonisation_section_many_features_uses_components():
-    rng = np.random.default_rng(0)
-    sites = np.repeat(["a", "b", "c"], 20)
-    shift = np.repeat([0.0, 1.0, -1.0], 20)[:, None]
-    before = pd.DataFrame(rng.normal(size=(60, 250)) + shift, columns=[f"f{i}" for i in range(250)])
-    after = before - shift
-    sec = harmonization_section(before, after, sites)
-    share = sec.results["site_effects"]
-    assert share["share"].iloc[0] > 0.9 and share["share"].iloc[1] < 0.1
-    pred = sec.results["site_predictability"]
-    assert pred["auc"].iloc[0] > 0.9 and pred["auc"].iloc[1] < 0.7
-    assert any("principal components" in getattr(b, "text", "") for b in sec.blocks)
-    assert sec.verdicts[0].status == "PASS" and "->" in sec.verdicts[0].detail
-
-
 def test_changed_harmonisation_input_is_flagged(tmp_path):
     from report_fixtures import write_harmonize
 
@@ -206,22 +175,51 @@ def test_changed_harmonisation_input_is_flagged(tmp_path):
     assert "changed after the harmonisation run" in rep.to_html()
 
 
-def test_covariate_associations_match_scipy():
-    from scipy import stats
+# ------------------------------------------------------------ issue 14 item 8 regressions
+def test_harmonization_section_kept_for_tables_with_empty_cells(tmp_path):
+    """Regression (issue 14 item 8): a table with empty cells (which ComBat handles) lost its
+    harmonisation section to a 'could not be read' warning."""
+    from report_fixtures import write_harmonize
 
-    from sitekit.reports._sections import covariate_associations
+    d = write_harmonize(tmp_path / "h", empty_cells=6)
+    assert pd.read_csv(tmp_path / "features_input.csv").isna().sum().sum() == 24
+    rep = build_report(d)
+    assert [s.id for s in rep.sections] == ["harmonization"] and not rep.warnings
+    share = rep.sections[0].results["site_effects"]
+    assert share["share"].iloc[0] > 0.5 > share["share"].iloc[1]
 
-    rng = np.random.default_rng(3)
-    age = rng.uniform(30, 80, size=120)
-    sex = rng.choice(["F", "M"], size=120)
-    X = pd.DataFrame(rng.normal(size=(120, 8)), columns=[f"f{i}" for i in range(8)])
-    X.iloc[:, :3] += 0.05 * age[:, None]
-    X.iloc[:, 3] += 2.0 * (sex == "M")
-    cov = pd.DataFrame({"age": age, "sex": sex})
-    got = covariate_associations(X, X * 2.0 + 1.0, cov).set_index("covariate")
-    p = np.array([stats.spearmanr(X[c], age).pvalue for c in X.columns])
-    want = int((stats.false_discovery_control(p, method="bh") < 0.05).sum())
-    assert got.loc["age", "n_before"] == got.loc["age", "n_after"] == want == 3
-    rho = np.median([abs(stats.spearmanr(X[c], age).statistic) for c in X.columns])
-    assert got.loc["age", "median_effect_before"] == pytest.approx(rho, abs=1e-12)
-    assert got.loc["sex", "test"] == "Kruskal-Wallis" and got.loc["sex", "n_before"] >= 1
+
+def test_earl_summary_reads_as_acquired_then_with_filter(tmp_path):
+    """Regression (issue 14 item 8): the demo's headline FAIL came from the deliberately
+    unfiltered EARL check; each site now reads 'as acquired -> with filter'."""
+    root = tmp_path / "r"
+    write_earl(root / "earl" / "check", fwhm_by_site={"site_B": 5.0, "site_C": 8.3})
+    filtered = write_earl(root / "earl" / "check_filtered",
+                          fwhm_by_site={"site_B": 8.3, "site_C": 8.3})
+    for name in ("calibration.json", "curves.csv"):  # the calibration is the unfiltered run's
+        (filtered / name).unlink()
+    rep = build_report(root)
+    earl = {v.label: v for v in rep.verdicts if v.label.startswith("EARL")}
+    b = earl["EARL EARL1 site site_B: as acquired -> with filter (6.6 mm)"]
+    assert b.status == "PASS"
+    assert b.detail.startswith("as acquired FAIL (") and "-> with filter (6.6 mm) PASS" in b.detail
+    assert earl["EARL EARL1 site site_C: as acquired -> with filter (0.0 mm)"].status == "PASS"
+    assert rep.status == "PASS"
+    # a site that still fails after the filter fails the report
+    write_earl(root / "earl" / "check_filtered", fwhm_by_site={"site_B": 5.0, "site_C": 8.3})
+    still = build_report(root)
+    assert still.status == "FAIL"
+    assert [v.status for v in still.verdicts if "site_B" in v.label] == ["FAIL"]
+
+
+def test_provenance_names_the_suite_file_not_the_results_folder(tmp_path):
+    """Regression (issue 14 item 8): provenance said 'suite file suite' (the results folder)."""
+    d = write_suite(tmp_path / "suite")
+    res = json.loads((d / "results.json").read_text())
+    res["suite"] = {"path": "/study/ci/robustness_suite.toml", "sha256": "ab" * 32}
+    (d / "results.json").write_text(json.dumps(res))
+    inputs = build_report(d).provenance["inputs"]
+    assert inputs["suite file (robustness_suite.toml)"] == "sha256:" + "ab" * 32
+    assert not any(k.startswith("suite file suite") for k in inputs)
+
+

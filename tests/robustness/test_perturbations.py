@@ -96,10 +96,10 @@ def test_random_draws_stay_in_range(pair):
 
 def test_gaussian_noise_seed_in_record_and_level(pair):
     img, mask = pair
-    i1, _, rec = P.GaussianNoise(cov=0.1, seed=7)(img, mask)
-    assert rec == [{"name": "GaussianNoise", "params": {"cov": 0.1, "sd": None, "seed": 7}}]
-    i2, _, _ = P.GaussianNoise(cov=0.1, seed=7)(img, mask)
-    i3, _, _ = P.GaussianNoise(cov=0.1, seed=8)(img, mask)
+    i1, _, rec = P.GaussianNoise(cov=0.1, random_state=7)(img, mask)
+    assert rec == [{"name": "GaussianNoise", "params": {"cov": 0.1, "sd": None, "random_state": 7}}]
+    i2, _, _ = P.GaussianNoise(cov=0.1, random_state=7)(img, mask)
+    i3, _, _ = P.GaussianNoise(cov=0.1, random_state=8)(img, mask)
     np.testing.assert_array_equal(arr(i1), arr(i2))
     assert not np.array_equal(arr(i1), arr(i3))
     mean_in_mask = arr(img)[arr(mask) > 0].astype(float).mean()
@@ -114,20 +114,20 @@ def test_count_noise_is_signal_dependent_and_mean_preserving():
     hot[:, :, 12:] = 16.0
     hot_img = sitk.GetImageFromArray(hot)
     mask = sitk.GetImageFromArray(np.ones((24, 24, 24), np.uint8))
-    out, _, _ = P.CountNoise(cov=0.1, seed=1)(img, mask)
+    out, _, _ = P.CountNoise(cov=0.1, random_state=1)(img, mask)
     a = arr(out).astype(float)
     assert a.mean() == pytest.approx(4.0, rel=0.01)
     assert a.std() / a.mean() == pytest.approx(0.1, rel=0.05)
     # variance proportional to the signal: COV falls as 1/sqrt(signal)
-    out, _, _ = P.CountNoise(cov=0.1, seed=1)(hot_img, mask)
+    out, _, _ = P.CountNoise(cov=0.1, random_state=1)(hot_img, mask)
     a = arr(out).astype(float)
     cov_low, cov_high = (a[:, :, :12].std() / a[:, :, :12].mean(), a[:, :, 12:].std() / a[:, :, 12:].mean())
     assert cov_low / cov_high == pytest.approx(2.0, rel=0.1)
     # scan-time factor: half the scan time adds base_cov * sqrt(1/0.5 - 1) = base_cov
-    out, _, _ = P.CountNoise(scan_time=0.5, base_cov=0.08, seed=2)(img, mask)
+    out, _, _ = P.CountNoise(scan_time=0.5, base_cov=0.08, random_state=2)(img, mask)
     a = arr(out).astype(float)
     assert a.std() / a.mean() == pytest.approx(0.08, rel=0.05)
-    out, _, _ = P.CountNoise(scan_time=1.0, seed=2)(img, mask)
+    out, _, _ = P.CountNoise(scan_time=1.0, random_state=2)(img, mask)
     np.testing.assert_array_equal(arr(out), arr(img))
 
 
@@ -240,16 +240,16 @@ def test_mask_volume_fraction_and_distance(pair):
 
 def test_supervoxel_contour(pair):
     img, mask = pair
-    _, m1, r1 = P.SupervoxelContour(seed=1)(img, mask)
-    _, m1b, _ = P.SupervoxelContour(seed=1)(img, mask)
-    _, m2, _ = P.SupervoxelContour(seed=2)(img, mask)
+    _, m1, r1 = P.SupervoxelContour(random_state=1)(img, mask)
+    _, m1b, _ = P.SupervoxelContour(random_state=1)(img, mask)
+    _, m2, _ = P.SupervoxelContour(random_state=2)(img, mask)
     np.testing.assert_array_equal(arr(m1), arr(m1b))
     a, b, c = arr(mask) > 0, arr(m1) > 0, arr(m2) > 0
     assert not np.array_equal(b, c)
     for new in (b, c):
         dice = 2 * (a & new).sum() / (a.sum() + new.sum())
         assert 0.6 < dice < 1.0
-    assert r1[0]["params"]["seed"] == 1
+    assert r1[0]["params"]["random_state"] == 1
 
 
 def test_resegment_percent_and_threshold(pair):
@@ -378,3 +378,31 @@ def test_variants_replay_exactly(pair, transform):
     np.testing.assert_array_equal(arr(rimg), arr(out))
     np.testing.assert_array_equal(arr(rmask), arr(m))
     assert out.GetSize() == m.GetSize() and out.GetSpacing() == m.GetSpacing()
+
+
+def test_records_of_sitekit_0_1_with_seed_still_replay(pair):
+    """Regression (issue 13): 'seed' became 'random_state'; old records must replay exactly."""
+    img, mask = pair
+    new_img, _, rec = P.GaussianNoise(cov=0.1, random_state=11)(img, mask)
+    old = [{"name": "GaussianNoise", "params": {"cov": 0.1, "sd": None, "seed": 11}},
+           {"name": "SupervoxelContour", "params": {"seed": 3, "supervoxel_mm": None,
+                                                     "compactness": 10.0}}]
+    a, am = P.replay(old, img, mask)
+    b, bm = P.replay([rec[0], {"name": "SupervoxelContour",
+                               "params": {"random_state": 3, "supervoxel_mm": None,
+                                          "compactness": 10.0}}], img, mask)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(am), sitk.GetArrayFromImage(bm))
+    with pytest.raises(TypeError, match="seed"):
+        P.GaussianNoise(cov=0.1, seed=1)
+
+
+def test_families_live_in_their_modules_and_are_reexported():
+    from sitekit.robustness.perturbations import compose, intensity, mask, spatial
+
+    for module in (intensity, spatial, mask, compose):
+        for name in module.__all__:
+            assert getattr(P, name) is getattr(module, name)
+    assert sorted(P.__all__) == sorted(
+        [*intensity.__all__, *spatial.__all__, *mask.__all__, *compose.__all__,
+         "Perturbation", "RandomPerturbation"])

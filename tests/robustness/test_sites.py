@@ -26,16 +26,13 @@ from sitekit.datasets import make_feature_table
 from sitekit.exceptions import DataWarning, ValidationError
 from sitekit.harmonize import ComBat
 from sitekit.robustness import (
+    covariate_effects,
     leave_one_site_out,
     loso_predictions,
     site_effects,
     site_predictability,
 )
-from sitekit.robustness.sites import (
-    POOLED,
-    calibration_slope_intercept,
-    expected_calibration_error,
-)
+from sitekit.robustness.sites import POOLED
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "features.csv"
 
@@ -74,7 +71,7 @@ def test_loso_with_combat_equals_hand_loop_with_standardize_fallback(cohort):
     X, y, sites = df[feats], df["outcome"].to_numpy(), df["site"].to_numpy()
     cov = df[["age", "sex"]]
     preds = loso_predictions(_model(), X, y, sites=sites, harmonizer=ComBat(), covariates=cov,
-                             unseen_site="standardize")
+                             unseen_sites="standardize")
     for train, test in LeaveOneGroupOut().split(X, y, groups=sites):
         h = ComBat().fit(X.iloc[train], sites=sites[train], covariates=cov.iloc[train])
         Xtr = h.transform(X.iloc[train], sites=sites[train], covariates=cov.iloc[train])
@@ -96,14 +93,14 @@ class RecordingComBat(ComBat):
         return super().fit(X, y, sites=sites, covariates=covariates)
 
 
-@pytest.mark.parametrize("unseen_site", ["standardize", "auto"])
-def test_test_fold_rows_never_reach_the_harmoniser_fit(cohort, unseen_site):
+@pytest.mark.parametrize("unseen_sites", ["standardize", "auto"])
+def test_test_fold_rows_never_reach_the_harmoniser_fit(cohort, unseen_sites):
     df, feats = cohort
     RecordingComBat.fitted_on = []
     sites = df["site"].to_numpy()
     leave_one_site_out(_model(), df[feats], df["outcome"], sites=sites,
                        harmonizer=RecordingComBat(), covariates=df[["age", "sex"]],
-                       n_bootstrap=0, unseen_site=unseen_site)
+                       n_bootstrap=0, unseen_sites=unseen_sites)
     levels = list(pd.unique(sites))
     assert len(RecordingComBat.fitted_on) == len(levels)
     for (rows, fit_sites), held_out in zip(RecordingComBat.fitted_on, levels, strict=True):
@@ -113,13 +110,11 @@ def test_test_fold_rows_never_reach_the_harmoniser_fit(cohort, unseen_site):
         assert held_out not in fit_sites
 
 
-@pytest.mark.skipif(not hasattr(ComBat, "adapt"),
-                    reason="ComBat.adapt (unseen-site adaptation, issue 8) is not there yet")
 def test_loso_adapts_combat_to_the_held_out_site(cohort):
     df, feats = cohort
     res = leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"],
                              harmonizer=ComBat(), covariates=df[["age", "sex"]],
-                             n_bootstrap=0, unseen_site="adapt")
+                             n_bootstrap=0, unseen_sites="adapt")
     auc = res[(res["metric"] == "roc_auc") & (res["site"] == POOLED)]["value"].iloc[0]
     assert 0.6 < auc <= 1.0
 
@@ -136,7 +131,7 @@ def test_unseen_site_error_names_the_site(cohort):
 
     with pytest.raises(ValidationError, match="held-out site 'site_A'"):
         leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"],
-                           harmonizer=NoAdapt(), unseen_site="error", n_bootstrap=0)
+                           harmonizer=NoAdapt(), unseen_sites="error", n_bootstrap=0)
 
 
 def test_loso_table_layout_worst_site_and_bootstrap(cohort):
@@ -189,33 +184,6 @@ def test_loso_rejects_bad_input(cohort):
         leave_one_site_out(_model(), df[feats], df["outcome"], sites=["a"] * len(df))
     with pytest.raises(ValidationError, match="Did you mean 'roc_auc'"):
         leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"], scoring="roc_acu")
-
-
-# ------------------------------------------------------------------ calibration metrics
-def test_calibration_slope_matches_unpenalised_logistic_fit():
-    rng = np.random.default_rng(0)
-    p = rng.uniform(0.02, 0.98, 3000)
-    y = (rng.uniform(size=p.size) < p).astype(int)
-    slope, intercept = calibration_slope_intercept(y, p)
-    logit = np.log(p / (1 - p))
-    ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(logit[:, None], y)
-    assert slope == pytest.approx(ref.coef_[0, 0], abs=1e-5)
-    # intercept with slope fixed at 1 solves the score equation sum(y - sigmoid(a + logit)) = 0
-    assert np.sum(y - 1 / (1 + np.exp(-(intercept + logit)))) == pytest.approx(0, abs=1e-6)
-    # well calibrated by construction
-    assert slope == pytest.approx(1, abs=0.15)
-    assert intercept == pytest.approx(0, abs=0.15)
-    # over-confident predictions have slope < 1
-    over = 1 / (1 + np.exp(-3 * logit))
-    assert calibration_slope_intercept(y, over)[0] < 0.5
-
-
-def test_expected_calibration_error_by_hand():
-    y = np.array([0, 0, 1, 1, 1])
-    p = np.array([0.05, 0.15, 0.15, 0.95, 0.85])
-    # bins: [0,0.1): y 0 vs 0.05; [0.1,0.2): y .5 vs .15; [0.8,0.9): 1 vs .85; [0.9,1]: 1 vs .95
-    expected = (1 * 0.05 + 2 * 0.35 + 1 * 0.15 + 1 * 0.05) / 5
-    assert expected_calibration_error(y, p) == pytest.approx(expected, abs=1e-12)
 
 
 # -------------------------------------------------------------------- site predictability
@@ -297,23 +265,6 @@ def test_site_effects_before_and_after_combat_and_constant_feature():
     assert res["q_value"].iloc[:3].notna().all()
 
 
-def test_vectorised_bootstrap_equals_per_resample_loop():
-    from sitekit.robustness.sites import _compute, _compute_batch
-
-    rng = np.random.default_rng(4)
-    y = (rng.uniform(size=40) < 0.4).astype(int)
-    p = np.round(rng.beta(2, 2, size=40), 2)  # ties on purpose
-    pred = (p > 0.5).astype(int)
-    idx = rng.integers(0, 40, size=(200, 40))
-    idx[0] = np.flatnonzero(y == 1)[0]  # a one-class resample: NaN AUC and calibration
-    names = ["roc_auc", "balanced_accuracy", "brier", "calibration_slope",
-             "calibration_intercept", "ece"]
-    loop = np.array([_compute(names, y[i], pred[i], p[i]) for i in idx])
-    batch = _compute_batch(names, y[idx], pred[idx], p[idx])
-    np.testing.assert_array_equal(np.isnan(loop), np.isnan(batch))
-    np.testing.assert_allclose(batch, loop, rtol=0, atol=1e-9)
-
-
 def test_loso_without_predict_proba_uses_rank_and_label_metrics(cohort):
     from sklearn.svm import LinearSVC
 
@@ -342,11 +293,78 @@ def test_calibration_curve_by_site_matches_ece(cohort):
     df, feats = cohort
     res, preds = leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"],
                                     n_bootstrap=0, return_predictions=True)
-    curve = calibration_curve_by_site(preds)
+    curve = calibration_curve_by_site(preds, strategy="uniform", n_bins=10)
     assert list(curve.columns) == ["site", "bin", "bin_low", "bin_high", "n", "mean_predicted",
-                                   "observed"]
+                                   "observed", "ci_low", "ci_high"]
     for site, grp in curve.groupby("site"):
         n = grp["n"].sum()
         ece = float(np.sum(grp["n"] * np.abs(grp["observed"] - grp["mean_predicted"])) / n)
         value = res[(res["site"] == site) & (res["metric"] == "ece")]["value"].iloc[0]
         assert ece == pytest.approx(value, abs=1e-12)
+
+
+def test_site_effects_tests_features_with_empty_cells():
+    """Regression (issue 14 item 8): empty cells made site_effects raise, which dropped the
+    report's harmonisation section; each feature is now tested on its non-empty cells."""
+    rng = np.random.default_rng(8)
+    sites = np.repeat(["a", "b", "c"], 20)
+    X = pd.DataFrame(rng.normal(size=(60, 3)) + np.repeat([0.0, 2.0, -2.0], 20)[:, None],
+                     columns=["f0", "f1", "f2"])
+    X.iloc[[3, 25, 47], 1] = np.nan
+    res = site_effects(X, sites)
+    x = X["f1"].to_numpy()
+    ok = np.isfinite(x)
+    ref = stats.kruskal(*[x[ok & (sites == s)] for s in ("a", "b", "c")])
+    assert res.loc[1, "statistic"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert (res["q_value"] < 0.05).all()
+    with pytest.raises(ValidationError, match="infinite"):
+        site_effects(X.replace({X.iloc[0, 0]: np.inf}), sites)
+
+
+def test_reliability_bins_adapt_to_the_site_size(cohort):
+    """Regression (issue 14 item 8): 10 fixed bins on 40-70 cases per site gave 4-7 cases a
+    bin; the default now uses equal-count bins of at least 15 cases with Wilson intervals."""
+    from sitekit.robustness import calibration_curve_by_site
+
+    df, feats = cohort
+    _, preds = leave_one_site_out(_model(), df[feats], df["outcome"], sites=df["site"],
+                                  n_bootstrap=0, return_predictions=True)
+    curve = calibration_curve_by_site(preds)
+    per_site = curve[curve["site"] != POOLED].groupby("site")
+    assert (per_site["n"].min() >= 15).all()
+    assert per_site.size().to_dict() == {s: max(1, min(10, n // 15))
+                                         for s, n in preds["site"].value_counts().items()}
+    assert (curve["ci_low"] <= curve["observed"]).all() and (curve["observed"] <= curve["ci_high"]).all()
+    # Wilson interval by hand for one bin
+    from scipy import stats as st
+
+    row = curve.iloc[0]
+    k, n, z = row["observed"] * row["n"], row["n"], st.norm.ppf(0.975)
+    centre = (k / n + z**2 / (2 * n)) / (1 + z**2 / n)
+    assert (row["ci_low"] + row["ci_high"]) / 2 == pytest.approx(centre, abs=1e-12) or row["ci_low"] == 0
+
+
+def test_covariate_effects_equal_scipy_per_feature():
+    rng = np.random.default_rng(6)
+    n = 90
+    cov = pd.DataFrame({"age": rng.uniform(30, 80, n), "sex": rng.choice(["F", "M"], n)})
+    X = pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
+    X["f0"] += 0.05 * cov["age"]
+    X["f1"] += 1.0 * (cov["sex"] == "M")
+    X.iloc[4, 2] = np.nan
+    res = covariate_effects(X, cov).set_index(["covariate", "feature"])
+    for j in range(5):
+        x = X.iloc[:, j].to_numpy()
+        ok = np.isfinite(x)
+        rho = stats.spearmanr(x[ok], cov["age"][ok])
+        row = res.loc[("age", f"f{j}")]
+        assert row["test"] == "Spearman"
+        assert row["statistic"] == pytest.approx(rho.statistic, abs=1e-12)
+        assert row["p_value"] == pytest.approx(rho.pvalue, rel=1e-9)
+        sex = cov["sex"].to_numpy()
+        kw = stats.kruskal(x[ok & (sex == "F")], x[ok & (sex == "M")])
+        assert res.loc[("sex", f"f{j}"), "statistic"] == pytest.approx(kw.statistic, rel=1e-12)
+    q = res.xs("age")["q_value"].to_numpy()
+    np.testing.assert_allclose(q, stats.false_discovery_control(res.xs("age")["p_value"]), rtol=1e-12)
+    with pytest.raises(ValidationError, match="one row per row"):
+        covariate_effects(X, cov.iloc[:10])

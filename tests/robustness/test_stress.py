@@ -159,3 +159,22 @@ def test_array_fitted_models_and_scorer_names():
     assert res.scoring == "accuracy" and res.baseline == pytest.approx(model.score(X, y))
     with pytest.raises(ValidationError, match="Did you mean 'roc_auc'"):
         stress_test(model, X, y, perturbations="noise", scoring="roc_acu")
+
+
+def test_loss_metrics_from_the_metrics_module_report_a_positive_drop():
+    """Regression (issue 13, one vocabulary): stress_test takes the LOSO metric names too
+    (``brier`` ...); for a loss the drop is score - baseline, so worse is positive either way."""
+    from sklearn.metrics import brier_score_loss
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(200, 4)), columns=[f"f{i}" for i in range(4)])
+    y = (X["f0"] + 0.5 * rng.normal(size=200) > 0).astype(int)
+    model = LogisticRegression().fit(X, y)
+    res = stress_test(model, X, y, perturbations=FeatureNoise(levels=(2.0,)), scoring="brier",
+                      n_repeats=3, random_state=0)
+    assert res.baseline == pytest.approx(brier_score_loss(y, model.predict_proba(X)[:, 1]))
+    row = res.summary.iloc[0]
+    assert row["score_mean"] > res.baseline and row["score_drop"] > 0
+    auc = stress_test(model, X, y, perturbations=FeatureNoise(levels=(2.0,)), n_repeats=3,
+                      random_state=0)
+    assert auc.summary["score_drop"].iloc[0] > 0
