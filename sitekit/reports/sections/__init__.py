@@ -25,7 +25,7 @@ Examples
 >>> import pandas as pd
 >>> from sitekit.reports.sections import build_section, section_ids
 >>> section_ids()
-['earl', 'extraction', 'feature_robustness', 'harmonization', 'model_robustness']
+['earl', 'extraction', 'feature_robustness', 'harmonization', 'model_robustness', 'segmentation']
 >>> sec = build_section("extraction", {"features": pd.DataFrame({"site": ["a", "b"]}),
 ...                                    "errors": None})
 >>> sec.id, sec.title
@@ -46,6 +46,7 @@ from sitekit.reports.sections import (
     feature_robustness,
     harmonization,
     model_robustness,
+    segmentation,
 )
 from sitekit.reports.sections._common import ALPHA, ID_COLUMNS, drop_ids
 from sitekit.reports.sections.earl import earl_section
@@ -78,6 +79,7 @@ SECTIONS: tuple[ModuleType, ...] = (
     feature_robustness,
     harmonization,
     model_robustness,
+    segmentation,
 )
 
 

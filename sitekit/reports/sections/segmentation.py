@@ -7,7 +7,9 @@ builder :func:`segmentation_section` reads a results folder written by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,12 +21,19 @@ from sitekit.reports.html import Section, Verdict
 from sitekit.robustness.segmentation import load_segmentation_results
 
 __all__ = [
+    "ID",
+    "TITLE",
+    "build",
     "plot_dice_forest",
     "plot_bland_altman",
     "plot_severity_curves",
     "plot_attack_example",
     "segmentation_section",
 ]
+
+
+ID = "segmentation"
+TITLE = "Image segmentation models across sites"
 
 
 def plot_dice_forest(data, *, metric: str = "dice", ax: Axes | None = None) -> Axes:
@@ -158,8 +167,7 @@ def plot_attack_example(image: np.ndarray, reference: np.ndarray, clean: np.ndar
     return ax
 
 
-def segmentation_section(path, *, section_id: str = "segmentation",
-                         title: str = "Image segmentation models across sites") -> Section:
+def segmentation_section(path, *, section_id: str = ID, title: str = TITLE) -> Section:
     """Build the report section from a segmentation results folder.
 
     Parameters
@@ -217,3 +225,18 @@ def segmentation_section(path, *, section_id: str = "segmentation",
                                "under attack (orange).", format="png")
     sec.results = {"summary": dice, "attacks": attacks}
     return sec
+
+
+def build(results: Mapping[str, Any]) -> Section:
+    """The section interface: ``results`` holds the keyword arguments of
+    :func:`segmentation_section` (``path``, and optionally ``section_id`` and ``title``).
+
+    Parameters
+    ----------
+    results : mapping
+
+    Returns
+    -------
+    Section
+    """
+    return segmentation_section(**results)
