@@ -129,11 +129,9 @@ def _make_model(params: dict, ext: dict):
 
 def _load_model(path):
     """Load a ComBat, CovBat or NestedComBat model file (the file says which)."""
-    from sitekit.harmonize import ComBat, CovBat, NestedComBat
-    from sitekit.harmonize._covbat import model_file_kind
+    from sitekit.harmonize import load
 
-    kind = model_file_kind(path)
-    return {"CovBat": CovBat, "NestedComBat": NestedComBat}.get(kind, ComBat).load(path)
+    return load(path)
 
 
 def _new_sites(df, model, site_col: str) -> list:

@@ -6,11 +6,16 @@
   (ComBat-GAM), ``target_site=`` (M-ComBat).
 - :class:`CovBat`: ComBat plus harmonisation of the site covariance (Chen et al. 2022).
 - :class:`NestedComBat`: several batch variables in sequence, best order (OPNested ComBat).
+- :func:`load`: any fitted object saved by sitekit (the file says which class), checked
+  against its checksum (and its HMAC signature when a key is given).
+- :mod:`sitekit.harmonize.federated`: ComBat across sites that share summaries, never rows.
 - :mod:`sitekit.harmonize.earl`: EARL-style phantom accreditation of PET scanners.
 """
 
+from sitekit.harmonize import federated  # noqa: F401 - registers the federated file kinds
 from sitekit.harmonize._combat import ComBat, combat
 from sitekit.harmonize._covbat import CovBat
 from sitekit.harmonize._nested import NestedComBat
+from sitekit.harmonize._persistence import load
 
-__all__ = ["ComBat", "combat", "CovBat", "NestedComBat"]
+__all__ = ["ComBat", "combat", "CovBat", "NestedComBat", "load"]

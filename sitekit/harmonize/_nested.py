@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,17 @@ from scipy import stats
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from sitekit._json import to_jsonable
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit.exceptions import ModelFileError, ValidationError
-from sitekit.harmonize._combat import ComBat
-from sitekit.harmonize._covbat import (
-    _json_params,
-    load_model_file,
-    pack_combat,
-    save_model_file,
-    unpack_combat,
+from sitekit.harmonize._combat import ComBat, combat_from_content
+from sitekit.harmonize._persistence import (
+    ModelFile,
+    read_model_file,
+    register_kind,
+    user_metadata,
+    write_model_file,
 )
 
 __all__ = ["NestedComBat", "batch_effect_test"]
@@ -485,8 +485,12 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
         return adapted
 
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
-        """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
+    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None,
+             key: bytes | str | None = None) -> Path:
+        """Save the fitted model (arrays + JSON metadata, checksummed; never pickle).
+
+        Same file format and guarantees as :meth:`ComBat.save` (one checksum over the
+        metadata and every step's arrays; optional HMAC signature with ``key``).
 
         Parameters
         ----------
@@ -496,6 +500,8 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Replace an existing file.
         metadata : dict, optional
             Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
+        key : bytes or str, optional
+            Shared secret: sign the file (HMAC-SHA256); :meth:`load` then needs the key.
 
         Returns
         -------
@@ -505,56 +511,80 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         arrays: dict[str, np.ndarray] = {}
         steps_meta = []
         for i, step in enumerate(self.steps_):
-            a, m = pack_combat(step)
+            a, m = step._model_content()
             arrays.update({f"step{i}__{k}": v for k, v in a.items()})
             steps_meta.append(m)
         meta = {
-            "params": _json_params(self.get_params()),
+            "params": to_jsonable(self.get_params()),
             "order": self.order_,
             "batch_cols": self.batch_cols_,
             "levels": self.levels_,
             "steps": steps_meta,
-            "order_scores": json.loads(self.order_scores_.to_json(orient="records")),
-            "extra": metadata or {},
+            "order_scores": to_jsonable(self.order_scores_),
+            "extra": user_metadata(metadata, "NestedComBat.save"),
         }
-        return save_model_file(path, "NestedComBat", meta, arrays, force=force)
+        return write_model_file(path, kind="NestedComBat", arrays=arrays, metadata=meta, force=force,
+                                key=key)
 
     @classmethod
-    def load(cls, path: PathLike) -> NestedComBat:
-        """Load a model written by :meth:`save`.
+    def load(cls, path: PathLike, *, key: bytes | str | None = None) -> NestedComBat:
+        """Load a model written by :meth:`save` (also files written by sitekit 0.1).
 
         Parameters
         ----------
         path : str or path-like
+            The model file.
+        key : bytes or str, optional
+            The key a signed file was saved with.
 
         Returns
         -------
         NestedComBat
+
+        Raises
+        ------
+        ModelFileError
+            Missing, truncated, edited, inconsistent, wrongly signed or of another kind (see
+            :meth:`ComBat.load`).
         """
-        meta, arrays = load_model_file(path, "NestedComBat")
-        try:
-            params = meta["params"]
-            model = cls(**params)
-            model.order_ = list(meta["order"])
-            model.batch_cols_ = list(meta["batch_cols"])
-            model.levels_ = {k: list(v) for k, v in meta["levels"].items()}
-            model.steps_ = []
-            for i, m in enumerate(meta["steps"]):
-                prefix = f"step{i}__"
-                sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-                model.steps_.append(unpack_combat(sub, m))
-            model.order_scores_ = pd.DataFrame(meta["order_scores"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"Model file '{path}' is not a valid NestedComBat model ({exc}); re-save it with "
-                "NestedComBat.save."
-            ) from exc
-        first = model.steps_[0]
-        model.file_metadata_ = meta
-        model.n_features_in_ = first.n_features_in_
-        if hasattr(first, "feature_names_in_"):
-            model.feature_names_in_ = first.feature_names_in_
-        return model
+        return _load_nested(read_model_file(path, kind="NestedComBat", key=key), cls)
+
+
+def _load_nested(mf: ModelFile, cls=None) -> NestedComBat:
+    cls = NestedComBat if cls is None else cls
+    meta = mf.metadata
+    try:
+        model = cls(**meta["params"])
+        model.order_ = list(meta["order"])
+        model.batch_cols_ = list(meta["batch_cols"])
+        model.levels_ = {k: list(v) for k, v in meta["levels"].items()}
+        steps = meta["steps"]
+        if sorted(model.order_) != sorted(model.batch_cols_) or len(steps) != len(model.order_):
+            raise mf.invalid(f"order {model.order_} does not match the batch columns "
+                             f"{model.batch_cols_} and {len(steps)} steps")
+        model.steps_ = [combat_from_content(mf, m, f"step{i}__") for i, m in enumerate(steps)]
+        model.order_scores_ = pd.DataFrame(meta["order_scores"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        raise mf.invalid(f"incomplete NestedComBat metadata ({type(exc).__name__}: {exc})") from exc
+    first = model.steps_[0]
+    for col, step in zip(model.order_, model.steps_):
+        if step.n_features_in_ != first.n_features_in_ or \
+                getattr(step, "feature_names_in_", None) is not None and \
+                list(step.feature_names_in_) != list(first.feature_names_in_):
+            raise mf.invalid(f"step '{col}' has other features than the first step")
+        if [str(v) for v in step.sites_] != [str(v) for v in model.levels_.get(col, [])]:
+            raise mf.invalid(f"step '{col}' has levels {list(step.sites_)} but the metadata list "
+                             f"{model.levels_.get(col)}")
+    model.file_metadata_ = mf.info()
+    model.n_features_in_ = first.n_features_in_
+    if hasattr(first, "feature_names_in_"):
+        model.feature_names_in_ = first.feature_names_in_
+    return model
+
+
+register_kind("NestedComBat", _load_nested)
 
 
 def _take(obj, rows: np.ndarray):

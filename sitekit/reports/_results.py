@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sitekit._typing import PathLike
 from sitekit._version import __version__
-from sitekit.exceptions import CorruptFileError, MissingFileError, ValidationError
+from sitekit.exceptions import CorruptFileError, MissingFileError, ModelFileError, ValidationError
+from sitekit.harmonize._persistence import read_model_file
 from sitekit.io import file_hash, read_table
 
 __all__ = ["ResultFolder", "discover_results", "collect_provenance"]
@@ -67,14 +67,14 @@ def _columns(path: Path) -> list[str]:
         return []
 
 
-def _is_combat_model(path: Path) -> bool:
+_HARMONIZER_KINDS = ("ComBat", "CovBat", "NestedComBat")
+
+
+def _is_harmonizer_model(path: Path) -> bool:
+    """A fitted harmoniser's model file (the kind read through the model-file reader)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "metadata" not in z.files:
-                return False
-            meta = json.loads(z["metadata"].tobytes().decode("utf-8"))
-        return "gamma_star_" in z.files or "harmonize" in str(meta.get("format", "")).lower()
-    except Exception:  # noqa: BLE001
+        return read_model_file(path).kind in _HARMONIZER_KINDS
+    except (ModelFileError, OSError):
         return False
 
 
@@ -103,7 +103,7 @@ def _classify(d: Path) -> list[ResultFolder]:
         found.append(ResultFolder("stability", d, [p for p in files if p.name in {
             "stability.csv", "robust_features.txt", "summary.json"}]))
     # harmonize
-    models = [p for p in files if p.suffix == ".npz" and _is_combat_model(p)]
+    models = [p for p in files if p.suffix == ".npz" and _is_harmonizer_model(p)]
     diag = d / "diagnostics.json"
     if diag.exists() and not models:
         try:
