@@ -65,6 +65,8 @@ from sitekit.harmonize._persistence import (
     register_kind,
     write_model_file,
 )
+from sitekit.harmonize._table import COLUMNS_KEY, check_output_path, select_features
+from sitekit.io import read_table
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -74,6 +76,8 @@ __all__ = [
     "combine",
     "describe_summary",
     "load_federated",
+    "summarize_table",
+    "combine_files",
 ]
 
 #: Version of the file protocol; summaries and messages of another version are refused.
@@ -1086,3 +1090,125 @@ def fit_from_moments(
         estimator._finish_fit(list(sites), counts, ref, beta, moments, encoding, columns)
     )
     return estimator
+
+
+# --------------------------------------------------------------------------- file workflows
+def summarize_table(
+    table: PathLike,
+    *,
+    site_col: str,
+    out: PathLike,
+    covariates: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    continuous: Sequence[str] = (),
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    message: PathLike | None = None,
+    min_site_size: int = 10,
+    min_cell_size: int = 5,
+    force: bool = False,
+    key: bytes | str | None = None,
+):
+    """One site's round of federated ComBat on a table file: summarise and write the summary.
+
+    Parameters
+    ----------
+    table : str or path-like
+        The site's table (one site).
+    site_col : str
+        Its site column.
+    out : str or path-like
+        The summary file to send to the coordinator (``.npz``).
+    covariates, categorical, continuous : sequence of str, default=()
+        Covariate columns (the same at every site).
+    features : sequence of str, optional
+        Feature columns or glob patterns (round 1; round 2 uses the message's features).
+    exclude : sequence of str, default=()
+        Columns that are not features.
+    message : str or path-like, optional
+        The coordinator's round-1 message (makes the round-2 summary).
+    min_site_size, min_cell_size : int
+        The privacy rule (see :func:`summarize_site`); checked before anything is written.
+    force : bool, default=False
+        Replace an existing ``out``.
+    key : bytes or str, optional
+        The consortium's shared secret: signs ``out`` and checks ``message``.
+
+    Returns
+    -------
+    tuple of (SiteSummary, FeatureSelection or None)
+    """
+    out = check_output_path(out, kind="model", option="--out", force=force,
+                            inputs=(table,) + ((message,) if message else ()))
+    df = read_table(table)
+    covs = list(covariates)
+    msg = None
+    selection = None
+    if site_col not in df.columns:
+        raise ValidationError(f"Site column '{site_col}' is not in '{table}'; its columns are "
+                              f"{list(df.columns)[:20]}.")
+    if message is not None:
+        msg = load_federated(message, key=key)
+        if not isinstance(msg, RoundMessage):
+            raise ProtocolError(f"'{message}' is a site summary, not the coordinator's round message.")
+        X = df
+    else:
+        selection = select_features(df, reserved=[site_col, *covs], features=features, exclude=exclude)
+        X = df[selection.features]
+    summary = summarize_site(
+        X, sites=df[site_col].to_numpy(), covariates=df[covs] if covs else None,
+        categorical=list(categorical) or None, continuous=list(continuous) or None, message=msg,
+        min_site_size=min_site_size, min_cell_size=min_cell_size,
+    )
+    # column names (not data), so that the final model can be applied without options
+    summary.meta["columns"] = {"site_col": site_col, "covariates": covs}
+    summary.save(out, force=force, key=key)
+    return summary, selection
+
+
+def combine_files(
+    summaries: Sequence[PathLike],
+    *,
+    out: PathLike,
+    message: PathLike | None = None,
+    parametric: bool | None = None,
+    mean_only: bool | None = None,
+    eb: bool | None = None,
+    ref_site=None,
+    force: bool = False,
+    key: bytes | str | None = None,
+):
+    """The coordinator's step on files: read and check the summaries, combine, write.
+
+    Parameters
+    ----------
+    summaries : sequence of str or path-like
+        The site summary files of one round.
+    out : str or path-like
+        The round-1 message (after round 1) or the ComBat model (after round 2), ``.npz``.
+    message : str or path-like, optional
+        The round-1 message, for round-2 summaries.
+    parametric, mean_only, eb, ref_site
+        As in :func:`combine`.
+    force : bool, default=False
+        Replace an existing ``out``.
+    key : bytes or str, optional
+        The consortium's shared secret: checks the inputs and signs ``out``.
+
+    Returns
+    -------
+    RoundMessage or ComBat
+    """
+    out = check_output_path(out, kind="model", option="--out", force=force,
+                            inputs=tuple(summaries) + ((message,) if message else ()))
+    loaded = [load_federated(p, key=key) for p in summaries]
+    msg = load_federated(message, key=key) if message else None
+    result = combine(loaded, message=msg, parametric=parametric, mean_only=mean_only, eb=eb,
+                     ref_site=ref_site)
+    if isinstance(result, RoundMessage):
+        result.save(out, force=force, key=key)
+        return result
+    columns = [s.meta.get("columns") for s in loaded]
+    same = columns[0] is not None and all(c == columns[0] for c in columns)
+    result.save(out, force=force, metadata={COLUMNS_KEY: columns[0]} if same else None, key=key)
+    return result

@@ -139,6 +139,6 @@ def write_harmonize(d):
     feats = [c for c in df.columns if c.startswith("original_")][:12]
     df[["subject_id", "site", "age", "sex", *feats]].to_csv(d.parent / "features_input.csv", index=False)
     code = main(["harmonize", "run", str(d.parent / "features_input.csv"), "--site-col", "site",
-                 "--covariates", "age,sex", "--out", str(d)])
+                 "--covariates", "age,sex", "--out", str(d / "harmonized.csv")])
     assert code == 0
     return d
