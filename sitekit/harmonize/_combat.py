@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,11 +25,9 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sitekit._json import to_jsonable
-from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit.exceptions import (
     DataWarning,
-    ModelFileError,
     SitekitWarning,
     UnknownSiteError,
     ValidationError,
@@ -46,13 +43,7 @@ from sitekit.harmonize._design import (
     fit_covariate_encoding,
     to_json_value,
 )
-from sitekit.harmonize._persistence import (
-    ModelFile,
-    read_model_file,
-    register_kind,
-    user_metadata,
-    write_model_file,
-)
+from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
 __all__ = ["ComBat", "combat"]
 
@@ -103,7 +94,7 @@ def _align(obj, index: pd.Index | None, what: str, n: int):
     return obj
 
 
-class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class ComBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat harmonisation of site (batch) effects, with empirical-Bayes shrinkage.
 
     Model: ``y_ijg = alpha_g + X_ij beta_g + gamma_ig + delta_ig eps_ijg`` for site ``i``,
@@ -984,72 +975,18 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return adapted
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None,
-             key: bytes | str | None = None) -> Path:
-        """Save the fitted model (arrays + JSON metadata, checksummed; never pickle).
-
-        The file is written by :func:`sitekit.harmonize._persistence.write_model_file`: the
-        fitted arrays plus JSON metadata (sitekit version, schema version, parameters, site
-        and feature names, covariate encoding) under one SHA-256 checksum that covers both,
-        so an edited or truncated file is refused by :meth:`load`.  The checksum guards
-        against accidents and casual edits, not against a deliberate forger; pass ``key`` to
-        sign the file with HMAC-SHA256 for models exchanged between sites.
-
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (conventionally ``*.npz``), written atomically.
-        force : bool, default=False
-            Replace an existing file.
-        metadata : dict, optional
-            Extra JSON-serialisable information stored with the model (e.g. the CLI records
-            the site and covariate column names); after :meth:`load` it is
-            ``file_metadata_["extra"]``.
-        key : bytes or str, optional
-            Shared secret: sign the file (HMAC-SHA256); :meth:`load` then needs the key.
-
-        Returns
-        -------
-        pathlib.Path
-        """
-        check_is_fitted(self, "gamma_star_")
-        arrays, meta = self._model_content()
-        meta["extra"] = user_metadata(metadata, "ComBat.save")
-        return write_model_file(path, kind="ComBat", arrays=arrays, metadata=meta, force=force, key=key)
+    # save/load: PersistenceMixin (sitekit.harmonize._persistence)
+    _model_kind = "ComBat"
 
     @classmethod
-    def load(cls, path: PathLike, *, key: bytes | str | None = None) -> ComBat:
-        """Load a model written by :meth:`save` (also files written by sitekit 0.1).
-
-        The returned estimator is fitted; its ``file_metadata_`` holds the file's metadata
-        (sitekit version, parameters, sites, features, covariate encoding, ``extra``).
-
-        Parameters
-        ----------
-        path : str or path-like
-            The model file.
-        key : bytes or str, optional
-            The key a signed file was saved with.
-
-        Returns
-        -------
-        ComBat
-
-        Raises
-        ------
-        MissingFileError
-            ``path`` does not exist.
-        ModelFileError
-            The file is truncated (:class:`~sitekit.exceptions.CorruptModelError`), edited
-            (:class:`~sitekit.exceptions.TamperedModelError`), inconsistent
-            (:class:`~sitekit.exceptions.InvalidModelError`), wrongly signed
-            (:class:`~sitekit.exceptions.ModelSignatureError`), of another kind
-            (:class:`~sitekit.exceptions.WrongModelKindError`) or of a newer version.
-        """
-        return _load_kind(read_model_file(path, kind="ComBat", key=key), cls)
+    def _from_model_file(cls, mf: ModelFile) -> ComBat:
+        est = combat_from_content(mf, mf.metadata, cls=cls)
+        est.file_metadata_ = mf.info()
+        return est
 
     def _model_content(self) -> tuple[dict, dict]:
         """Arrays and JSON metadata of the fitted model (composite models embed them)."""
+        check_is_fitted(self, "gamma_star_")
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         for c in _PRIOR_COLUMNS:
             if c != "site":
@@ -1145,18 +1082,7 @@ def combat_from_content(mf: ModelFile, meta: dict, prefix: str = "", cls=None) -
     return est
 
 
-def _load_kind(mf: ModelFile, cls=None) -> ComBat:
-    try:
-        est = combat_from_content(mf, mf.metadata, cls=cls)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
-        raise mf.invalid(f"incomplete ComBat metadata ({type(exc).__name__}: {exc})") from exc
-    est.file_metadata_ = mf.info()
-    return est
-
-
-register_kind("ComBat", _load_kind)
+register_kind("ComBat", ComBat._from_model_file)
 
 
 def combat(X, *, sites, covariates=None, **params):

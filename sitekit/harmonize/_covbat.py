@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import numbers
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,23 +21,16 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._json import to_jsonable
-from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number
-from sitekit.exceptions import DataWarning, ModelFileError, ValidationError
+from sitekit.exceptions import DataWarning, ValidationError
 from sitekit.harmonize._combat import ComBat, combat_from_content
 from sitekit.harmonize._design import covariate_matrix
-from sitekit.harmonize._persistence import (
-    ModelFile,
-    read_model_file,
-    register_kind,
-    user_metadata,
-    write_model_file,
-)
+from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
 __all__ = ["CovBat"]
 
 
-class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class CovBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat followed by harmonisation of the site covariance structure.
 
     Steps (Chen et al. 2022):
@@ -348,29 +340,9 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         adapted.sites_ = np.asarray(combat.sites_)
         return adapted
 
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None,
-             key: bytes | str | None = None) -> Path:
-        """Save the fitted model (arrays + JSON metadata, checksummed; never pickle).
+    _model_kind = "CovBat"  # save/load: PersistenceMixin (sitekit.harmonize._persistence)
 
-        Same file format and guarantees as :meth:`ComBat.save`: one checksum over the
-        metadata and the arrays of both ComBat stages and the PCA, an optional HMAC
-        signature with ``key``.
-
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (``.npz``), written atomically.
-        force : bool, default=False
-            Replace an existing file.
-        metadata : dict, optional
-            Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
-        key : bytes or str, optional
-            Shared secret: sign the file (HMAC-SHA256); :meth:`load` then needs the key.
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _model_content(self) -> tuple[dict, dict]:
         check_is_fitted(self, "combat_")
         a1, m1 = self.combat_._model_content()
         a2, m2 = self.score_combat_._model_content()
@@ -385,69 +357,40 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "n_components": self.n_components_,
             "combat": m1,
             "score_combat": m2,
-            "extra": user_metadata(metadata, "CovBat.save"),
         }
-        return write_model_file(path, kind="CovBat", arrays=arrays, metadata=meta, force=force, key=key)
+        return arrays, meta
 
     @classmethod
-    def load(cls, path: PathLike, *, key: bytes | str | None = None) -> CovBat:
-        """Load a model written by :meth:`save` (also files written by sitekit 0.1).
-
-        Parameters
-        ----------
-        path : str or path-like
-            The model file.
-        key : bytes or str, optional
-            The key a signed file was saved with.
-
-        Returns
-        -------
-        CovBat
-
-        Raises
-        ------
-        ModelFileError
-            Missing, truncated, edited, inconsistent, wrongly signed or of another kind (see
-            :meth:`ComBat.load`).
-        """
-        return _load_covbat(read_model_file(path, kind="CovBat", key=key), cls)
-
-
-def _load_covbat(mf: ModelFile, cls=None) -> CovBat:
-    cls = CovBat if cls is None else cls
-    meta = mf.metadata
-    try:
+    def _from_model_file(cls, mf: ModelFile) -> CovBat:
+        meta = mf.metadata
         model = cls(**meta["params"])
         model.combat_ = combat_from_content(mf, meta["combat"], "combat__")
         n = model.combat_.n_features_in_
         model.score_combat_ = combat_from_content(mf, meta["score_combat"], "scores__")
         k = int(meta["n_components"])
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
-        raise mf.invalid(f"incomplete CovBat metadata ({type(exc).__name__}: {exc})") from exc
-    if model.score_combat_.n_features_in_ != k or list(model.score_combat_.sites_) != list(model.combat_.sites_):
-        raise mf.invalid(f"the score stage has {model.score_combat_.n_features_in_} components and sites "
-                         f"{list(model.score_combat_.sites_)}; expected {k} and {list(model.combat_.sites_)}")
-    usable = mf.array("usable_features", shape=(n,), kind="bui").astype(bool)
-    components = mf.array("components", finite=True)
-    if components.ndim != 2 or components.shape[1] != n or components.shape[0] < k:
-        raise mf.invalid(f"array 'components' has shape {components.shape}; expected at least {k} "
-                         f"components of {n} features")
-    model.components_ = components
-    model.pca_mean_ = mf.array("pca_mean", shape=(n,), finite=usable)
-    model.explained_variance_ratio_ = mf.array("explained_variance_ratio", finite=True)
-    model.usable_features_ = usable
-    model.n_components_ = k
-    model.sites_ = np.asarray(model.combat_.sites_)
-    model.file_metadata_ = mf.info()
-    model.n_features_in_ = n
-    if hasattr(model.combat_, "feature_names_in_"):
-        model.feature_names_in_ = model.combat_.feature_names_in_
-    return model
+        if model.score_combat_.n_features_in_ != k or list(model.score_combat_.sites_) != list(model.combat_.sites_):
+            raise mf.invalid(f"the score stage has {model.score_combat_.n_features_in_} components and "
+                             f"sites {list(model.score_combat_.sites_)}; expected {k} and "
+                             f"{list(model.combat_.sites_)}")
+        usable = mf.array("usable_features", shape=(n,), kind="bui").astype(bool)
+        components = mf.array("components", finite=True)
+        if components.ndim != 2 or components.shape[1] != n or components.shape[0] < k:
+            raise mf.invalid(f"array 'components' has shape {components.shape}; expected at least {k} "
+                             f"components of {n} features")
+        model.components_ = components
+        model.pca_mean_ = mf.array("pca_mean", shape=(n,), finite=usable)
+        model.explained_variance_ratio_ = mf.array("explained_variance_ratio", finite=True)
+        model.usable_features_ = usable
+        model.n_components_ = k
+        model.sites_ = np.asarray(model.combat_.sites_)
+        model.file_metadata_ = mf.info()
+        model.n_features_in_ = n
+        if hasattr(model.combat_, "feature_names_in_"):
+            model.feature_names_in_ = model.combat_.feature_names_in_
+        return model
 
 
-register_kind("CovBat", _load_covbat)
+register_kind("CovBat", CovBat._from_model_file)
 
 
 def _pca(Rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

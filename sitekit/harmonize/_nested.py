@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,17 +19,10 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._json import to_jsonable
-from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
-from sitekit.exceptions import ModelFileError, ValidationError
+from sitekit.exceptions import ValidationError
 from sitekit.harmonize._combat import ComBat, combat_from_content
-from sitekit.harmonize._persistence import (
-    ModelFile,
-    read_model_file,
-    register_kind,
-    user_metadata,
-    write_model_file,
-)
+from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
 __all__ = ["NestedComBat", "batch_effect_test"]
 
@@ -126,7 +118,7 @@ def _rank_columns(arr: np.ndarray):
     return finite, ranks, n_tot, tie
 
 
-class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class NestedComBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat over several batch variables, one after the other, in the best order.
 
     Each batch variable (a column of ``batches``) is harmonised by an ordinary
@@ -485,28 +477,9 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
         return adapted
 
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None,
-             key: bytes | str | None = None) -> Path:
-        """Save the fitted model (arrays + JSON metadata, checksummed; never pickle).
+    _model_kind = "NestedComBat"  # save/load: PersistenceMixin (sitekit.harmonize._persistence)
 
-        Same file format and guarantees as :meth:`ComBat.save` (one checksum over the
-        metadata and every step's arrays; optional HMAC signature with ``key``).
-
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (``.npz``); written atomically.
-        force : bool, default=False
-            Replace an existing file.
-        metadata : dict, optional
-            Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
-        key : bytes or str, optional
-            Shared secret: sign the file (HMAC-SHA256); :meth:`load` then needs the key.
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _model_content(self) -> tuple[dict, dict]:
         check_is_fitted(self, "steps_")
         arrays: dict[str, np.ndarray] = {}
         steps_meta = []
@@ -521,39 +494,12 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "levels": self.levels_,
             "steps": steps_meta,
             "order_scores": to_jsonable(self.order_scores_),
-            "extra": user_metadata(metadata, "NestedComBat.save"),
         }
-        return write_model_file(path, kind="NestedComBat", arrays=arrays, metadata=meta, force=force,
-                                key=key)
+        return arrays, meta
 
     @classmethod
-    def load(cls, path: PathLike, *, key: bytes | str | None = None) -> NestedComBat:
-        """Load a model written by :meth:`save` (also files written by sitekit 0.1).
-
-        Parameters
-        ----------
-        path : str or path-like
-            The model file.
-        key : bytes or str, optional
-            The key a signed file was saved with.
-
-        Returns
-        -------
-        NestedComBat
-
-        Raises
-        ------
-        ModelFileError
-            Missing, truncated, edited, inconsistent, wrongly signed or of another kind (see
-            :meth:`ComBat.load`).
-        """
-        return _load_nested(read_model_file(path, kind="NestedComBat", key=key), cls)
-
-
-def _load_nested(mf: ModelFile, cls=None) -> NestedComBat:
-    cls = NestedComBat if cls is None else cls
-    meta = mf.metadata
-    try:
+    def _from_model_file(cls, mf: ModelFile) -> NestedComBat:
+        meta = mf.metadata
         model = cls(**meta["params"])
         model.order_ = list(meta["order"])
         model.batch_cols_ = list(meta["batch_cols"])
@@ -564,27 +510,23 @@ def _load_nested(mf: ModelFile, cls=None) -> NestedComBat:
                              f"{model.batch_cols_} and {len(steps)} steps")
         model.steps_ = [combat_from_content(mf, m, f"step{i}__") for i, m in enumerate(steps)]
         model.order_scores_ = pd.DataFrame(meta["order_scores"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
-        raise mf.invalid(f"incomplete NestedComBat metadata ({type(exc).__name__}: {exc})") from exc
-    first = model.steps_[0]
-    for col, step in zip(model.order_, model.steps_):
-        if step.n_features_in_ != first.n_features_in_ or \
-                getattr(step, "feature_names_in_", None) is not None and \
-                list(step.feature_names_in_) != list(first.feature_names_in_):
-            raise mf.invalid(f"step '{col}' has other features than the first step")
-        if [str(v) for v in step.sites_] != [str(v) for v in model.levels_.get(col, [])]:
-            raise mf.invalid(f"step '{col}' has levels {list(step.sites_)} but the metadata list "
-                             f"{model.levels_.get(col)}")
-    model.file_metadata_ = mf.info()
-    model.n_features_in_ = first.n_features_in_
-    if hasattr(first, "feature_names_in_"):
-        model.feature_names_in_ = first.feature_names_in_
-    return model
+        first = model.steps_[0]
+        for col, step in zip(model.order_, model.steps_):
+            names = getattr(step, "feature_names_in_", None)
+            if step.n_features_in_ != first.n_features_in_ or (
+                    names is not None and list(names) != list(first.feature_names_in_)):
+                raise mf.invalid(f"step '{col}' has other features than the first step")
+            if [str(v) for v in step.sites_] != [str(v) for v in model.levels_.get(col, [])]:
+                raise mf.invalid(f"step '{col}' has levels {list(step.sites_)} but the metadata list "
+                                 f"{model.levels_.get(col)}")
+        model.file_metadata_ = mf.info()
+        model.n_features_in_ = first.n_features_in_
+        if hasattr(first, "feature_names_in_"):
+            model.feature_names_in_ = first.feature_names_in_
+        return model
 
 
-register_kind("NestedComBat", _load_nested)
+register_kind("NestedComBat", NestedComBat._from_model_file)
 
 
 def _take(obj, rows: np.ndarray):

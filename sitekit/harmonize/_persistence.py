@@ -62,6 +62,7 @@ __all__ = [
     "register_kind",
     "load",
     "user_metadata",
+    "PersistenceMixin",
 ]
 
 #: Schema version of the files this sitekit writes (1: sitekit 0.1 files).
@@ -485,6 +486,94 @@ def _check_header(p: Path, header: dict, data: dict, key: bytes | None) -> Model
                 "changed by someone without the key. Check the key file; do not use this model."
             )
     return ModelFile(kind, version, written_by, data, meta, p, signed=signature is not None)
+
+
+# --------------------------------------------------------------------------- estimators
+class PersistenceMixin:
+    """``save`` / ``load`` for fitted sitekit objects, through this module's one format.
+
+    A class sets ``_model_kind`` and implements ``_model_content() -> (arrays, metadata)``
+    and the classmethod ``_from_model_file(model_file) -> object`` (which validates the
+    arrays against the metadata), then registers ``_from_model_file`` with
+    :func:`register_kind`.
+    """
+
+    _model_kind: str = ""
+
+    def save(self, path: PathLike, *, force: bool = False, metadata: Mapping | None = None,
+             key: bytes | str | None = None) -> Path:
+        """Save the fitted object: arrays + JSON metadata under one checksum (never pickle).
+
+        The checksum covers the metadata (parameters, site and feature names, covariate
+        encoding ...) and every array together, so an edited or truncated file is refused by
+        :meth:`load`.  It guards against accidents and casual edits, not against a
+        deliberate forger; pass ``key`` to sign the file with HMAC-SHA256 (for models
+        exchanged between sites), and :meth:`load` then needs the same key.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (conventionally ``*.npz``), written atomically.
+        force : bool, default=False
+            Replace an existing file.
+        metadata : dict, optional
+            Extra JSON-serialisable information stored with the model (e.g. the CLI records
+            the site and covariate column names); after :meth:`load` it is
+            ``file_metadata_["extra"]``.
+        key : bytes or str, optional
+            Shared secret: sign the file (HMAC-SHA256).
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        arrays, meta = self._model_content()
+        meta["extra"] = user_metadata(metadata, f"{type(self).__name__}.save")
+        return write_model_file(path, kind=self._model_kind, arrays=arrays, metadata=meta,
+                                force=force, key=key)
+
+    @classmethod
+    def load(cls, path: PathLike, *, key: bytes | str | None = None):
+        """Load a fitted object written by :meth:`save` (also files written by sitekit 0.1).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The model file.
+        key : bytes or str, optional
+            The key a signed file was saved with.
+
+        Returns
+        -------
+        object
+            The fitted estimator; its ``file_metadata_`` holds the file's metadata (kind,
+            schema and sitekit versions, parameters, sites, features, ``extra``).
+
+        Raises
+        ------
+        MissingFileError
+            ``path`` does not exist.
+        ModelFileError
+            The file is truncated (:class:`~sitekit.exceptions.CorruptModelError`), edited
+            (:class:`~sitekit.exceptions.TamperedModelError`), inconsistent
+            (:class:`~sitekit.exceptions.InvalidModelError`), wrongly signed
+            (:class:`~sitekit.exceptions.ModelSignatureError`), of another kind
+            (:class:`~sitekit.exceptions.WrongModelKindError`) or of a newer version.
+        """
+        mf = read_model_file(path, kind=cls._model_kind, key=key)
+        try:
+            return cls._from_model_file(mf)
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise mf.invalid(f"incomplete {mf.kind} metadata ({type(exc).__name__}: {exc})") from exc
+
+    def _model_content(self) -> tuple[dict, dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def _from_model_file(cls, mf: ModelFile):  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -303,8 +303,10 @@ def _columns(values) -> list:
     return list(values)
 
 
-def _fit(df, *, method, site_col, covariates, categorical, continuous, features, exclude,
-         batch_cols, smooth, target_site, n_components, ref_site, **params):
+def _fit(df, *, method="combat", site_col=None, covariates=(), categorical=(), continuous=(),
+         features=None, exclude=(), batch_cols=(), smooth=None, target_site=None,
+         n_components=None, ref_site=None, **params):
+    """Choose the features of ``df`` and fit; return (model, selection, covariate columns)."""
     covs = _columns(covariates)
     smooth_names = list(smooth) if smooth is not None else []
     for c in _columns(categorical) + _columns(continuous) + smooth_names:
@@ -333,11 +335,8 @@ def _record(site_col, covs) -> dict:
     return {COLUMNS_KEY: {"site_col": site_col, "covariates": list(covs)}}
 
 
-def fit_table(table: PathLike, *, model_path: PathLike, site_col: str | None = None,
-              covariates=(), categorical=(), continuous=(), features=None, exclude=(),
-              method: str = "combat", batch_cols=(), smooth=None, target_site=None,
-              n_components=None, ref_site=None, force: bool = False,
-              key: bytes | str | None = None, **params) -> HarmonizeResult:
+def fit_table(table: PathLike, *, model_path: PathLike, force: bool = False,
+              key: bytes | str | None = None, **fit_options) -> HarmonizeResult:
     """Fit a harmoniser on a table and save it.
 
     Parameters
@@ -346,26 +345,18 @@ def fit_table(table: PathLike, *, model_path: PathLike, site_col: str | None = N
         CSV, TSV or Parquet table (a Parquet directory inside :func:`dask_cluster`).
     model_path : str or path-like
         Output model file (``.npz``).
-    site_col : str, optional
-        Site column (required unless ``method="nested"``).
-    covariates, categorical, continuous : sequence of str, default=()
-        Covariate columns whose effects are kept (categorical/continuous force a type).
-    features : sequence of str, optional
-        Feature columns or glob patterns (see :func:`select_features`).
-    exclude : sequence of str, default=()
-        Columns or glob patterns that are not features.
-    method : {"combat", "covbat", "nested"}, default="combat"
-        The harmoniser.
-    batch_cols : sequence of str, default=()
-        ``method="nested"``: the batch columns.
-    smooth, target_site, n_components, ref_site
-        Passed to the estimator (see :class:`ComBat`, :class:`CovBat`).
     force : bool, default=False
         Replace an existing model file.
     key : bytes or str, optional
         Sign the model file (HMAC-SHA256).
-    **params
-        Other estimator parameters (``parametric``, ``mean_only``, ``eb``, ``tol``, ...).
+    **fit_options
+        ``site_col`` (required unless ``method="nested"``); ``covariates``,
+        ``categorical``, ``continuous`` (covariate columns whose effects are kept, the
+        latter two forcing a type); ``features`` and ``exclude`` (column names or glob
+        patterns, see :func:`select_features`); ``method`` (``"combat"`` (default),
+        ``"covbat"`` or ``"nested"``); ``batch_cols`` (``method="nested"``); and the
+        estimator's parameters (``ref_site``, ``target_site``, ``smooth``,
+        ``n_components``, ``parametric``, ``mean_only``, ``eb``, ``tol`` ...).
 
     Returns
     -------
@@ -374,12 +365,8 @@ def fit_table(table: PathLike, *, model_path: PathLike, site_col: str | None = N
     model_path = check_output_path(model_path, kind="model", option="--model", force=force,
                                    inputs=(table,))
     df = _read(table)
-    model, selection, covs = _fit(df, method=method, site_col=site_col, covariates=covariates,
-                                  categorical=categorical, continuous=continuous, features=features,
-                                  exclude=exclude, batch_cols=batch_cols, smooth=smooth,
-                                  target_site=target_site, n_components=n_components,
-                                  ref_site=ref_site, **params)
-    model.save(model_path, force=force, metadata=_record(site_col, covs), key=key)
+    model, selection, covs = _fit(df, **fit_options)
+    model.save(model_path, force=force, metadata=_record(fit_options.get("site_col"), covs), key=key)
     return HarmonizeResult(model, selection, len(df), {"model": model_path})
 
 
@@ -526,11 +513,8 @@ def _replace(src: Path, dst: Path, trash: Path) -> None:
 
 
 def harmonize_table(table: PathLike, *, out: PathLike, model_path: PathLike | None = None,
-                    diagnostics_path: PathLike | None = None, site_col: str | None = None,
-                    covariates=(), categorical=(), continuous=(), features=None, exclude=(),
-                    method: str = "combat", batch_cols=(), smooth=None, target_site=None,
-                    n_components=None, ref_site=None, force: bool = False,
-                    key: bytes | str | None = None, **params) -> HarmonizeResult:
+                    diagnostics_path: PathLike | None = None, force: bool = False,
+                    key: bytes | str | None = None, **fit_options) -> HarmonizeResult:
     """Fit a harmoniser on a table and harmonise it, writing one result set.
 
     The result set is the harmonised table ``out``, the model (``model_path``, default
@@ -550,11 +534,12 @@ def harmonize_table(table: PathLike, *, out: PathLike, model_path: PathLike | No
         The harmonised table (``.csv``, ``.tsv`` or ``.parquet``).
     model_path, diagnostics_path : str or path-like, optional
         Where the model (``.npz``) and diagnostics (``.json``) go.
-    site_col, covariates, categorical, continuous, features, exclude, method, batch_cols, \
-smooth, target_site, n_components, ref_site, key, **params
-        As in :func:`fit_table`.
     force : bool, default=False
         Replace an existing result set.
+    key : bytes or str, optional
+        Sign the model file (HMAC-SHA256).
+    **fit_options
+        As in :func:`fit_table` (``site_col``, ``covariates``, ``features``, ``method`` ...).
 
     Returns
     -------
@@ -586,11 +571,8 @@ smooth, target_site, n_components, ref_site, key, **params
     if len(set(targets)) != 3:
         raise ValidationError("The table, model and diagnostics paths must differ.")
     df = _read(table)
-    model, selection, covs = _fit(df, method=method, site_col=site_col, covariates=covariates,
-                                  categorical=categorical, continuous=continuous, features=features,
-                                  exclude=exclude, batch_cols=batch_cols, smooth=smooth,
-                                  target_site=target_site, n_components=n_components,
-                                  ref_site=ref_site, **params)
+    model, selection, covs = _fit(df, **fit_options)
+    site_col = fit_options.get("site_col")
     result = _transform(df, model, site_col, covs)
     stage = _staging(out)
     shutil.rmtree(stage, ignore_errors=True)  # what a killed run left behind

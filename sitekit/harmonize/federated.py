@@ -116,7 +116,40 @@ _ARRAY_SPECS = {
 
 # --------------------------------------------------------------------------- files
 @dataclass
-class SiteSummary:
+class _ProtocolFile:
+    """A file of the protocol: JSON ``meta`` and named ``arrays``, saved as a model file."""
+
+    meta: dict
+    arrays: dict
+
+    @property
+    def round(self) -> int:
+        return int(self.meta["round"])
+
+    def save(self, path: PathLike, *, force: bool = False, key: bytes | str | None = None) -> Path:
+        """Write it as a sitekit model file (arrays + JSON metadata under one checksum, no
+        pickle), atomically, after checking it against the protocol.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (``.npz``).
+        force : bool, default=False
+            Replace an existing file.
+        key : bytes or str, optional
+            Shared secret of the consortium: sign the file (HMAC-SHA256).
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        self._check()
+        return write_model_file(path, kind=self._kind, arrays=self.arrays, metadata=self.meta,
+                                force=force, key=key)
+
+
+@dataclass
+class SiteSummary(_ProtocolFile):
     """What one site sends to the coordinator in one round.
 
     Attributes
@@ -127,45 +160,24 @@ class SiteSummary:
     arrays : dict of str to ndarray
         The aggregates; their names, axes and meaning are fixed by the protocol
         (see :func:`describe_summary`).
+    source : str or None
+        The file it was read from.
     """
 
-    meta: dict
-    arrays: dict
     source: str | None = None
+    _kind = SUMMARY_KIND
 
     @property
     def site(self):
         return self.meta["site"]
 
-    @property
-    def round(self) -> int:
-        return int(self.meta["round"])
-
-    def save(self, path: PathLike, *, force: bool = False, key: bytes | str | None = None) -> Path:
-        """Write the summary as a sitekit model file (arrays + JSON metadata under one
-        checksum, no pickle), atomically; ``key`` signs it (HMAC-SHA256).
-
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (``.npz``).
-        force : bool, default=False
-            Replace an existing file.
-        key : bytes or str, optional
-            Shared secret of the consortium: sign the file.
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _check(self) -> None:
         _check_privacy(self)
         _check_summary_arrays(self, "before writing")
-        return write_model_file(path, kind=SUMMARY_KIND, arrays=self.arrays, metadata=self.meta,
-                                force=force, key=key)
 
 
 @dataclass
-class RoundMessage:
+class RoundMessage(_ProtocolFile):
     """What the coordinator sends back to every site after round 1.
 
     Attributes
@@ -178,33 +190,10 @@ class RoundMessage:
         design ``[site indicators | covariate columns]``.
     """
 
-    meta: dict
-    arrays: dict
+    _kind = MESSAGE_KIND
 
-    @property
-    def round(self) -> int:
-        return int(self.meta["round"])
-
-    def save(self, path: PathLike, *, force: bool = False, key: bytes | str | None = None) -> Path:
-        """Write the message as a sitekit model file (arrays + JSON metadata under one
-        checksum, no pickle), atomically; ``key`` signs it (HMAC-SHA256).
-
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (``.npz``).
-        force : bool, default=False
-            Replace an existing file.
-        key : bytes or str, optional
-            Shared secret of the consortium: sign the file.
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _check(self) -> None:
         _check_message(self, "the round message")
-        return write_model_file(path, kind=MESSAGE_KIND, arrays=self.arrays, metadata=self.meta,
-                                force=force, key=key)
 
     def digest(self) -> str:
         """SHA-256 of the message content; round-2 summaries record it."""
