@@ -40,7 +40,7 @@ import pandas as pd
 
 from sitekit._json import dumps
 from sitekit._typing import PathLike
-from sitekit.exceptions import OutputExistsError, ValidationError
+from sitekit.exceptions import FileError, OutputExistsError, ValidationError
 from sitekit.harmonize import _dask
 from sitekit.harmonize._combat import ComBat
 from sitekit.harmonize._covbat import CovBat
@@ -277,6 +277,14 @@ def check_output_path(path: PathLike, *, kind: str, option: str, force: bool,
             f"{option} '{path}' does not end in {' or '.join(wanted)}, but a {kind} is written there; "
             f"give a path such as '{p.with_suffix(wanted[0]).name}'."
         )
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FileError(f"{option} '{path}': '{parent}' is a file, not a folder; choose another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileError(f"{option} '{path}': the folder '{parent}' is not writable; choose another "
+                        "path or fix its permissions.")
     for inp in inputs:
         if p.exists() and Path(inp).exists() and os.path.samefile(inp, p):
             raise OutputExistsError(f"{option} '{p}' is also an input of this run; choose another path.")

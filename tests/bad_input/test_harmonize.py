@@ -95,6 +95,8 @@ CASES = [
      "pass --force"),
     ("run --out is the input", [*RUN, "--out", "{d}/features.csv", "--force"], "also an input",
      "choose another path"),
+    ("run --out below a file", [*RUN, "--out", "{d}/features.csv/h.csv"],
+     "'{d}/features.csv' is a file, not a folder", "choose another path"),
     ("run --model is not .npz", [*RUN, "--out", "{d}/h2.csv", "--model", "{d}/m.csv"],
      "--model '{d}/m.csv' does not end in .npz", "give a path such as"),
     ("run --site-col absent", ["harmonize", "run", "{d}/features.csv", "--site-col", "centre",
