@@ -163,3 +163,22 @@ def test_out_is_always_a_table_path(table, tmp_path, capsys, command, out, fragm
     assert main(args) == 2
     assert fragment in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.csv", "m.npz"]
+
+
+def test_key_file_signs_and_checks(table, tmp_path, capsys):
+    path, df, feats = table
+    key = tmp_path / "key.txt"
+    key.write_text("shared secret\n")
+    model = tmp_path / "signed.npz"
+    assert main(["harmonize", "fit", str(path), "--site-col", "site", "--covariates", "age,sex",
+                 "--model", str(model), "--key-file", str(key)]) == 0
+    assert ComBat.load(model, key=b"shared secret").get_params() == ComBat().get_params()
+    out = tmp_path / "out.csv"
+    assert main(["harmonize", "apply", str(path), "--model", str(model), "--out", str(out),
+                 "--key-file", str(key)]) == 0
+    np.testing.assert_allclose(read_table(out)[feats].to_numpy(), expected(df, feats).to_numpy(),
+                               rtol=1e-12)
+    capsys.readouterr()
+    assert main(["harmonize", "apply", str(path), "--model", str(model), "--out",
+                 str(tmp_path / "o2.csv")]) == 2
+    assert "is signed" in capsys.readouterr().err
