@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import click
 
+from sitekit.exceptions import ValidationError
+
 force_option = click.option("--force", is_flag=True, help="Replace existing outputs.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
@@ -105,8 +107,6 @@ def read_key_file(path: str | None) -> bytes | None:
     """The key in ``--key-file`` (trailing newline removed); None without the option."""
     if path is None:
         return None
-    from sitekit.exceptions import ValidationError
-
     key = open(path, "rb").read().rstrip(b"\r\n")
     if not key:
         raise ValidationError(f"--key-file '{path}' is empty; put the shared secret in it.")

@@ -52,6 +52,15 @@ from sitekit.exceptions import (
     ValidationError,
     WrongModelKindError,
 )
+from sitekit.harmonize._combat import ComBat
+from sitekit.harmonize._design import (
+    _sorted_levels,
+    covariate_column_names,
+    covariate_matrix,
+    encode_sites,
+    fit_covariate_encoding,
+    to_json_value,
+)
 from sitekit.harmonize._eb import (
     CrossProducts,
     SiteMoments,
@@ -432,8 +441,6 @@ def describe_summary(summary: SiteSummary) -> pd.DataFrame:
 def _local_covariates(covariates, encoding: dict, n: int) -> np.ndarray:
     """Covariate block in the *local* encoding: continuous as is, categorical one column per
     level present at the site (full one-hot: the reference level is only known globally)."""
-    from sitekit.harmonize._design import to_json_value
-
     blocks = []
     for spec in encoding["columns"]:
         col = covariates[_column_lookup(covariates)[spec["name"]]]
@@ -449,8 +456,6 @@ def _local_covariates(covariates, encoding: dict, n: int) -> np.ndarray:
 
 
 def _column_lookup(frame: pd.DataFrame) -> dict:
-    from sitekit.harmonize._design import to_json_value
-
     return {to_json_value(c): c for c in frame.columns}
 
 
@@ -490,8 +495,6 @@ def _check_cells(Y: np.ndarray, covariates, encoding: dict, site, k: int, featur
     of missing values of each feature in it (the difference between the sums over all rows
     and over the observed rows is a sum over the missing rows) must each be 0 or >= k.
     """
-    from sitekit.harmonize._design import to_json_value
-
     n = Y.shape[0]
     observed = np.isfinite(Y)
     cells = [("", np.ones(n, dtype=bool))]
@@ -605,8 +608,6 @@ def summarize_site(
     ValidationError
         Several sites in one table, non-numeric or infinite features, bad covariates.
     """
-    from sitekit.harmonize._design import encode_sites, fit_covariate_encoding
-
     min_site_size = check_number(min_site_size, name="min_site_size", low=2, integer=True)
     min_cell_size = check_number(min_cell_size, name="min_cell_size", low=2, integer=True)
     X = _as_frame(X)
@@ -643,8 +644,6 @@ def summarize_site(
         "min_cell_size": min_cell_size,
     }
     if message is None:
-        from sitekit.harmonize._design import to_json_value
-
         features = [to_json_value(c) for c in X.columns]
         if len(set(features)) != len(features):
             raise ValidationError("Feature column names must be unique.")
@@ -673,8 +672,6 @@ def summarize_site(
             )
         Y = _feature_matrix(X, features, site)
         encoding = mmeta["encoding"]
-        from sitekit.harmonize._design import covariate_matrix
-
         cov = covariate_matrix(covariates, encoding, n_samples=n, owner=f"site {site!r}")
         _check_cells(Y, covariates, encoding, site, min_cell_size, features)
         s = known[str(site)]
@@ -723,8 +720,6 @@ def _check_same(summaries: Sequence[SiteSummary], key: str, what: str, fix: str)
 
 
 def _global_encoding(summaries: Sequence[SiteSummary]) -> dict:
-    from sitekit.harmonize._design import _sorted_levels
-
     specs0 = summaries[0].meta["covariates"]["columns"]
     for s in summaries[1:]:
         specs = s.meta["covariates"]["columns"]
@@ -755,8 +750,6 @@ def _global_encoding(summaries: Sequence[SiteSummary]) -> dict:
 def _embedding(local: dict, glob: dict, site_index: int, n_sites: int) -> np.ndarray:
     """Linear map from a site's local design row [1 | covariates, full one-hot] to the global
     design row [site indicators | covariates, treatment coding]."""
-    from sitekit.harmonize._design import covariate_column_names
-
     p = n_sites + len(covariate_column_names(glob))
     q = 1 + sum(1 if c["kind"] == "continuous" else len(c["levels"]) for c in local["columns"])
     A = np.zeros((p, q))
@@ -912,8 +905,6 @@ def combine(
 
 
 def _combine_round1(summaries, parametric, mean_only, eb, ref_site) -> RoundMessage:
-    from sitekit.harmonize._design import covariate_column_names, encode_sites
-
     site_levels = encode_sites([s.site for s in summaries], owner="combine").levels
     order = {str(lv): i for i, lv in enumerate(site_levels)}
     n_sites = len(site_levels)
@@ -998,7 +989,6 @@ def _combine_round2(summaries, message, parametric, mean_only, eb, ref_site, tol
     opts = _options(mmeta.get("options"), parametric=parametric, mean_only=mean_only, eb=eb, ref_site=ref_site)
     if opts["ref_site"] is not None:
         opts["ref_site"] = _match_site(opts["ref_site"], levels)
-    from sitekit.harmonize._combat import ComBat
 
     model = ComBat(
         parametric=opts["parametric"],
@@ -1064,8 +1054,6 @@ def fit_from_moments(
     ComBat
         ``estimator``, fitted.
     """
-    from sitekit.harmonize._design import covariate_column_names
-
     estimator._check_params()
     counts = np.asarray(site_counts, dtype=np.int64)
     ref = estimator._reference_index(list(sites), counts)
