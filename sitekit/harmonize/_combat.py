@@ -3,15 +3,17 @@
 The maths follow ``sva::ComBat`` (Johnson, Li & Rabinovic 2007) to machine precision; the
 numerical work happens in :mod:`sitekit.harmonize._eb` (pure functions on sufficient
 statistics) and the design in :mod:`sitekit.harmonize._design`.  This module does input
-handling (pandas alignment, validation, warnings), stores the fitted state and saves it.
+handling (pandas alignment, validation, warnings) and stores the fitted state; saving and
+loading go through :mod:`sitekit.harmonize._persistence` (``_model_content`` and
+:func:`combat_from_content` here say what the file holds and how it is validated).
 
 Extension points for later engines:
 
 * :meth:`ComBat._extra_design` returns extra design columns whose effects are preserved
   (spline terms of ComBat-GAM); the default has none.
 * :meth:`ComBat._fit_arrays` runs the fit from validated arrays and returns the fitted state
-  as a dict; :meth:`ComBat._set_state` / :meth:`ComBat._state` convert between that dict
-  and the estimator (used by ``save``/``load`` and by federated fits).
+  as a dict; :meth:`ComBat._set_state` sets it on the estimator (used by ``load``, ``adapt``
+  and by federated fits).
 """
 
 from __future__ import annotations
