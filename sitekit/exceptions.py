@@ -19,6 +19,11 @@ __all__ = [
     "CorruptFileError",
     "OutputExistsError",
     "ModelFileError",
+    "CorruptModelError",
+    "TamperedModelError",
+    "ModelSignatureError",
+    "InvalidModelError",
+    "WrongModelKindError",
     "CheckFailedError",
     "SpheresNotFoundError",
     "SitekitWarning",
@@ -63,6 +68,27 @@ class OutputExistsError(FileError, FileExistsError):
 
 class ModelFileError(CorruptFileError):
     """A saved model or summary file that is truncated, tampered with or from a newer version."""
+
+
+class CorruptModelError(ModelFileError):
+    """A model file that cannot be read at all: truncated, not an archive, corrupt header."""
+
+
+class TamperedModelError(ModelFileError):
+    """A model file whose content (arrays or metadata) no longer matches its checksum."""
+
+
+class ModelSignatureError(ModelFileError):
+    """A keyed signature (HMAC) that is missing, unexpected or does not match the key."""
+
+
+class InvalidModelError(ModelFileError):
+    """A model file whose content is inconsistent: shapes, dtypes, non-finite parameters,
+    names that do not match the arrays."""
+
+
+class WrongModelKindError(ModelFileError):
+    """A model file of another kind than the one asked for (e.g. a CovBat file to ComBat.load)."""
 
 
 class CheckFailedError(SitekitError):

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import click
 
+from sitekit.exceptions import ValidationError
+
 force_option = click.option("--force", is_flag=True, help="Replace existing outputs.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
@@ -94,31 +96,18 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def feature_columns(df, site_col: str, covariates: list[str], features: list[str], exclude: list[str]):
-    """The feature columns: ``--features``, or every numeric column that is not the site, a
-    covariate, an excluded column or an id column (``id`` / ``*_id``)."""
-    import pandas as pd
+key_file_option = click.option(
+    "--key-file", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
+    help="File holding the shared secret that signs model files (HMAC-SHA256): outputs are "
+         "signed with it, and input model files must carry its signature.",
+)
 
-    from sitekit.exceptions import ValidationError
 
-    missing = [c for c in [site_col, *covariates, *features, *exclude] if c not in df.columns]
-    if missing:
-        raise ValidationError(
-            f"Column(s) {missing} are not in the table; its columns are {list(df.columns)[:20]}."
-        )
-    if features:
-        return features
-    skip = {site_col, *covariates, *exclude}
-    chosen = [
-        c for c in df.columns
-        if c not in skip
-        and pd.api.types.is_numeric_dtype(df[c])
-        and not pd.api.types.is_bool_dtype(df[c])
-        and not (str(c).lower() == "id" or str(c).lower().endswith("_id"))
-    ]
-    if not chosen:
-        raise ValidationError(
-            "The table has no numeric feature columns besides the site and covariates; "
-            "name them with --features."
-        )
-    return chosen
+def read_key_file(path: str | None) -> bytes | None:
+    """The key in ``--key-file`` (trailing newline removed); None without the option."""
+    if path is None:
+        return None
+    key = open(path, "rb").read().rstrip(b"\r\n")
+    if not key:
+        raise ValidationError(f"--key-file '{path}' is empty; put the shared secret in it.")
+    return key

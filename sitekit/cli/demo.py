@@ -244,7 +244,9 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
         feats = _robust_features(out / "stability", table)
         selected["features"] = feats
         args = ["harmonize", "run", str(table), "--site-col", "site", "--covariates", "age,sex",
-                "--out", str(out / "harmonize"), "--force"]
+                "--out", str(out / "harmonize" / "harmonized.csv"), "--model",
+                str(out / "harmonize" / "model.npz"), "--diagnostics",
+                str(out / "harmonize" / "diagnostics.json"), "--force"]
         if feats:
             args += ["--features", ",".join(feats)]
         return cmd(args, "harmonize")

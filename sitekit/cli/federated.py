@@ -7,9 +7,10 @@ import json
 import click
 
 from sitekit.cli._common import (
-    feature_columns,
     force_option,
+    key_file_option,
     print_table,
+    read_key_file,
     show_warnings,
     split_list,
 )
@@ -38,56 +39,45 @@ def register(cli: click.Group) -> None:
     @click.option("--categorical", default=None, help="Covariates to treat as categorical (default: by dtype).")
     @click.option("--continuous", default=None, help="Covariates to treat as continuous (default: by dtype).")
     @click.option("--features", default=None,
-                  help="Comma-separated feature columns (default: every numeric column that is not "
-                       "the site, a covariate or an id column).")
-    @click.option("--exclude", default=None, help="Comma-separated numeric columns that are not features.")
+                  help="Comma-separated feature columns or glob patterns (default: every numeric "
+                       "column except the site, covariates and id- or label-like columns).")
+    @click.option("--exclude", default=None, help="Comma-separated columns or patterns that are not features.")
     @click.option("--round-message", "round_message", type=click.Path(exists=True, dir_okay=False),
                   default=None, help="The coordinator's round-1 message (makes the round-2 summary).")
     @click.option("--min-site-size", type=click.IntRange(2), default=10, show_default=True,
                   help="Refuse to summarise a site with fewer samples.")
-    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+    @click.option("--min-cell-size", type=click.IntRange(2), default=5, show_default=True,
+                  help="Privacy rule: every released sum covers 0 or at least this many samples "
+                       "(per covariate level, per feature's observed and missing values).")
+    @click.option("--out", "out", required=True, type=click.Path(),
                   help="Summary file to send to the coordinator (.npz).")
+    @key_file_option
     @force_option
     def summarize(table, site_col, covariates, categorical, continuous, features, exclude,
-                  round_message, min_site_size, out, force) -> None:
+                  round_message, min_site_size, min_cell_size, out, key_file, force) -> None:
         """Compute this site's aggregates for one round and print exactly what they contain.
 
         No row of TABLE leaves the site: the summary holds sums over the site's samples
-        (design cross-products in round 1, residual sums in round 2), checked to have no
-        array with one entry per sample.
+        (design cross-products in round 1, residual sums in round 2), each over 0 or at least
+        --min-cell-size samples, and no array has one entry per sample.
 
         \b
         Example:
           sitekit federated summarize site_a.csv --site-col site --covariates age,sex --out a1.npz
         """
-        from sitekit.harmonize.federated import describe_summary, load_federated, summarize_site
-        from sitekit.io import read_table
+        from sitekit.harmonize.federated import describe_summary, summarize_table
 
-        df = read_table(table)
-        covs = split_list(covariates)
-        message = None
-        if round_message is not None:
-            message = load_federated(round_message)
-            feats = list(message.meta["features"])
-        else:
-            feats = feature_columns(df, site_col, covs, split_list(features), split_list(exclude))
-        if site_col not in df.columns:
-            from sitekit.exceptions import ValidationError
-
-            raise ValidationError(f"Site column '{site_col}' is not in '{table}'.")
         with show_warnings():
-            summary = summarize_site(
-                df[feats] if message is None else df,
-                sites=df[site_col].to_numpy(),
-                covariates=df[covs] if covs else None,
-                categorical=split_list(categorical) or None,
-                continuous=split_list(continuous) or None,
-                message=message,
-                min_site_size=min_site_size,
+            summary, selection = summarize_table(
+                table, site_col=site_col, out=out, covariates=split_list(covariates),
+                categorical=split_list(categorical), continuous=split_list(continuous),
+                features=split_list(features) or None, exclude=split_list(exclude),
+                message=round_message, min_site_size=min_site_size, min_cell_size=min_cell_size,
+                force=force, key=read_key_file(key_file),
             )
-        # column names (not data) so that the final model can be applied without options
-        summary.meta["columns"] = {"site_col": site_col, "covariates": covs}
-        summary.save(out, force=force)
+        if selection is not None:
+            for line in selection.describe():
+                click.echo(line)
         meta = summary.meta
         click.echo(
             f"Round-{meta['round']} summary of site {meta['site']!r} written to {out}. "
@@ -106,50 +96,41 @@ def register(cli: click.Group) -> None:
     @click.option("--mean-only", "mean_only", is_flag=True, default=None, help="Adjust the location only.")
     @click.option("--no-eb", "no_eb", is_flag=True, help="No empirical-Bayes shrinkage.")
     @click.option("--ref-site", default=None, help="Reference site (its rows come back unchanged).")
-    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+    @click.option("--out", "out", required=True, type=click.Path(),
                   help="Round-1 message (after round 1) or ComBat model (after round 2), .npz.")
+    @key_file_option
     @force_option
-    def combine(summaries, round_message, nonparametric, mean_only, no_eb, ref_site, out, force) -> None:
+    def combine(summaries, round_message, nonparametric, mean_only, no_eb, ref_site, out, key_file,
+                force) -> None:
         """Combine the site summaries of one round.
 
         After round 1 OUT is the message every site needs for its round-2 summary; after
         round 2 OUT is an ordinary ComBat model, equal to one fitted on the pooled table,
-        that each site applies with `sitekit harmonize apply`.
+        that each site applies with `sitekit harmonize apply`.  Every summary is checked
+        (shapes, dtypes, counts, finite values) and a corrupt one is named.
 
         \b
         Example:
           sitekit federated combine a1.npz b1.npz c1.npz --out msg1.npz
           sitekit federated combine a2.npz b2.npz c2.npz --round-message msg1.npz --out model.npz
         """
-        from sitekit.harmonize.federated import RoundMessage, load_federated
-        from sitekit.harmonize.federated import combine as combine_rounds
+        from sitekit.harmonize.federated import RoundMessage, combine_files
 
-        loaded = [load_federated(p) for p in summaries]
-        message = load_federated(round_message) if round_message else None
         with show_warnings():
-            result = combine_rounds(
-                loaded,
-                message=message,
+            result = combine_files(
+                summaries, out=out, message=round_message,
                 parametric=None if nonparametric is None else not nonparametric,
-                mean_only=mean_only,
-                eb=False if no_eb else None,
-                ref_site=ref_site,
+                mean_only=mean_only, eb=False if no_eb else None, ref_site=ref_site, force=force,
+                key=read_key_file(key_file),
             )
         if isinstance(result, RoundMessage):
-            result.save(out, force=force)
-        else:
-            columns = [s.meta.get("columns") for s in loaded]
-            same = all(c == columns[0] for c in columns) and columns[0] is not None
-            # the key under which `sitekit harmonize fit` records its column choices
-            result.save(out, force=force, metadata={"cli": columns[0]} if same else None)
-        if isinstance(result, RoundMessage):
             click.echo(
-                f"Round-1 message for {len(loaded)} sites {result.meta['sites']} written to {out}; "
+                f"Round-1 message for {len(summaries)} sites {result.meta['sites']} written to {out}; "
                 "send it to every site for its round-2 summary."
             )
         else:
             click.echo(
-                f"ComBat model fitted from {len(loaded)} sites ({', '.join(map(str, result.sites_))}; "
+                f"ComBat model fitted from {len(summaries)} sites ({', '.join(map(str, result.sites_))}; "
                 f"{result.n_features_in_} features) written to {out}; each site runs "
                 "`sitekit harmonize apply TABLE --model` with it."
             )

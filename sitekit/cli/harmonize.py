@@ -1,8 +1,9 @@
-"""`sitekit harmonize fit | apply | run`: ComBat on CSV/TSV/Parquet tables.
+"""`sitekit harmonize fit | apply | run`: ComBat, CovBat and NestedComBat on feature tables.
 
-Beyond plain ComBat (issue 8): ``--method covbat|nested``, ``--smooth`` (ComBat-GAM),
-``--target-site`` (M-ComBat), ``--batch-cols`` (NestedComBat) and ``apply --adapt`` for sites
-the model has never seen (``--model-out`` saves the adapted model).
+Each command parses its options, calls one library function
+(:func:`sitekit.harmonize.fit_table`, :func:`~sitekit.harmonize.apply_table`,
+:func:`~sitekit.harmonize.harmonize_table`) and prints what it did.  ``--out`` is always the
+harmonised table; ``run`` writes the model and diagnostics beside it.
 """
 
 from __future__ import annotations
@@ -10,60 +11,18 @@ from __future__ import annotations
 import click
 
 from sitekit.cli._common import (
-    feature_columns,
     force_option,
     get_or_create_group,
+    key_file_option,
     print_table,
+    read_key_file,
     show_warnings,
     split_list,
 )
 
-#: model-file metadata key under which the CLI records its column choices
-_CLI_KEY = "cli"
-
-
-def _params(ref_site, nonparametric: bool, mean_only: bool, no_eb: bool, categorical, continuous) -> dict:
-    return {
-        "parametric": not nonparametric,
-        "mean_only": mean_only,
-        "eb": not no_eb,
-        "ref_site": ref_site,
-        "categorical": split_list(categorical) or None,
-        "continuous": split_list(continuous) or None,
-    }
-
-
-def _fit(table: str, site_col: str, covariates, categorical, continuous, ref_site, nonparametric,
-         mean_only, no_eb, features, exclude, ext=None):
-    """Read the table and fit the model; return (df, model, features, covariate columns)."""
-    from sitekit.harmonize._dask import read_table  # lazy dask DataFrame in a --workers session
-
-    ext = _check_ext(ext or {}, site_col, ref_site)
-    df = read_table(table)
-    covs = split_list(covariates)
-    for c in split_list(categorical) + split_list(continuous) + list(ext["smooth"] or []):
-        if c not in covs:
-            covs.append(c)
-    batch_cols = ext["batch_cols"]
-    if batch_cols:  # nested: the batch columns play the part of the site column
-        feats = feature_columns(df, batch_cols[0], covs, split_list(features),
-                                 split_list(exclude) + batch_cols[1:])
-    else:
-        feats = feature_columns(df, site_col, covs, split_list(features), split_list(exclude))
-    # --ref-site is text; ComBat matches it to integer site labels as well
-    model = _make_model(_params(ref_site, nonparametric, mean_only, no_eb, categorical, continuous), ext)
-    cov_df = df[covs] if covs else None
-    if batch_cols:
-        model.fit(df[feats], batches=df[batch_cols], covariates=cov_df)
-    else:
-        model.fit(df[feats], sites=df[site_col], covariates=cov_df)
-    return df, model, feats, covs
-
 
 def _parse_smooth(value: str | None):
     """``age`` or ``age:7,bmi`` -> ["age"] or {"age": 7, "bmi": 5} (knots per covariate)."""
-    from sitekit.exceptions import ValidationError
-
     items = split_list(value)
     if not items:
         return None
@@ -75,232 +34,42 @@ def _parse_smooth(value: str | None):
         try:
             out[name.strip()] = int(knots) if knots else 5
         except ValueError:
-            raise ValidationError(
-                f"--smooth: '{it}' is not NAME or NAME:N_KNOTS (e.g. age:7)."
-            ) from None
+            raise click.BadParameter(f"'{it}' is not NAME or NAME:N_KNOTS (e.g. age:7).",
+                                     param_hint="--smooth") from None
     return out
 
 
-def _check_ext(ext: dict, site_col, ref_site) -> dict:
-    """Validate the extension flags; return them normalised."""
-    method = ext.get("method") or "combat"
-    batch_cols = split_list(ext.get("batch_cols"))
-    n_components = ext.get("n_components")
-    out = {
-        "method": method,
-        "smooth": _parse_smooth(ext.get("smooth")),
-        "target_site": ext.get("target_site"),
-        "batch_cols": batch_cols,
-        "n_components": n_components,
-    }
-    if method == "nested":
-        if not batch_cols:
-            raise click.UsageError("--method nested needs --batch-cols (e.g. --batch-cols vendor,recon).")
-        if ref_site or out["target_site"]:
-            raise click.UsageError("--ref-site/--target-site do not apply to --method nested.")
-    else:
-        if batch_cols:
-            raise click.UsageError("--batch-cols is for --method nested.")
-        if not site_col:
-            raise click.UsageError("Missing option '--site-col' (the column holding the site).")
-    if n_components is not None and method != "covbat":
-        raise click.UsageError("--n-components is for --method covbat.")
-    if method == "covbat" and out["target_site"]:
-        raise click.UsageError("--target-site is not available with --method covbat; use --ref-site.")
-    return out
+def _n_components(value: str | None):
+    if value is None:
+        return None
+    try:
+        return float(value) if "." in value else int(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is neither a number of components (e.g. 5) nor a "
+                                 "variance fraction (e.g. 0.95).", param_hint="--n-components") from None
 
 
-def _make_model(params: dict, ext: dict):
-    """The estimator for ``--method`` with the shared ComBat parameters."""
-    from sitekit.harmonize import ComBat, CovBat, NestedComBat
-
-    if ext["smooth"] is not None:
-        params = {**params, "smooth": ext["smooth"]}
-    if ext["method"] == "covbat":
-        n = ext["n_components"]
-        if n is not None:
-            n = float(n) if "." in str(n) else int(n)
-        return CovBat(**params, **({} if n is None else {"n_components": n}))
-    if ext["method"] == "nested":
-        params.pop("ref_site", None)
-        return NestedComBat(batch_cols=ext["batch_cols"], **params)
-    return ComBat(**params, target_site=ext["target_site"])
-
-
-def _load_model(path):
-    """Load a ComBat, CovBat or NestedComBat model file (the file says which)."""
-    from sitekit.harmonize import ComBat, CovBat, NestedComBat
-    from sitekit.harmonize._covbat import model_file_kind
-
-    kind = model_file_kind(path)
-    return {"CovBat": CovBat, "NestedComBat": NestedComBat}.get(kind, ComBat).load(path)
-
-
-def _new_sites(df, model, site_col: str) -> list:
-    """Sites (or batch levels) of ``df`` that ``model`` has not seen."""
-    from sitekit.harmonize import NestedComBat
-
-    if isinstance(model, NestedComBat):
-        new = []
-        for col, step in zip(model.order_, model.steps_):
-            known = {str(s) for s in step.sites_}
-            new += [f"{col}={v}" for v in df[col].astype(str).unique() if v not in known]
-        return new
-    known = {str(s) for s in model.sites_}
-    return [v for v in df[site_col].astype(str).unique() if v not in known]
-
-
-def _adapt(df, model, site_col: str, covs: list[str]):
-    """Adapt ``model`` to the sites of ``df`` it has not seen (a new model)."""
-    from sitekit.harmonize import NestedComBat
-
-    feats = [str(f) for f in model.feature_names_in_]
-    cov_df = df[covs] if covs else None
-    if isinstance(model, NestedComBat):
-        return model.adapt(df[feats], batches=df[model.batch_cols_], covariates=cov_df)
-    known = {str(s) for s in model.sites_}
-    rows = ~df[site_col].astype(str).isin(known)
-    return model.adapt(df.loc[rows, feats], sites=df.loc[rows, site_col],
-                       covariates=None if cov_df is None else cov_df.loc[rows])
-
-
-def _covariate_names(model) -> list:
-    from sitekit.harmonize import CovBat, NestedComBat
-
-    if isinstance(model, CovBat):
-        model = model.combat_
-    elif isinstance(model, NestedComBat):
-        model = model.steps_[0]
-    names = [c["name"] for c in model.covariate_encoding_["columns"]]
-    return names + [n for n in (getattr(model, "smooth_", None) or {}) if n not in names]
-
-
-def _apply(df, model, site_col: str, covs: list[str]):
-    """Harmonise the model's feature columns of ``df``; every other column passes through."""
-    from sitekit.exceptions import ValidationError
-    from sitekit.harmonize import NestedComBat
-
-    feats = [str(f) for f in getattr(model, "feature_names_in_", [])]
-    nested = isinstance(model, NestedComBat)
-    ids = list(model.batch_cols_) if nested else [site_col]
-    missing = [c for c in [*ids, *feats, *covs] if c not in df.columns]
-    if missing:
-        raise ValidationError(
-            f"Column(s) {missing} that the model needs are not in the table; its columns are "
-            f"{list(df.columns)[:20]}."
-        )
-    from sitekit.harmonize import _dask
-
-    if _dask.is_dask_collection(df):  # lazy, one task per partition
-        return _dask.transform_frame(model, df, site_col=site_col, covariate_cols=covs, features=feats)
-    if nested:
-        harmonised = model.transform(df[feats], batches=df[ids], covariates=df[covs] if covs else None)
-    else:
-        harmonised = model.transform(df[feats], sites=df[site_col], covariates=df[covs] if covs else None)
-    out = df.copy()
-    out[feats] = harmonised
-    return out
-
-
-def _check_output(path, *, force: bool, inputs=()) -> None:
-    """Refuse, before any work, an existing output (without --force) or one that is an input."""
-    import os
-    from pathlib import Path
-
-    from sitekit.exceptions import OutputExistsError
-
-    target = Path(path)
-    for inp in inputs:
-        if target.exists() and os.path.samefile(inp, target):
-            raise OutputExistsError(f"Output '{target}' is also an input of this run; choose another path.")
-    if target.exists() and not force:
-        raise OutputExistsError(f"Output '{target}' already exists; pass --force to replace it.")
-
-
-def _cli_metadata(site_col: str, covs: list[str]) -> dict:
-    return {_CLI_KEY: {"site_col": site_col, "covariates": covs}}
-
-
-def _summary(model):
-    from sitekit.harmonize import CovBat, NestedComBat
-
-    if isinstance(model, NestedComBat):
-        return model.order_scores_
-    if isinstance(model, CovBat):
-        model = model.combat_
-    pri = model.priors_
-    cols = ["site", "n_samples", "n_features_used", "gamma_bar", "tau2", "eb", "mean_only"]
-    return pri[cols]
-
-
-def _diagnostics(model, *, table: str, site_col: str, covs: list[str], feats: list[str]) -> dict:
-    """Plain-JSON diagnostics of a fit (what a report plots: priors and per-site estimates)."""
-    import numpy as np
-
-    from sitekit.harmonize import CovBat, NestedComBat
-
-    if isinstance(model, CovBat):
-        diag = _diagnostics(model.combat_, table=table, site_col=site_col, covs=covs, feats=feats)
-        diag.update({
-            "method": "covbat",
-            "params": dict(model.get_params()),
-            "n_components": int(model.n_components_),
-            "explained_variance_ratio": [float(v) for v in model.explained_variance_ratio_],
-        })
-        return diag
-    if isinstance(model, NestedComBat):
-        steps = [
-            _diagnostics(step, table=table, site_col=col, covs=covs, feats=feats)
-            for col, step in zip(model.order_, model.steps_)
-        ]
-        diag = dict(steps[0])
-        diag.update({
-            "method": "nested",
-            "params": dict(model.get_params()),
-            "batch_cols": list(model.batch_cols_),
-            "order": list(model.order_),
-            "order_scores": model.order_scores_.to_dict(orient="records"),
-            "steps": steps,
-        })
-        return diag
-
-    def arr(a):
-        a = np.asarray(a, dtype=float)
-        return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.atleast_2d(a)]
-
-    pri = model.priors_.copy()
-    records = []
-    for rec in pri.to_dict(orient="records"):
-        records.append({
-            k: (None if isinstance(v, float) and not np.isfinite(v) else
-                v.item() if hasattr(v, "item") else v)
-            for k, v in rec.items()
-        })
-    from pathlib import Path
-
-    from sitekit import __version__
-    from sitekit.io import file_hash
-
+def _fit_options(kw: dict) -> dict:
+    """The library keyword arguments of the options shared by fit and run."""
+    nonparametric, mean_only = kw.pop("nonparametric"), kw.pop("mean_only")
+    if nonparametric and mean_only:
+        raise click.UsageError("Use either --nonparametric or --mean-only, not both.")
     return {
-        "tool": "sitekit harmonize run",
-        "sitekit_version": __version__,
-        "input": str(Path(table).resolve()),
-        "input_sha256": file_hash(table),
-        "site_col": site_col,
-        "covariates": covs,
-        "covariate_columns": model.covariate_columns_,
-        "features": feats,
-        "params": {k: v for k, v in model.get_params().items()},
-        "sites": [s.item() if hasattr(s, "item") else s for s in model.sites_],
-        "priors": records,
-        "estimates": {
-            "gamma_hat": arr(model.gamma_hat_),
-            "delta_hat": arr(model.delta_hat_),
-            "gamma_star": arr(model.gamma_star_),
-            "delta_star": arr(model.delta_star_),
-        },
-        "adjusted_cells": int(np.asarray(model.adjusted_).sum()),
-        "method": "combat",
+        "site_col": kw.pop("site_col"),
+        "covariates": split_list(kw.pop("covariates")),
+        "categorical": split_list(kw.pop("categorical")),
+        "continuous": split_list(kw.pop("continuous")),
+        "features": split_list(kw.pop("features")) or None,
+        "exclude": split_list(kw.pop("exclude")),
+        "method": kw.pop("method"),
+        "batch_cols": split_list(kw.pop("batch_cols")),
+        "smooth": _parse_smooth(kw.pop("smooth")),
+        "target_site": kw.pop("target_site"),
+        "n_components": _n_components(kw.pop("n_components")),
+        "ref_site": kw.pop("ref_site"),
+        "parametric": not nonparametric,
+        "mean_only": mean_only,
+        "eb": not kw.pop("no_eb"),
     }
 
 
@@ -318,9 +87,12 @@ _COMMON = [
     click.option("--mean-only", is_flag=True, help="Adjust the location only, not the scale."),
     click.option("--no-eb", is_flag=True, help="No empirical-Bayes shrinkage (plain location/scale)."),
     click.option("--features", default=None,
-                 help="Comma-separated feature columns (default: every numeric column that is not "
-                      "the site, a covariate or an id column)."),
-    click.option("--exclude", default=None, help="Comma-separated numeric columns that are not features."),
+                 help="Comma-separated feature columns or glob patterns (e.g. 'original_*'). "
+                      "Default: every numeric column except the site, covariates, and id- or "
+                      "label-like columns (id/*_id, binary, integer with few values), which are "
+                      "listed when left out."),
+    click.option("--exclude", default=None,
+                 help="Comma-separated columns or glob patterns that are not features."),
     click.option("--method", type=click.Choice(["combat", "covbat", "nested"]), default="combat",
                  show_default=True,
                  help="combat; covbat (also harmonise the site covariance); nested (several batch "
@@ -329,8 +101,7 @@ _COMMON = [
                  help="ComBat-GAM: covariates with a spline (nonlinear) effect, e.g. age or age:7 "
                       "(7 knots); outside the training range the curve continues linearly."),
     click.option("--target-site", default=None,
-                 help="M-ComBat: map every site onto this site's location and scale (fitted on all "
-                      "sites; unlike --ref-site, which takes the model from the reference rows)."),
+                 help="M-ComBat: map every site onto this site's location and scale."),
     click.option("--batch-cols", default=None,
                  help="--method nested: comma-separated batch columns (e.g. vendor,recon)."),
     click.option("--n-components", default=None,
@@ -338,8 +109,6 @@ _COMMON = [
                       "fraction such as 0.95 (default 0.95)."),
 ]
 
-
-#: --scheduler/--workers: the dask engine for Parquet tables (sitekit.harmonize._dask)
 _SCALE = [
     click.option("--scheduler", default=None,
                  help="Address of a dask scheduler (tcp://host:8786): a Parquet TABLE (file or "
@@ -349,18 +118,23 @@ _SCALE = [
 ]
 
 
-def _scale_session(scheduler, workers, *, method: str = "combat", adapt: bool = False) -> None:
-    """With --scheduler/--workers: a dask cluster for this command, with dask's progress."""
+def _options(options):
+    def deco(fn):
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+    return deco
+
+
+def _cluster(scheduler, workers, *, plain: bool = True) -> None:
+    """With --scheduler/--workers: run the command on a dask cluster, showing its progress."""
     if not (scheduler or workers):
         return
-    if method != "combat" or adapt:
+    if not plain:
         raise click.UsageError("--scheduler/--workers run plain ComBat (no --method, --adapt).")
-    from sitekit.harmonize import _dask
+    from sitekit.harmonize import dask_cluster
 
-    ctx = click.get_current_context()
-    client = ctx.with_resource(_dask.session(scheduler=scheduler, workers=workers))
-
-    def compute(objs):
+    def compute(client, objs):
         from distributed import progress
 
         futures = client.compute(objs)
@@ -368,20 +142,16 @@ def _scale_session(scheduler, workers, *, method: str = "combat", adapt: bool = 
         click.echo("", err=True)
         return client.gather(futures)
 
-    ctx.with_resource(_dask.progress_callback(compute))
+    ctx = click.get_current_context()
+    client = ctx.with_resource(dask_cluster(scheduler=scheduler, workers=workers, compute=compute))
     click.echo(f"dask: {len(client.scheduler_info()['workers'])} workers at "
                f"{client.scheduler.address}", err=True)
 
 
-def _common_options(fn):
-    for opt in reversed(_COMMON + _SCALE):
-        fn = opt(fn)
-    return fn
-
-
-def _check_flags(nonparametric: bool, mean_only: bool) -> None:
-    if nonparametric and mean_only:
-        raise click.UsageError("Use either --nonparametric or --mean-only, not both.")
+def _echo_selection(result) -> None:
+    if result.selection is not None:
+        for line in result.selection.describe():
+            click.echo(line)
 
 
 def register(cli: click.Group) -> None:
@@ -389,55 +159,56 @@ def register(cli: click.Group) -> None:
         cli, "harmonize",
         help="ComBat harmonisation of feature tables (CSV, TSV, Parquet) across sites.\n\n"
              "\b\nfit    learn the site effects and save the model (.npz)\n"
-             "apply  remove them from a table with a saved model\n"
-             "run    fit and apply in one go, writing table, model and diagnostics",
+             "apply  remove them from a table with a saved model (--out TABLE)\n"
+             "run    fit and apply in one go (--out TABLE; model and diagnostics beside it)",
     )
 
     @group.command("fit")
     @click.argument("table", type=click.Path(exists=True))
-    @_common_options
-    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+    @_options(_COMMON + _SCALE)
+    @click.option("--model", "model_path", required=True, type=click.Path(),
                   help="Where to save the fitted model (.npz, no pickle).")
+    @key_file_option
     @force_option
-    def fit_cmd(table, site_col, covariates, categorical, continuous, ref_site, nonparametric,
-                mean_only, no_eb, features, exclude, model_path, force, **ext) -> None:
-        """Fit ComBat on TABLE and save the model.
+    def fit_cmd(table, model_path, key_file, force, scheduler, workers, **kw) -> None:
+        """Fit on TABLE and save the model.
 
         \b
         Example:
           sitekit harmonize fit features.csv --site-col site --covariates age,sex --model combat.npz
           sitekit harmonize fit features_parquet/ --site-col site --workers 4 --model combat.npz
         """
-        _check_flags(nonparametric, mean_only)
-        _scale_session(ext.pop("scheduler"), ext.pop("workers"), method=ext.get("method") or "combat")
+        from sitekit.harmonize import fit_summary, fit_table
+
+        options = _fit_options(kw)
+        _cluster(scheduler, workers, plain=options["method"] == "combat")
         with show_warnings():
-            df, model, feats, covs = _fit(table, site_col, covariates, categorical, continuous,
-                                          ref_site, nonparametric, mean_only, no_eb, features, exclude,
-                                          ext)
-            model.save(model_path, force=force, metadata=_cli_metadata(site_col, covs))
-        print_table(_summary(model),
-                    title=f"{type(model).__name__} fitted on {len(df)} rows x {len(feats)} features")
+            res = fit_table(table, model_path=model_path, force=force, key=read_key_file(key_file),
+                            **options)
+        _echo_selection(res)
+        print_table(fit_summary(res.model), title=f"{type(res.model).__name__} fitted on "
+                    f"{res.n_rows} rows x {len(res.selection.features)} features")
         click.echo(f"Model saved to {model_path}")
 
     @group.command("apply")
     @click.argument("table", type=click.Path(exists=True))
     @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
                   help="A model saved by `sitekit harmonize fit` (or run).")
-    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-                  help="Output table (.csv, .tsv or .parquet).")
+    @click.option("--out", "out", required=True, type=click.Path(),
+                  help="The harmonised table (.csv, .tsv or .parquet).")
     @click.option("--site-col", default=None, help="Site column (default: the one recorded in the model).")
     @click.option("--covariates", default=None,
                   help="Covariate columns (default: the ones recorded in the model).")
     @click.option("--adapt", is_flag=True,
                   help="Sites (batch levels) the model has not seen are estimated from their own "
                        "rows against the frozen model (at least 2 rows each; < 20 warns).")
-    @click.option("--model-out", default=None, type=click.Path(dir_okay=False),
-                  help="With --adapt: save the adapted model here.")
-    @_SCALE[0]
-    @_SCALE[1]
+    @click.option("--model-out", default=None, type=click.Path(),
+                  help="With --adapt: save the adapted model here (.npz).")
+    @_options(_SCALE)
+    @key_file_option
     @force_option
     def apply_cmd(table, model_path, out, site_col, covariates, adapt, model_out, scheduler, workers,
-                  force) -> None:
+                  key_file, force) -> None:
         """Harmonise TABLE with a saved model; other columns pass through unchanged and in order.
 
         \b
@@ -446,98 +217,63 @@ def register(cli: click.Group) -> None:
           sitekit harmonize apply new_site.csv --model combat.npz --adapt --model-out adapted.npz \\
               --out new_site_harmonized.csv
         """
-        from sitekit.exceptions import ValidationError
-        from sitekit.harmonize import NestedComBat
-        from sitekit.harmonize._dask import read_table, write_table  # dask-aware (--workers)
+        from sitekit.harmonize import apply_table
 
-        _scale_session(scheduler, workers, adapt=adapt)
         if model_out and not adapt:
             raise click.UsageError("--model-out is for --adapt (it saves the adapted model).")
-        model = _load_model(model_path)
-        recorded = model.file_metadata_.get("extra", {}).get(_CLI_KEY, {})
-        site_col = site_col or recorded.get("site_col")
-        if not site_col and not isinstance(model, NestedComBat):
-            raise ValidationError(
-                f"Model '{model_path}' does not record its site column; pass --site-col."
-            )
-        covs = split_list(covariates) if covariates else list(recorded.get(
-            "covariates", _covariate_names(model)))
-        if not hasattr(model, "feature_names_in_"):
-            raise ValidationError(
-                f"Model '{model_path}' was fitted without column names; fit it from a table."
-            )
-        _check_output(out, force=force, inputs=(table,))
-        if model_out:
-            _check_output(model_out, force=force, inputs=(table, model_path))
-        df = read_table(table)
+        _cluster(scheduler, workers, plain=not adapt)
         with show_warnings():
-            if adapt:
-                new = _new_sites(df, model, site_col)
-                if new:
-                    model = _adapt(df, model, site_col, covs)
-                    click.echo(f"Adapted the model to {len(new)} new site(s): {', '.join(map(str, new))}")
-                else:
-                    click.echo("No new sites in the table; the model is used as it is.")
-            result = _apply(df, model, site_col, covs)
-        write_table(result, out, force=True)
+            res = apply_table(table, model=model_path, out=out, site_col=site_col,
+                              covariates=split_list(covariates) or None, adapt=adapt,
+                              model_out=model_out, force=force, key=read_key_file(key_file))
+        if adapt:
+            click.echo(f"Adapted the model to {len(res.new_sites)} new site(s): "
+                       f"{', '.join(map(str, res.new_sites))}" if res.new_sites
+                       else "No new sites in the table; the model is used as it is.")
         if model_out:
-            model.save(model_out, force=True, metadata=_cli_metadata(site_col, covs))
             click.echo(f"Adapted model saved to {model_out}")
-        click.echo(f"Harmonised {len(df)} rows x {model.n_features_in_} features -> {out}")
+        click.echo(f"Harmonised {res.n_rows} rows x {res.model.n_features_in_} features -> {out}")
 
     @group.command("run")
     @click.argument("table", type=click.Path(exists=True))
-    @_common_options
-    @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-                  help="Output folder: harmonized.<ext>, model.npz, diagnostics.json.")
-    @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
-                  help="Also save the model here (it is always written to OUT/model.npz).")
+    @_options(_COMMON + _SCALE)
+    @click.option("--out", "out", required=True, type=click.Path(),
+                  help="The harmonised table (.csv, .tsv or .parquet). The model and diagnostics "
+                       "go beside it (<stem>.model.npz, <stem>.diagnostics.json) unless "
+                       "--model/--diagnostics say otherwise.")
+    @click.option("--model", "model_path", default=None, type=click.Path(),
+                  help="Where to save the model (.npz; default beside --out).")
+    @click.option("--diagnostics", "diagnostics_path", default=None, type=click.Path(),
+                  help="Where to save the diagnostics (.json; default beside --out).")
+    @key_file_option
     @force_option
-    def run_cmd(table, site_col, covariates, categorical, continuous, ref_site, nonparametric,
-                mean_only, no_eb, features, exclude, out, model_path, force, **ext) -> None:
-        """Fit ComBat on TABLE and harmonise it, writing to the folder OUT:
+    def run_cmd(table, out, model_path, diagnostics_path, key_file, force, scheduler, workers,
+                **kw) -> None:
+        """Fit on TABLE and harmonise it, writing one result set:
 
         \b
-          OUT/harmonized.<ext>   the table (same format as TABLE), features harmonised,
-                                 every other column unchanged and in order
-          OUT/model.npz          the fitted model (for `sitekit harmonize apply`)
-          OUT/diagnostics.json   sites, parameters, priors and per-site estimates
-                                 (read by `sitekit report`)
+          OUT                          the table, features harmonised, every other
+                                       column unchanged and in order
+          <OUT stem>.model.npz         the fitted model (for `sitekit harmonize apply`)
+          <OUT stem>.diagnostics.json  sites, parameters, priors, per-site estimates and
+                                       the checksums of the two files (read by `sitekit report`)
+
+        The set is written whole: an interrupted run leaves the old set or the new one.
 
         \b
         Example:
-          sitekit harmonize run features.csv --site-col site --covariates age,sex --out harmonized/
+          sitekit harmonize run features.csv --site-col site --covariates age,sex \\
+              --out harmonized/features_harmonized.csv
         """
-        import json
-        from pathlib import Path
+        from sitekit.harmonize import fit_summary, harmonize_table
 
-        from sitekit.harmonize._dask import write_table  # dask-aware (--workers)
-        from sitekit.io import atomic_output
-
-        _check_flags(nonparametric, mean_only)
-        _scale_session(ext.pop("scheduler"), ext.pop("workers"), method=ext.get("method") or "combat")
-        out_dir = Path(out)
-        suffix = Path(table).suffix.lower() if Path(table).is_file() else ".parquet"
-        if suffix == ".tab":
-            suffix = ".tsv"
-        table_out = out_dir / f"harmonized{suffix}"
-        targets = [table_out, out_dir / "model.npz", out_dir / "diagnostics.json"]
-        if model_path:
-            targets.append(Path(model_path))
-        for t in targets:  # refuse before any work
-            _check_output(t, force=force, inputs=(table,))
+        options = _fit_options(kw)
+        _cluster(scheduler, workers, plain=options["method"] == "combat")
         with show_warnings():
-            df, model, feats, covs = _fit(table, site_col, covariates, categorical, continuous,
-                                          ref_site, nonparametric, mean_only, no_eb, features, exclude,
-                                          ext)
-            result = _apply(df, model, site_col, covs)
-        meta = _cli_metadata(site_col, covs)
-        write_table(result, table_out, force=True)
-        model.save(out_dir / "model.npz", force=True, metadata=meta)
-        if model_path:
-            model.save(model_path, force=True, metadata=meta)
-        diag = _diagnostics(model, table=table, site_col=site_col, covs=covs, feats=feats)
-        with atomic_output(out_dir / "diagnostics.json", force=True) as tmp:
-            tmp.write_text(json.dumps(diag, indent=1))
-        print_table(_summary(model), title=f"{type(model).__name__} on {len(df)} rows x {len(feats)} features")
-        click.echo(f"Wrote {table_out}, {out_dir / 'model.npz'} and {out_dir / 'diagnostics.json'}")
+            res = harmonize_table(table, out=out, model_path=model_path,
+                                  diagnostics_path=diagnostics_path, force=force,
+                                  key=read_key_file(key_file), **options)
+        _echo_selection(res)
+        print_table(fit_summary(res.model), title=f"{type(res.model).__name__} on {res.n_rows} rows "
+                    f"x {len(res.selection.features)} features")
+        click.echo(f"Wrote {res.paths['table']}, {res.paths['model']} and {res.paths['diagnostics']}")

@@ -3,38 +3,33 @@
 The maths follow ``sva::ComBat`` (Johnson, Li & Rabinovic 2007) to machine precision; the
 numerical work happens in :mod:`sitekit.harmonize._eb` (pure functions on sufficient
 statistics) and the design in :mod:`sitekit.harmonize._design`.  This module does input
-handling (pandas alignment, validation, warnings), stores the fitted state and saves it.
+handling (pandas alignment, validation, warnings) and stores the fitted state; saving and
+loading go through :mod:`sitekit.harmonize._persistence` (``_model_content`` and
+:func:`combat_from_content` here say what the file holds and how it is validated).
 
 Extension points for later engines:
 
 * :meth:`ComBat._extra_design` returns extra design columns whose effects are preserved
   (spline terms of ComBat-GAM); the default has none.
 * :meth:`ComBat._fit_arrays` runs the fit from validated arrays and returns the fitted state
-  as a dict; :meth:`ComBat._set_state` / :meth:`ComBat._state` convert between that dict
-  and the estimator (used by ``save``/``load`` and by federated fits).
+  as a dict; :meth:`ComBat._set_state` sets it on the estimator (used by ``load``, ``adapt``
+  and by federated fits).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import warnings
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sitekit._typing import PathLike
+from sitekit._json import to_jsonable
 from sitekit._validation import check_bool, check_number, check_option
-from sitekit._version import __version__
 from sitekit.exceptions import (
     DataWarning,
-    MissingFileError,
-    ModelFileError,
     SitekitWarning,
     UnknownSiteError,
     ValidationError,
@@ -50,12 +45,9 @@ from sitekit.harmonize._design import (
     fit_covariate_encoding,
     to_json_value,
 )
-from sitekit.io import atomic_output
+from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
-__all__ = ["ComBat", "combat", "MODEL_FORMAT", "MODEL_FORMAT_VERSION"]
-
-MODEL_FORMAT = "sitekit.harmonize.ComBat"
-MODEL_FORMAT_VERSION = 1
+__all__ = ["ComBat", "combat"]
 
 _DEFAULT_KNOTS = 5  # ComBat-GAM: knots per smoothed covariate unless a dict says otherwise
 _SPLINE_DEGREE = 3
@@ -104,7 +96,7 @@ def _align(obj, index: pd.Index | None, what: str, n: int):
     return obj
 
 
-class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class ComBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat harmonisation of site (batch) effects, with empirical-Bayes shrinkage.
 
     Model: ``y_ijg = alpha_g + X_ij beta_g + gamma_ig + delta_ig eps_ijg`` for site ``i``,
@@ -985,153 +977,114 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return adapted
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
-        """Save the fitted model as ``.npz`` (arrays) with a JSON metadata entry.
+    # save/load: PersistenceMixin (sitekit.harmonize._persistence)
+    _model_kind = "ComBat"
 
-        No pickle is involved: the file loads with ``allow_pickle=False``.  The metadata hold
-        the sitekit version, the format version, the parameters, site names, feature names,
-        the covariate encoding and a SHA-256 of the arrays (to detect tampering).
+    @classmethod
+    def _from_model_file(cls, mf: ModelFile) -> ComBat:
+        est = combat_from_content(mf, mf.metadata, cls=cls)
+        est.file_metadata_ = mf.info()
+        return est
 
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (conventionally ``*.npz``).
-        force : bool, default=False
-            Replace an existing file.
-        metadata : dict, optional
-            Extra JSON-serialisable information stored with the model (e.g. the CLI records
-            the site and covariate column names); after :meth:`load` it is
-            ``file_metadata_["extra"]``.
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _model_content(self) -> tuple[dict, dict]:
+        """Arrays and JSON metadata of the fitted model (composite models embed them)."""
         check_is_fitted(self, "gamma_star_")
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
-        priors = {
-            c: self.priors_[c].to_numpy()
-            for c in _PRIOR_COLUMNS
-            if c != "site"
-        }
-        for c, v in priors.items():
-            arrays[f"priors.{c}"] = np.asarray(v)
+        for c in _PRIOR_COLUMNS:
+            if c != "site":
+                arrays[f"priors.{c}"] = np.asarray(self.priors_[c].to_numpy())
         arrays.update(self._extra_arrays())
         names = getattr(self, "feature_names_in_", None)
-        params = {k: _json_param(v) for k, v in self.get_params().items()}
         meta = {
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "sitekit_version": __version__,
-            "params": params,
+            "params": to_jsonable(self.get_params()),
             "sites": [to_json_value(s) for s in self.sites_],
             "ref": self._ref_index,
             "n_features_in": int(self.n_features_in_),
             "feature_names": None if names is None else [str(s) for s in names],
             "covariate_encoding": self.covariate_encoding_,
-            "covariate_columns": self.covariate_columns_,
-            "arrays_sha256": _digest(arrays),
-            "extra": metadata or {},
+            "covariate_columns": list(self.covariate_columns_),
             "extensions": self._extra_metadata(),
         }
-        try:
-            text = json.dumps(meta, allow_nan=True)
-        except TypeError as exc:
-            raise ValidationError(f"ComBat.save: 'metadata' must be JSON-serialisable ({exc}).") from exc
-        arrays["metadata"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        with atomic_output(path, force=force) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: PathLike) -> ComBat:
-        """Load a model written by :meth:`save`.
-
-        The returned estimator is fitted; its ``file_metadata_`` holds the file's metadata
-        (sitekit version, parameters, sites, features, covariate encoding, ``extra``).
-
-        Raises
-        ------
-        MissingFileError
-            ``path`` does not exist.
-        ModelFileError
-            The file is truncated, not a sitekit ComBat model, tampered with, or written by a
-            newer format version.
-        """
-        p = Path(path)
-        if not p.exists():
-            raise MissingFileError(f"Model file '{p}' does not exist; check the path.")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-            raise ModelFileError(
-                f"Model file '{p}' could not be read ({type(exc).__name__}: {exc}); it is "
-                "truncated or not a .npz model. Fit and save the model again."
-            ) from exc
-        if "metadata" not in data:
-            raise ModelFileError(f"Model file '{p}' has no metadata entry; it is not a sitekit model.")
-        try:
-            meta = json.loads(data.pop("metadata").tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"Model file '{p}' has corrupt metadata: {exc}.") from exc
-        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-            raise ModelFileError(
-                f"Model file '{p}' is not a sitekit ComBat model (format "
-                f"{meta.get('format') if isinstance(meta, dict) else None!r})."
-            )
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
-            raise ModelFileError(
-                f"Model file '{p}' has format version {version!r}, newer than this sitekit "
-                f"({__version__}) reads (version {MODEL_FORMAT_VERSION}); upgrade sitekit "
-                f"(the file was written by sitekit {meta.get('sitekit_version')!r})."
-            )
-        if _digest(data) != meta.get("arrays_sha256"):
-            raise ModelFileError(
-                f"Model file '{p}' failed its checksum: its arrays were modified after saving. "
-                "Use the original file or fit again."
-            )
-        try:
-            est = cls(**meta["params"])
-            state = {
-                "sites": meta["sites"],
-                "ref": meta["ref"],
-                "covariate_encoding": meta["covariate_encoding"],
-                "covariate_columns": meta["covariate_columns"],
-                **{name: data[name] for name in _ARRAYS},
-                "priors": {"site": meta["sites"]}
-                | {c: data[f"priors.{c}"] for c in _PRIOR_COLUMNS if c != "site"},
-            }
-            est._set_state(state)
-            est._restore_extra(data, meta.get("extensions"))
-            est.n_features_in_ = int(meta["n_features_in"])
-            est.file_metadata_ = meta
-            if meta["feature_names"] is not None:
-                est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"Model file '{p}' is incomplete: {exc!r}.") from exc
-        return est
+        return arrays, meta
 
 
-def _json_param(value):
-    """A parameter value as JSON (lists/tuples element-wise, dicts such as ``smooth``)."""
-    if isinstance(value, dict):
-        return {str(to_json_value(k)): _json_param(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json_value(x) for x in value]
-    return to_json_value(value)
+def combat_from_content(mf: ModelFile, meta: dict, prefix: str = "", cls=None) -> ComBat:
+    """Rebuild a fitted ComBat from a model file's arrays (names starting with ``prefix``)
+    and its metadata ``meta``, validating every array against the metadata.
+
+    Raises
+    ------
+    InvalidModelError
+        Shapes, dtypes, non-finite parameters or names that do not match the arrays.
+    """
+    cls = ComBat if cls is None else cls
+    sites = meta["sites"]
+    F = meta["n_features_in"]
+    if not isinstance(sites, list) or len(sites) < 2 or not isinstance(F, int) or F < 1:
+        raise mf.invalid(f"{prefix}sites {sites!r} / n_features_in {F!r} are not a fitted model's")
+    K = len(sites)
+    if len({str(s) for s in sites}) != K:
+        raise mf.invalid(f"{prefix}site names {sites} are not unique")
+    names = meta["feature_names"]
+    if names is not None and (not isinstance(names, list) or len(names) != F
+                              or len(set(map(str, names))) != F):
+        raise mf.invalid(f"{prefix}feature_names has {len(names) if isinstance(names, list) else names!r} "
+                         f"entries (or duplicates) for {F} features")
+    ref = meta["ref"]
+    if ref is not None and not (isinstance(ref, int) and 0 <= ref < K):
+        raise mf.invalid(f"{prefix}reference site index {ref!r} is not one of {K} sites")
+    encoding = meta["covariate_encoding"]
+    columns = meta["covariate_columns"]
+    base = covariate_column_names(encoding)
+    for spec in encoding["columns"]:
+        if spec["kind"] == "categorical" and len(set(map(str, spec["levels"]))) != len(spec["levels"]):
+            raise mf.invalid(f"{prefix}covariate '{spec['name']}' has duplicated levels {spec['levels']}")
+    if not isinstance(columns, list) or columns[: len(base)] != base:
+        raise mf.invalid(f"{prefix}covariate_columns {columns!r} do not match the covariate encoding "
+                         f"(levels give {base})")
+    est = cls(**meta["params"])
+    est._restore_extra({k[len(prefix):]: v for k, v in mf.arrays.items() if k.startswith(prefix)},
+                       meta.get("extensions"))
+    n_spline = sum(len(s["knots"]) + int(s["degree"]) - 2 for s in est.smooth_.values())
+    for name in est.smooth_:
+        knots = mf.array(f"{prefix}smooth.{name}.knots", finite=True)
+        if knots.ndim != 1 or knots.size < 2 or not np.all(np.diff(knots) > 0):
+            raise mf.invalid(f"{prefix}spline knots of '{name}' are not increasing")
+    C = len(columns)
+    if C != len(base) + n_spline:
+        raise mf.invalid(f"{prefix}covariate_columns has {C} entries; the encoding and spline terms "
+                         f"give {len(base) + n_spline}")
+    adjusted = mf.array(f"{prefix}adjusted_", shape=(K, F), kind="b")
+    used = adjusted.any(axis=0)
+    arrays = {
+        "adjusted_": adjusted,
+        "gamma_star_": mf.array(f"{prefix}gamma_star_", shape=(K, F), finite=adjusted),
+        "delta_star_": mf.array(f"{prefix}delta_star_", shape=(K, F), finite=adjusted, positive=adjusted),
+        "gamma_hat_": mf.array(f"{prefix}gamma_hat_", shape=(K, F)),
+        "delta_hat_": mf.array(f"{prefix}delta_hat_", shape=(K, F)),
+        "grand_mean_": mf.array(f"{prefix}grand_mean_", shape=(F,), finite=used),
+        "var_pooled_": mf.array(f"{prefix}var_pooled_", shape=(F,), finite=used, positive=used),
+        "beta_": mf.array(f"{prefix}beta_", shape=(C, F), finite=np.broadcast_to(used, (C, F))),
+        "site_coef_": mf.array(f"{prefix}site_coef_", shape=(K, F)),
+        "n_per_site_": mf.array(f"{prefix}n_per_site_", shape=(K, F), kind="fiu", finite=True),
+    }
+    kinds = {"n_samples": "iu", "n_features_used": "iu", "n_iter": "iu", "eb": "b",
+             "mean_only": "b", "converged": "b"}
+    priors = {"site": sites} | {
+        c: mf.array(f"{prefix}priors.{c}", shape=(K,), kind=kinds.get(c, "f"))
+        for c in _PRIOR_COLUMNS if c != "site"
+    }
+    est._set_state({"sites": sites, "ref": ref, "covariate_encoding": encoding,
+                    "covariate_columns": columns, **arrays, "priors": priors})
+    est.n_features_in_ = F
+    if names is not None:
+        est.feature_names_in_ = np.asarray(names, dtype=object)
+    if est.target_site is not None:
+        est._check_target(list(sites))
+    return est
 
 
-def _digest(arrays: dict) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode())
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+register_kind("ComBat", ComBat._from_model_file)
 
 
 def combat(X, *, sites, covariates=None, **params):

@@ -14,30 +14,25 @@ handling and persistence.
 from __future__ import annotations
 
 import copy
-import json
 import numbers
 import warnings
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from sitekit._typing import PathLike
+from sitekit._json import to_jsonable
 from sitekit._validation import check_bool, check_number, check_option
-from sitekit._version import __version__
-from sitekit.exceptions import DataWarning, MissingFileError, ModelFileError, ValidationError
-from sitekit.harmonize import _combat
-from sitekit.harmonize._combat import ComBat
-from sitekit.harmonize._design import covariate_matrix, to_json_value
-from sitekit.io import atomic_output
+from sitekit.exceptions import DataWarning, ValidationError
+from sitekit.harmonize._combat import ComBat, combat_from_content
+from sitekit.harmonize._design import covariate_matrix
+from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
 __all__ = ["CovBat"]
 
 
-class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class CovBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat followed by harmonisation of the site covariance structure.
 
     Steps (Chen et al. 2022; the reference R function ``covbat()``):
@@ -443,25 +438,12 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         adapted.sites_ = np.asarray(combat.sites_)
         return adapted
 
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
-        """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
+    _model_kind = "CovBat"  # save/load: PersistenceMixin (sitekit.harmonize._persistence)
 
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (``.npz``), written atomically.
-        force : bool, default=False
-            Replace an existing file.
-        metadata : dict, optional
-            Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _model_content(self) -> tuple[dict, dict]:
         check_is_fitted(self, "combat_")
-        a1, m1 = pack_combat(self.combat_)
-        a2, m2 = pack_combat(self.score_combat_)
+        a1, m1 = self.combat_._model_content()
+        a2, m2 = self.score_combat_._model_content()
         arrays = {f"combat__{k}": v for k, v in a1.items()}
         arrays.update({f"scores__{k}": v for k, v in a2.items()})
         arrays["components"] = self.components_
@@ -470,56 +452,50 @@ class CovBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         arrays["explained_variance_ratio"] = self.explained_variance_ratio_
         arrays["usable_features"] = self.usable_features_.astype(np.uint8)
         meta = {
-            "params": _json_params(self.get_params()),
+            "params": to_jsonable(self.get_params()),
             "n_components": self.n_components_,
             "combat": m1,
             "score_combat": m2,
-            "extra": metadata or {},
         }
-        return save_model_file(path, "CovBat", meta, arrays, force=force)
+        return arrays, meta
 
     @classmethod
-    def load(cls, path: PathLike) -> CovBat:
-        """Load a model written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or path-like
-
-        Returns
-        -------
-        CovBat
-        """
-        meta, arrays = load_model_file(path, "CovBat")
-        try:
-            params = dict(meta["params"])
-            if "pca_scale" not in arrays:  # written by sitekit 0.1: always the pooled scaling
-                params["pca_scaling"] = "pooled"
-                arrays["pca_scale"] = np.ones(len(arrays["pca_mean"]))
-            model = cls(**params)
-            model.combat_ = unpack_combat(_sub(arrays, "combat__"), meta["combat"])
-            model.score_combat_ = unpack_combat(_sub(arrays, "scores__"), meta["score_combat"])
-            model.components_ = np.asarray(arrays["components"], dtype=float)
-            model.pca_mean_ = np.asarray(arrays["pca_mean"], dtype=float)
-            model.pca_scale_ = np.asarray(arrays["pca_scale"], dtype=float)
-            model.explained_variance_ratio_ = np.asarray(arrays["explained_variance_ratio"], dtype=float)
-            model.usable_features_ = np.asarray(arrays["usable_features"]).astype(bool)
-            model.n_components_ = int(meta["n_components"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"Model file '{path}' is not a valid CovBat model ({exc}); re-save it with CovBat.save."
-            ) from exc
+    def _from_model_file(cls, mf: ModelFile) -> CovBat:
+        meta = mf.metadata
+        params = dict(meta["params"])
+        legacy = "pca_scale" not in mf.arrays  # written by sitekit 0.1: always the pooled scaling
+        if legacy:
+            params["pca_scaling"] = "pooled"
+        model = cls(**params)
+        model.combat_ = combat_from_content(mf, meta["combat"], "combat__")
         n = model.combat_.n_features_in_
-        if model.components_.shape[1] != n or model.pca_mean_.shape != (n,):
-            raise ModelFileError(
-                f"Model file '{path}' is inconsistent: PCA arrays do not match {n} features."
-            )
+        model.score_combat_ = combat_from_content(mf, meta["score_combat"], "scores__")
+        k = int(meta["n_components"])
+        if model.score_combat_.n_features_in_ != k or list(model.score_combat_.sites_) != list(model.combat_.sites_):
+            raise mf.invalid(f"the score stage has {model.score_combat_.n_features_in_} components and "
+                             f"sites {list(model.score_combat_.sites_)}; expected {k} and "
+                             f"{list(model.combat_.sites_)}")
+        usable = mf.array("usable_features", shape=(n,), kind="bui").astype(bool)
+        components = mf.array("components", finite=True)
+        if components.ndim != 2 or components.shape[1] != n or components.shape[0] < k:
+            raise mf.invalid(f"array 'components' has shape {components.shape}; expected at least {k} "
+                             f"components of {n} features")
+        model.components_ = components
+        model.pca_mean_ = mf.array("pca_mean", shape=(n,), finite=usable)
+        model.pca_scale_ = (np.ones(n) if legacy
+                            else mf.array("pca_scale", shape=(n,), finite=usable))
+        model.explained_variance_ratio_ = mf.array("explained_variance_ratio", finite=True)
+        model.usable_features_ = usable
+        model.n_components_ = k
         model.sites_ = np.asarray(model.combat_.sites_)
-        model.file_metadata_ = meta
+        model.file_metadata_ = mf.info()
         model.n_features_in_ = n
         if hasattr(model.combat_, "feature_names_in_"):
             model.feature_names_in_ = model.combat_.feature_names_in_
         return model
+
+
+register_kind("CovBat", CovBat._from_model_file)
 
 
 def _pca(Rc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -554,25 +530,6 @@ def _take(obj, rows: np.ndarray):
     return np.asarray(obj)[rows]
 
 
-def _sub(arrays: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def _json_params(params: dict) -> dict:
-    """Estimator parameters as JSON values (tuples -> lists, numpy scalars -> Python)."""
-
-    def conv(v):
-        if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [conv(x) for x in v]
-        if v is None or isinstance(v, str | bool | int | float):
-            return v
-        return to_json_value(v)
-
-    return {k: conv(v) for k, v in params.items()}
-
-
 # ---------------------------------------------------------------------- shared helpers
 # (used by CovBat and NestedComBat: composite models store their ComBat stages in one file)
 
@@ -592,129 +549,3 @@ def combat_standardized_mean(combat: ComBat, X, *, sites, covariates=None) -> np
     if C.shape[1]:
         mean += C @ np.asarray(combat.beta_, dtype=float)
     return mean
-
-
-def pack_combat(model: ComBat) -> tuple[dict, dict]:
-    """Arrays and JSON metadata of a fitted ComBat (the content of its own model file)."""
-    arrays = {name: np.asarray(getattr(model, name)) for name in _combat._ARRAYS}
-    for c in _combat._PRIOR_COLUMNS:
-        if c != "site":
-            arrays[f"priors.{c}"] = np.asarray(model.priors_[c].to_numpy())
-    extra_arrays = getattr(model, "_extra_arrays", None)
-    if extra_arrays is not None:
-        arrays.update(extra_arrays())
-    names = getattr(model, "feature_names_in_", None)
-    meta = {
-        "params": _json_params(model.get_params()),
-        "sites": [to_json_value(s) for s in model.sites_],
-        "ref": model._ref_index,
-        "n_features_in": int(model.n_features_in_),
-        "feature_names": None if names is None else [str(s) for s in names],
-        "covariate_encoding": model.covariate_encoding_,
-        "covariate_columns": list(model.covariate_columns_),
-    }
-    extra_meta = getattr(model, "_extra_metadata", None)
-    if extra_meta is not None:
-        meta["extensions"] = extra_meta()
-    return arrays, meta
-
-
-def unpack_combat(arrays: dict, meta: dict) -> ComBat:
-    """Rebuild a fitted ComBat from :func:`pack_combat` output."""
-    est = ComBat(**meta["params"])
-    state = {
-        "sites": meta["sites"],
-        "ref": meta["ref"],
-        "covariate_encoding": meta["covariate_encoding"],
-        "covariate_columns": meta["covariate_columns"],
-        **{name: arrays[name] for name in _combat._ARRAYS},
-        "priors": {"site": meta["sites"]}
-        | {c: arrays[f"priors.{c}"] for c in _combat._PRIOR_COLUMNS if c != "site"},
-    }
-    est._set_state(state)
-    restore = getattr(est, "_restore_extra", None)
-    if restore is not None:
-        restore(arrays, meta.get("extensions"))
-    est.n_features_in_ = int(meta["n_features_in"])
-    if meta["feature_names"] is not None:
-        est.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
-    return est
-
-
-def save_model_file(path: PathLike, kind: str, meta: dict, arrays: dict, *, force: bool = False) -> Path:
-    """Write ``arrays`` plus a JSON ``metadata`` entry (format, versions, checksum) as .npz."""
-    meta = dict(meta)
-    meta.update({
-        "format": f"sitekit.harmonize.{kind}",
-        "format_version": _combat.MODEL_FORMAT_VERSION,
-        "sitekit_version": __version__,
-        "arrays_sha256": _combat._digest(arrays),
-    })
-    payload = dict(arrays)
-    try:
-        text = json.dumps(meta, allow_nan=True)
-    except TypeError as exc:
-        raise ValidationError(f"{kind}.save: 'metadata' must be JSON-serialisable ({exc}).") from exc
-    payload["metadata"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    with atomic_output(path, force=force) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **payload)
-    return Path(path)
-
-
-def load_model_file(path: PathLike, kind: str) -> tuple[dict, dict]:
-    """Read and check a file written by :func:`save_model_file`; return (meta, arrays)."""
-    p = Path(path)
-    if not p.exists():
-        raise MissingFileError(f"Model file '{p}' does not exist; check the path.")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-        raise ModelFileError(
-            f"Model file '{p}' could not be read ({type(exc).__name__}: {exc}); it is truncated "
-            "or not a .npz model. Fit and save the model again."
-        ) from exc
-    if "metadata" not in data:
-        raise ModelFileError(f"Model file '{p}' has no metadata entry; it is not a sitekit model.")
-    try:
-        meta = json.loads(data.pop("metadata").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"Model file '{p}' has corrupt metadata: {exc}.") from exc
-    expected = f"sitekit.harmonize.{kind}"
-    if not isinstance(meta, dict) or meta.get("format") != expected:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise ModelFileError(
-            f"Model file '{p}' is not a sitekit {kind} model (format {got!r}); load it with the "
-            "class that saved it."
-        )
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > _combat.MODEL_FORMAT_VERSION:
-        raise ModelFileError(
-            f"Model file '{p}' has format version {version!r}, newer than this sitekit "
-            f"({__version__}) reads; upgrade sitekit."
-        )
-    if _combat._digest(data) != meta.get("arrays_sha256"):
-        raise ModelFileError(
-            f"Model file '{p}' failed its checksum: its arrays were modified after saving. Use "
-            "the original file or fit again."
-        )
-    return meta, data
-
-
-def model_file_kind(path: PathLike) -> str:
-    """The model class name stored in a sitekit model file (``"ComBat"``, ``"CovBat"`` ...)."""
-    p = Path(path)
-    if not p.exists():
-        raise MissingFileError(f"Model file '{p}' does not exist; check the path.")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            meta = json.loads(z["metadata"].tobytes().decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError,
-            UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(
-            f"Model file '{p}' could not be read ({type(exc).__name__}); it is not a sitekit model."
-        ) from exc
-    fmt = meta.get("format", "") if isinstance(meta, dict) else ""
-    if not isinstance(fmt, str) or not fmt.startswith("sitekit.harmonize."):
-        raise ModelFileError(f"Model file '{p}' is not a sitekit harmonisation model.")
-    return fmt.rsplit(".", 1)[1]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,18 +19,11 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sitekit._stats import kruskal_fdr
-from sitekit._typing import PathLike
+from sitekit._json import to_jsonable
 from sitekit._validation import check_bool, check_number, check_option
-from sitekit.exceptions import ModelFileError, ValidationError
-from sitekit.harmonize._combat import ComBat
-from sitekit.harmonize._covbat import (
-    _json_params,
-    _take,
-    load_model_file,
-    pack_combat,
-    save_model_file,
-    unpack_combat,
-)
+from sitekit.exceptions import ValidationError
+from sitekit.harmonize._combat import ComBat, combat_from_content
+from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
 __all__ = ["NestedComBat", "batch_effect_test"]
 
@@ -101,7 +92,7 @@ def _check_X(X):
     return Xa
 
 
-class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class NestedComBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """ComBat over several batch variables, one after the other, in the best order.
 
     Each batch variable (a column of ``batches``) is harmonised by an ordinary
@@ -537,74 +528,53 @@ class NestedComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
         return adapted
 
-    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
-        """Save the fitted model as ``.npz`` arrays plus a JSON metadata entry (no pickle).
+    _model_kind = "NestedComBat"  # save/load: PersistenceMixin (sitekit.harmonize._persistence)
 
-        Parameters
-        ----------
-        path : str or path-like
-            Output file (``.npz``); written atomically.
-        force : bool, default=False
-            Replace an existing file.
-        metadata : dict, optional
-            Extra JSON-serialisable information (``file_metadata_["extra"]`` after load).
-
-        Returns
-        -------
-        pathlib.Path
-        """
+    def _model_content(self) -> tuple[dict, dict]:
         check_is_fitted(self, "steps_")
         arrays: dict[str, np.ndarray] = {}
         steps_meta = []
         for i, step in enumerate(self.steps_):
-            a, m = pack_combat(step)
+            a, m = step._model_content()
             arrays.update({f"step{i}__{k}": v for k, v in a.items()})
             steps_meta.append(m)
         meta = {
-            "params": _json_params(self.get_params()),
+            "params": to_jsonable(self.get_params()),
             "order": self.order_,
             "batch_cols": self.batch_cols_,
             "levels": self.levels_,
             "steps": steps_meta,
-            "order_scores": json.loads(self.order_scores_.to_json(orient="records")),
-            "extra": metadata or {},
+            "order_scores": to_jsonable(self.order_scores_),
         }
-        return save_model_file(path, "NestedComBat", meta, arrays, force=force)
+        return arrays, meta
 
     @classmethod
-    def load(cls, path: PathLike) -> NestedComBat:
-        """Load a model written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or path-like
-
-        Returns
-        -------
-        NestedComBat
-        """
-        meta, arrays = load_model_file(path, "NestedComBat")
-        try:
-            params = meta["params"]
-            model = cls(**params)
-            model.order_ = list(meta["order"])
-            model.batch_cols_ = list(meta["batch_cols"])
-            model.levels_ = {k: list(v) for k, v in meta["levels"].items()}
-            model.steps_ = []
-            for i, m in enumerate(meta["steps"]):
-                prefix = f"step{i}__"
-                sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-                model.steps_.append(unpack_combat(sub, m))
-            model.order_scores_ = pd.DataFrame(meta["order_scores"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(
-                f"Model file '{path}' is not a valid NestedComBat model ({exc}); re-save it with "
-                "NestedComBat.save."
-            ) from exc
+    def _from_model_file(cls, mf: ModelFile) -> NestedComBat:
+        meta = mf.metadata
+        model = cls(**meta["params"])
+        model.order_ = list(meta["order"])
+        model.batch_cols_ = list(meta["batch_cols"])
+        model.levels_ = {k: list(v) for k, v in meta["levels"].items()}
+        steps = meta["steps"]
+        if sorted(model.order_) != sorted(model.batch_cols_) or len(steps) != len(model.order_):
+            raise mf.invalid(f"order {model.order_} does not match the batch columns "
+                             f"{model.batch_cols_} and {len(steps)} steps")
+        model.steps_ = [combat_from_content(mf, m, f"step{i}__") for i, m in enumerate(steps)]
+        model.order_scores_ = pd.DataFrame(meta["order_scores"])
         first = model.steps_[0]
-        model.file_metadata_ = meta
+        for col, step in zip(model.order_, model.steps_):
+            names = getattr(step, "feature_names_in_", None)
+            if step.n_features_in_ != first.n_features_in_ or (
+                    names is not None and list(names) != list(first.feature_names_in_)):
+                raise mf.invalid(f"step '{col}' has other features than the first step")
+            if [str(v) for v in step.sites_] != [str(v) for v in model.levels_.get(col, [])]:
+                raise mf.invalid(f"step '{col}' has levels {list(step.sites_)} but the metadata list "
+                                 f"{model.levels_.get(col)}")
+        model.file_metadata_ = mf.info()
         model.n_features_in_ = first.n_features_in_
         if hasattr(first, "feature_names_in_"):
             model.feature_names_in_ = first.feature_names_in_
         return model
 
+
+register_kind("NestedComBat", NestedComBat._from_model_file)

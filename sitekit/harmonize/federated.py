@@ -31,7 +31,6 @@ the "sites" of the sums are the row blocks of a dask collection.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,11 +44,22 @@ from sitekit._validation import check_bool, check_number
 from sitekit._version import __version__
 from sitekit.exceptions import (
     ConfoundingError,
+    InvalidModelError,
     ModelFileError,
     PrivacyError,
     ProtocolError,
     UnknownSiteError,
     ValidationError,
+    WrongModelKindError,
+)
+from sitekit.harmonize._combat import ComBat
+from sitekit.harmonize._design import (
+    _sorted_levels,
+    covariate_column_names,
+    covariate_matrix,
+    encode_sites,
+    fit_covariate_encoding,
+    to_json_value,
 )
 from sitekit.harmonize._eb import (
     CrossProducts,
@@ -58,6 +68,14 @@ from sitekit.harmonize._eb import (
     residual_moments,
     solve_ols,
 )
+from sitekit.harmonize._persistence import (
+    ModelFile,
+    read_model_file,
+    register_kind,
+    write_model_file,
+)
+from sitekit.harmonize._table import COLUMNS_KEY, check_output_path, select_features
+from sitekit.io import read_table
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -67,13 +85,17 @@ __all__ = [
     "combine",
     "describe_summary",
     "load_federated",
+    "summarize_table",
+    "combine_files",
 ]
 
 #: Version of the file protocol; summaries and messages of another version are refused.
 PROTOCOL_VERSION = 1
 _SUMMARY_FORMAT = "sitekit-federated-summary"
 _MESSAGE_FORMAT = "sitekit-federated-message"
-_META_KEY = "__meta__"
+#: ``kind`` of the files (see :mod:`sitekit.harmonize._persistence`)
+SUMMARY_KIND = "federated-summary"
+MESSAGE_KIND = "federated-message"
 
 #: What each array of a summary holds, and the meaning of its axes ("feature": one entry per
 #: feature; "design": one per column of the site's local design [1 | covariates];
@@ -103,7 +125,40 @@ _ARRAY_SPECS = {
 
 # --------------------------------------------------------------------------- files
 @dataclass
-class SiteSummary:
+class _ProtocolFile:
+    """A file of the protocol: JSON ``meta`` and named ``arrays``, saved as a model file."""
+
+    meta: dict
+    arrays: dict
+
+    @property
+    def round(self) -> int:
+        return int(self.meta["round"])
+
+    def save(self, path: PathLike, *, force: bool = False, key: bytes | str | None = None) -> Path:
+        """Write it as a sitekit model file (arrays + JSON metadata under one checksum, no
+        pickle), atomically, after checking it against the protocol.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (``.npz``).
+        force : bool, default=False
+            Replace an existing file.
+        key : bytes or str, optional
+            Shared secret of the consortium: sign the file (HMAC-SHA256).
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        self._check()
+        return write_model_file(path, kind=self._kind, arrays=self.arrays, metadata=self.meta,
+                                force=force, key=key)
+
+
+@dataclass
+class SiteSummary(_ProtocolFile):
     """What one site sends to the coordinator in one round.
 
     Attributes
@@ -114,27 +169,24 @@ class SiteSummary:
     arrays : dict of str to ndarray
         The aggregates; their names, axes and meaning are fixed by the protocol
         (see :func:`describe_summary`).
+    source : str or None
+        The file it was read from.
     """
 
-    meta: dict
-    arrays: dict
+    source: str | None = None
+    _kind = SUMMARY_KIND
 
     @property
     def site(self):
         return self.meta["site"]
 
-    @property
-    def round(self) -> int:
-        return int(self.meta["round"])
-
-    def save(self, path: PathLike, *, force: bool = False) -> Path:
-        """Write the summary as ``.npz`` (arrays + JSON metadata, no pickle), atomically."""
+    def _check(self) -> None:
         _check_privacy(self)
-        return _save_npz(path, self.meta, self.arrays, force=force)
+        _check_summary_arrays(self, "before writing")
 
 
 @dataclass
-class RoundMessage:
+class RoundMessage(_ProtocolFile):
     """What the coordinator sends back to every site after round 1.
 
     Attributes
@@ -147,16 +199,10 @@ class RoundMessage:
         design ``[site indicators | covariate columns]``.
     """
 
-    meta: dict
-    arrays: dict
+    _kind = MESSAGE_KIND
 
-    @property
-    def round(self) -> int:
-        return int(self.meta["round"])
-
-    def save(self, path: PathLike, *, force: bool = False) -> Path:
-        """Write the message as ``.npz`` (arrays + JSON metadata, no pickle), atomically."""
-        return _save_npz(path, self.meta, self.arrays, force=force)
+    def _check(self) -> None:
+        _check_message(self, "the round message")
 
     def digest(self) -> str:
         """SHA-256 of the message content; round-2 summaries record it."""
@@ -169,51 +215,46 @@ class RoundMessage:
         return h.hexdigest()
 
 
-def _save_npz(path: PathLike, meta: dict, arrays: dict, *, force: bool) -> Path:
-    from sitekit.io import atomic_output
+def load_federated(path: PathLike, *, key: bytes | str | None = None) -> SiteSummary | RoundMessage:
+    """Read a summary or round message written by this module (also by sitekit 0.1).
 
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload[_META_KEY] = np.array(json.dumps(meta, sort_keys=True))
-    buf = io.BytesIO()
-    np.savez(buf, **payload)
-    with atomic_output(path, force=force) as tmp:
-        Path(tmp).write_bytes(buf.getvalue())
-    return Path(path)
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    key : bytes or str, optional
+        The consortium's shared secret, if the files are signed.
 
-
-def load_federated(path: PathLike) -> SiteSummary | RoundMessage:
-    """Read a summary or round message written by this module.
+    Returns
+    -------
+    SiteSummary or RoundMessage
 
     Raises
     ------
     MissingFileError
         ``path`` does not exist.
     ModelFileError
-        Not a federated file, truncated, of another protocol version, or with arrays that
-        do not match the protocol.
+        Not a federated file, truncated, edited, wrongly signed, or with arrays that do not
+        match the protocol (the subclasses of :class:`~sitekit.exceptions.ModelFileError`
+        name which).
+    ProtocolError
+        Another protocol version.
     """
-    from sitekit.exceptions import MissingFileError
-
-    p = Path(path)
-    if not p.exists():
-        raise MissingFileError(f"Federated file '{p}' does not exist; check the path.")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        meta = json.loads(str(data.pop(_META_KEY)))
-    except KeyError:
-        raise ModelFileError(
-            f"'{p}' is not a sitekit federated file (no metadata entry); "
-            "give a file written by 'sitekit federated summarize' or 'combine'."
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any decoding failure is a corrupt file
-        raise ModelFileError(f"'{p}' could not be read as a federated .npz file: {exc}") from exc
-    fmt = meta.get("format")
-    if fmt not in (_SUMMARY_FORMAT, _MESSAGE_FORMAT):
-        raise ModelFileError(
-            f"'{p}' is not a federated summary or message (format {fmt!r}); a fitted ComBat "
+    mf = read_model_file(path, key=key)
+    if mf.kind not in (SUMMARY_KIND, MESSAGE_KIND):
+        raise WrongModelKindError(
+            f"'{path}' holds a {mf.kind} model, not a federated summary or message; a fitted "
             "model is applied with 'sitekit harmonize apply'."
         )
+    return _from_file(mf)
+
+
+def _from_file(mf: ModelFile) -> SiteSummary | RoundMessage:
+    p = mf.source
+    meta = mf.metadata
+    expected = _SUMMARY_FORMAT if mf.kind == SUMMARY_KIND else _MESSAGE_FORMAT
+    if meta.get("format") != expected:
+        raise mf.invalid(f"its metadata says format {meta.get('format')!r}, expected {expected!r}")
     version = meta.get("protocol_version")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -221,43 +262,120 @@ def load_federated(path: PathLike) -> SiteSummary | RoundMessage:
             f"speaks version {PROTOCOL_VERSION}; every site and the coordinator must use the "
             "same sitekit release."
         )
-    if fmt == _SUMMARY_FORMAT:
-        summary = SiteSummary(meta=meta, arrays=data)
-        _check_summary_arrays(summary, p)
-        _check_privacy(summary, source=p)
-        return summary
-    if set(data) != {"beta"}:
-        raise ModelFileError(f"Message '{p}' must hold exactly the array 'beta'; got {sorted(data)}.")
-    return RoundMessage(meta=meta, arrays=data)
+    try:
+        if mf.kind == SUMMARY_KIND:
+            summary = SiteSummary(meta=meta, arrays=dict(mf.arrays), source=str(p))
+            _check_summary_arrays(summary, p)
+            _check_privacy(summary, source=p)
+            return summary
+        message = RoundMessage(meta=meta, arrays=dict(mf.arrays))
+        _check_message(message, p)
+        return message
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ModelFileError | ProtocolError | PrivacyError):
+            raise
+        raise mf.invalid(f"incomplete federated metadata ({type(exc).__name__}: {exc})") from exc
+
+
+register_kind(SUMMARY_KIND, _from_file)
+register_kind(MESSAGE_KIND, _from_file)
+
+
+def _bad(source, site, problem: str) -> InvalidModelError:
+    who = f"site {site!r}" if site is not None else "an unknown site"
+    return InvalidModelError(
+        f"Summary of {who} ({source}): {problem}. The file was damaged or edited; ask the site "
+        "to run 'sitekit federated summarize' again and resend it."
+    )
 
 
 def _check_summary_arrays(summary: SiteSummary, source) -> None:
-    rnd = summary.meta.get("round")
+    """Shapes, dtypes, finiteness and counts of every array of a summary (named on error)."""
+    meta = summary.meta
+    site = meta.get("site")
+    rnd = meta.get("round")
     if rnd not in _ARRAY_SPECS:
-        raise ModelFileError(f"Summary '{source}' has an unknown round {rnd!r}.")
+        raise _bad(source, site, f"unknown round {rnd!r}")
+    n = meta.get("n_samples")
+    features = meta.get("features")
+    if not isinstance(n, int) or n < 1 or not isinstance(features, list) or not features:
+        raise _bad(source, site, f"n_samples {n!r} / features are not a summary's")
+    if not isinstance(meta.get("n_design_columns"), int) or meta["n_design_columns"] < 1:
+        raise _bad(source, site, f"n_design_columns {meta.get('n_design_columns')!r} is not valid")
     specs = _ARRAY_SPECS[rnd]
     extra = set(summary.arrays) - set(specs)
     if extra:
-        raise ModelFileError(
-            f"Summary '{source}' holds arrays {sorted(extra)} that the protocol does not "
-            "define; it was not written by 'sitekit federated summarize'."
-        )
+        raise _bad(source, site, f"arrays {sorted(extra)} are not part of the protocol (it was not "
+                                 "written by 'sitekit federated summarize')")
+    absent = [k for k in specs if k not in summary.arrays and k not in ("missing", "dtd_missing")]
+    if absent:
+        raise _bad(source, site, f"arrays {absent} are missing")
+    if ("missing" in summary.arrays) != ("dtd_missing" in summary.arrays):
+        raise _bad(source, site, "arrays 'missing' and 'dtd_missing' go together")
     lengths = _axis_lengths(summary)
     for name, arr in summary.arrays.items():
+        arr = np.asarray(arr)
         axes = specs[name][0]
         expected = tuple(lengths[a] for a in axes)
         dtype = np.int64 if name == "missing" else np.float64
         if arr.shape != expected or arr.dtype != dtype:
-            raise ModelFileError(
-                f"Summary '{source}': array '{name}' has shape {arr.shape} and dtype {arr.dtype}, "
-                f"expected {expected} {np.dtype(dtype)}."
-            )
-    if "missing" in summary.arrays:
-        miss = summary.arrays["missing"]
-        if miss.size and (miss.min() < 0 or miss.max() >= lengths["feature"]):
-            raise ModelFileError(f"Summary '{source}': 'missing' holds invalid feature indices.")
-    if ("missing" in summary.arrays) != ("dtd_missing" in summary.arrays):
-        raise ModelFileError(f"Summary '{source}': 'missing' and 'dtd_missing' go together.")
+            raise _bad(source, site, f"array '{name}' has shape {arr.shape} and dtype {arr.dtype}, "
+                                     f"expected {expected} {np.dtype(dtype)}")
+        finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, dtype=bool)
+        if name != "constant_value" and not finite.all():
+            raise _bad(source, site, f"array '{name}' holds {int((~finite).sum())} NaN or infinite "
+                                     "value(s)")
+        if name == "constant_value" and np.isinf(arr).any():
+            raise _bad(source, site, "array 'constant_value' holds infinite values")
+    arrays = summary.arrays
+    if "missing" in arrays:
+        miss = arrays["missing"]
+        if miss.size and (miss.min() < 0 or miss.max() >= lengths["feature"]
+                          or np.unique(miss).size != miss.size):
+            raise _bad(source, site, "array 'missing' holds invalid or repeated feature indices")
+    if rnd == 1:
+        dtd = arrays["dtd"]
+        if not np.allclose(dtd, dtd.T, rtol=1e-12, atol=1e-12 * np.abs(dtd).max()) or dtd[0, 0] != n:
+            raise _bad(source, site, f"array 'dtd' is not a cross-product matrix of {n} samples "
+                                     "(not symmetric, or its intercept entry is not the sample count)")
+    else:
+        count = arrays["count"]
+        if (count < 0).any() or (count > n).any() or (count != np.round(count)).any():
+            raise _bad(source, site, f"array 'count' holds values that are not counts of 0..{n} "
+                                     "samples")
+        if (arrays["resid_sumsq"] < 0).any():
+            raise _bad(source, site, "array 'resid_sumsq' holds negative sums of squares")
+
+
+def _check_message(message: RoundMessage, source) -> None:
+    """The round-1 message: metadata and the finite ``beta`` of the pooled design."""
+    meta = message.meta
+    try:
+        sites = meta["sites"]
+        features = meta["features"]
+        columns = meta["design_columns"]
+        counts = meta["n_samples"]
+    except (KeyError, TypeError):
+        raise InvalidModelError(f"Round message ({source}) lacks its sites, features or design "
+                                "columns; use the coordinator's original file.") from None
+    if set(message.arrays) != {"beta"}:
+        raise InvalidModelError(f"Round message ({source}) must hold exactly the array 'beta'; got "
+                                f"{sorted(message.arrays)}.")
+    beta = np.asarray(message.arrays["beta"])
+    if beta.dtype != np.float64 or beta.shape != (len(columns), len(features)):
+        raise InvalidModelError(
+            f"Round message ({source}): array 'beta' has shape {beta.shape} and dtype {beta.dtype}, "
+            f"expected ({len(columns)}, {len(features)}) float64 (design columns x features)."
+        )
+    if len(counts) != len(sites) or len(sites) > len(columns):
+        raise InvalidModelError(f"Round message ({source}): {len(sites)} sites do not match "
+                                f"{len(counts)} sample counts and {len(columns)} design columns.")
+    bad = ~np.isfinite(beta)
+    if bad.any():
+        raise InvalidModelError(
+            f"Round message ({source}): array 'beta' holds {int(bad.sum())} NaN or infinite "
+            "value(s); use the coordinator's original file."
+        )
 
 
 def _axis_lengths(summary: SiteSummary) -> dict:
@@ -323,8 +441,6 @@ def describe_summary(summary: SiteSummary) -> pd.DataFrame:
 def _local_covariates(covariates, encoding: dict, n: int) -> np.ndarray:
     """Covariate block in the *local* encoding: continuous as is, categorical one column per
     level present at the site (full one-hot: the reference level is only known globally)."""
-    from sitekit.harmonize._design import to_json_value
-
     blocks = []
     for spec in encoding["columns"]:
         col = covariates[_column_lookup(covariates)[spec["name"]]]
@@ -340,8 +456,6 @@ def _local_covariates(covariates, encoding: dict, n: int) -> np.ndarray:
 
 
 def _column_lookup(frame: pd.DataFrame) -> dict:
-    from sitekit.harmonize._design import to_json_value
-
     return {to_json_value(c): c for c in frame.columns}
 
 
@@ -373,6 +487,57 @@ def _feature_matrix(X: pd.DataFrame, features: list, site) -> np.ndarray:
     return Y
 
 
+def _check_cells(Y: np.ndarray, covariates, encoding: dict, site, k: int, features: list) -> None:
+    """The privacy rule: every released sum aggregates 0 or at least ``k`` samples.
+
+    Checked per cell = (the whole site, or one level of a categorical covariate) x feature:
+    the number of rows of the cell (a level), of observed values of each feature in it and
+    of missing values of each feature in it (the difference between the sums over all rows
+    and over the observed rows is a sum over the missing rows) must each be 0 or >= k.
+    """
+    n = Y.shape[0]
+    observed = np.isfinite(Y)
+    cells = [("", np.ones(n, dtype=bool))]
+    fix_level = ("Merge the level into another one (recode the column the same way at every site), "
+                 "drop the covariate at every site, or lower --min-cell-size (min_cell_size=) only "
+                 "if your data agreement allows it. Nothing was written.")
+    for spec in encoding["columns"]:
+        if spec["kind"] != "categorical":
+            continue
+        values = covariates[_column_lookup(covariates)[spec["name"]]].map(to_json_value).to_numpy(dtype=object)
+        for level in spec["levels"]:
+            mask = values == level
+            size = int(mask.sum())
+            if 0 < size < k:
+                raise PrivacyError(
+                    f"Site {site!r}: covariate '{spec['name']}' level {level!r} has {size} sample(s), "
+                    f"fewer than min_cell_size={k}; the summary's sums over that level would reveal "
+                    f"too much about each of them. {fix_level}"
+                )
+            if size:
+                cells.append((f" among the rows with {spec['name']}={level!r}", mask))
+    for where, mask in cells:
+        obs = observed[mask].sum(axis=0)
+        mis = int(mask.sum()) - obs
+        for counts, what, fix in (
+            (obs, "observed value(s)", "leave the feature empty at this site (it then contributes "
+                                       "nothing) or drop it at every site (--exclude)"),
+            (mis, "missing value(s)", "fill or blank the feature for more rows at this site, or "
+                                      "drop it at every site (--exclude); the sums over the "
+                                      "missing rows are the difference of two released sums"),
+        ):
+            bad = np.flatnonzero((counts > 0) & (counts < k))
+            if bad.size:
+                names = ", ".join(f"'{features[j]}' ({int(counts[j])})" for j in bad[:5])
+                more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+                raise PrivacyError(
+                    f"Site {site!r}: feature(s) {names}{more} have fewer than min_cell_size={k} "
+                    f"{what}{where}; a sum over so few values reveals them. Fix: {fix}, or lower "
+                    "--min-cell-size (min_cell_size=) only if your data agreement allows it. "
+                    "Nothing was written."
+                )
+
+
 def summarize_site(
     X,
     *,
@@ -382,6 +547,7 @@ def summarize_site(
     continuous: Sequence | None = None,
     message: RoundMessage | None = None,
     min_site_size: int = 10,
+    min_cell_size: int = 5,
 ) -> SiteSummary:
     """Compute one site's aggregates for a round of federated ComBat.
 
@@ -401,6 +567,12 @@ def summarize_site(
         is computed; with it the round-2 summary (residual sums).
     min_site_size : int, default=10
         Sites with fewer samples refuse to take part (small sites leak more per sample).
+    min_cell_size : int, default=5
+        The privacy rule: every released statistic aggregates 0 or at least this many
+        samples.  A categorical covariate level with fewer samples at this site, or a
+        feature with fewer observed (or, if any, fewer missing) values at the site or
+        within a level, is refused with a :class:`~sitekit.exceptions.PrivacyError` that
+        names it, before anything is computed or written.
 
     Returns
     -------
@@ -410,13 +582,34 @@ def summarize_site(
     Raises
     ------
     PrivacyError
-        The site has fewer than ``min_site_size`` samples.
+        The site has fewer than ``min_site_size`` samples, or a cell breaks the
+        ``min_cell_size`` rule.
+
+    Notes
+    -----
+    What a summary reveals (and nothing else leaves the site):
+
+    * round 1: the site name, its sample count, the feature and covariate names, the
+      covariate levels present at the site, and per feature the sums ``D'D`` and ``D'Y`` of
+      the local design ``D = [1 | covariates (continuous as is, categorical one column per
+      level)]``: the count of each level, the sum and sum of squares of each continuous
+      covariate (over the site and within each level), their pairwise cross-products, and
+      the sum of each feature over the site and within each level, and its sum weighted by
+      each continuous covariate; with missing values, the same ``D'D`` over the rows where
+      each such feature is observed.
+    * round 2: per feature the number of observed values, and the sum and sum of squares of
+      the regression residuals over the site; for a feature constant at the site, that
+      value (shared by all of its observed rows).
+
+    Every such sum runs over 0 or at least ``min_cell_size`` samples (the rule above); the
+    protocol does not protect against a coordinator who combines summaries of the *same*
+    site computed on different tables (differencing), so a site summarises one table once.
+
     ValidationError
         Several sites in one table, non-numeric or infinite features, bad covariates.
     """
-    from sitekit.harmonize._design import encode_sites, fit_covariate_encoding
-
     min_site_size = check_number(min_site_size, name="min_site_size", low=2, integer=True)
+    min_cell_size = check_number(min_cell_size, name="min_cell_size", low=2, integer=True)
     X = _as_frame(X)
     codes = encode_sites(sites, owner="summarize_site")
     if codes.n_sites != 1:
@@ -448,10 +641,9 @@ def summarize_site(
         "sitekit_version": __version__,
         "site": site,
         "n_samples": n,
+        "min_cell_size": min_cell_size,
     }
     if message is None:
-        from sitekit.harmonize._design import to_json_value
-
         features = [to_json_value(c) for c in X.columns]
         if len(set(features)) != len(features):
             raise ValidationError("Feature column names must be unique.")
@@ -459,6 +651,7 @@ def summarize_site(
         encoding = fit_covariate_encoding(
             covariates, categorical=categorical, continuous=continuous, owner=f"site {site!r}"
         )
+        _check_cells(Y, covariates, encoding, site, min_cell_size, features)
         D = np.hstack([np.ones((n, 1)), _local_covariates(covariates, encoding, n)])
         cp = ols_cross_products(Y, D)
         arrays = {"dtd": cp.dtd, "dty": cp.dty}
@@ -479,9 +672,8 @@ def summarize_site(
             )
         Y = _feature_matrix(X, features, site)
         encoding = mmeta["encoding"]
-        from sitekit.harmonize._design import covariate_matrix
-
         cov = covariate_matrix(covariates, encoding, n_samples=n, owner=f"site {site!r}")
+        _check_cells(Y, covariates, encoding, site, min_cell_size, features)
         s = known[str(site)]
         n_sites = len(mmeta["sites"])
         beta = message.arrays["beta"]
@@ -528,8 +720,6 @@ def _check_same(summaries: Sequence[SiteSummary], key: str, what: str, fix: str)
 
 
 def _global_encoding(summaries: Sequence[SiteSummary]) -> dict:
-    from sitekit.harmonize._design import _sorted_levels
-
     specs0 = summaries[0].meta["covariates"]["columns"]
     for s in summaries[1:]:
         specs = s.meta["covariates"]["columns"]
@@ -560,8 +750,6 @@ def _global_encoding(summaries: Sequence[SiteSummary]) -> dict:
 def _embedding(local: dict, glob: dict, site_index: int, n_sites: int) -> np.ndarray:
     """Linear map from a site's local design row [1 | covariates, full one-hot] to the global
     design row [site indicators | covariates, treatment coding]."""
-    from sitekit.harmonize._design import covariate_column_names
-
     p = n_sites + len(covariate_column_names(glob))
     q = 1 + sum(1 if c["kind"] == "continuous" else len(c["levels"]) for c in local["columns"])
     A = np.zeros((p, q))
@@ -621,6 +809,8 @@ def _validate_round(summaries: Sequence[SiteSummary], rnd: int) -> None:
             raise ProtocolError(
                 "combine takes site summaries; a round message goes to --round-message."
             )
+    for s in summaries:
+        _check_summary_arrays(s, s.source or "as given to combine")
     rounds = sorted({s.round for s in summaries})
     if rounds != [rnd]:
         raise ProtocolError(
@@ -715,8 +905,6 @@ def combine(
 
 
 def _combine_round1(summaries, parametric, mean_only, eb, ref_site) -> RoundMessage:
-    from sitekit.harmonize._design import covariate_column_names, encode_sites
-
     site_levels = encode_sites([s.site for s in summaries], owner="combine").levels
     order = {str(lv): i for i, lv in enumerate(site_levels)}
     n_sites = len(site_levels)
@@ -766,6 +954,7 @@ def _match_site(site, levels: list):
 def _combine_round2(summaries, message, parametric, mean_only, eb, ref_site, tol, max_iter):
     if not isinstance(message, RoundMessage) or message.round != 1:
         raise ProtocolError("The round message must be the coordinator's round-1 message.")
+    _check_message(message, "the round message")
     digest = message.digest()
     stale = [s.site for s in summaries if s.meta.get("message_sha256") != digest]
     if stale:
@@ -800,7 +989,6 @@ def _combine_round2(summaries, message, parametric, mean_only, eb, ref_site, tol
     opts = _options(mmeta.get("options"), parametric=parametric, mean_only=mean_only, eb=eb, ref_site=ref_site)
     if opts["ref_site"] is not None:
         opts["ref_site"] = _match_site(opts["ref_site"], levels)
-    from sitekit.harmonize._combat import ComBat
 
     model = ComBat(
         parametric=opts["parametric"],
@@ -866,8 +1054,6 @@ def fit_from_moments(
     ComBat
         ``estimator``, fitted.
     """
-    from sitekit.harmonize._design import covariate_column_names
-
     estimator._check_params()
     counts = np.asarray(site_counts, dtype=np.int64)
     ref = estimator._reference_index(list(sites), counts)
@@ -881,3 +1067,125 @@ def fit_from_moments(
         estimator._finish_fit(list(sites), counts, ref, beta, moments, encoding, columns)
     )
     return estimator
+
+
+# --------------------------------------------------------------------------- file workflows
+def summarize_table(
+    table: PathLike,
+    *,
+    site_col: str,
+    out: PathLike,
+    covariates: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    continuous: Sequence[str] = (),
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    message: PathLike | None = None,
+    min_site_size: int = 10,
+    min_cell_size: int = 5,
+    force: bool = False,
+    key: bytes | str | None = None,
+):
+    """One site's round of federated ComBat on a table file: summarise and write the summary.
+
+    Parameters
+    ----------
+    table : str or path-like
+        The site's table (one site).
+    site_col : str
+        Its site column.
+    out : str or path-like
+        The summary file to send to the coordinator (``.npz``).
+    covariates, categorical, continuous : sequence of str, default=()
+        Covariate columns (the same at every site).
+    features : sequence of str, optional
+        Feature columns or glob patterns (round 1; round 2 uses the message's features).
+    exclude : sequence of str, default=()
+        Columns that are not features.
+    message : str or path-like, optional
+        The coordinator's round-1 message (makes the round-2 summary).
+    min_site_size, min_cell_size : int
+        The privacy rule (see :func:`summarize_site`); checked before anything is written.
+    force : bool, default=False
+        Replace an existing ``out``.
+    key : bytes or str, optional
+        The consortium's shared secret: signs ``out`` and checks ``message``.
+
+    Returns
+    -------
+    tuple of (SiteSummary, FeatureSelection or None)
+    """
+    out = check_output_path(out, kind="model", option="--out", force=force,
+                            inputs=(table,) + ((message,) if message else ()))
+    df = read_table(table)
+    covs = list(covariates)
+    msg = None
+    selection = None
+    if site_col not in df.columns:
+        raise ValidationError(f"Site column '{site_col}' is not in '{table}'; its columns are "
+                              f"{list(df.columns)[:20]}.")
+    if message is not None:
+        msg = load_federated(message, key=key)
+        if not isinstance(msg, RoundMessage):
+            raise ProtocolError(f"'{message}' is a site summary, not the coordinator's round message.")
+        X = df
+    else:
+        selection = select_features(df, reserved=[site_col, *covs], features=features, exclude=exclude)
+        X = df[selection.features]
+    summary = summarize_site(
+        X, sites=df[site_col].to_numpy(), covariates=df[covs] if covs else None,
+        categorical=list(categorical) or None, continuous=list(continuous) or None, message=msg,
+        min_site_size=min_site_size, min_cell_size=min_cell_size,
+    )
+    # column names (not data), so that the final model can be applied without options
+    summary.meta["columns"] = {"site_col": site_col, "covariates": covs}
+    summary.save(out, force=force, key=key)
+    return summary, selection
+
+
+def combine_files(
+    summaries: Sequence[PathLike],
+    *,
+    out: PathLike,
+    message: PathLike | None = None,
+    parametric: bool | None = None,
+    mean_only: bool | None = None,
+    eb: bool | None = None,
+    ref_site=None,
+    force: bool = False,
+    key: bytes | str | None = None,
+):
+    """The coordinator's step on files: read and check the summaries, combine, write.
+
+    Parameters
+    ----------
+    summaries : sequence of str or path-like
+        The site summary files of one round.
+    out : str or path-like
+        The round-1 message (after round 1) or the ComBat model (after round 2), ``.npz``.
+    message : str or path-like, optional
+        The round-1 message, for round-2 summaries.
+    parametric, mean_only, eb, ref_site
+        As in :func:`combine`.
+    force : bool, default=False
+        Replace an existing ``out``.
+    key : bytes or str, optional
+        The consortium's shared secret: checks the inputs and signs ``out``.
+
+    Returns
+    -------
+    RoundMessage or ComBat
+    """
+    out = check_output_path(out, kind="model", option="--out", force=force,
+                            inputs=tuple(summaries) + ((message,) if message else ()))
+    loaded = [load_federated(p, key=key) for p in summaries]
+    msg = load_federated(message, key=key) if message else None
+    result = combine(loaded, message=msg, parametric=parametric, mean_only=mean_only, eb=eb,
+                     ref_site=ref_site)
+    if isinstance(result, RoundMessage):
+        result.save(out, force=force, key=key)
+        return result
+    columns = [s.meta.get("columns") for s in loaded]
+    same = columns[0] is not None and all(c == columns[0] for c in columns)
+    result.save(out, force=force, metadata={COLUMNS_KEY: columns[0]} if same else None, key=key)
+    return result

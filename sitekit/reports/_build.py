@@ -9,6 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from sitekit._typing import PathLike
+from sitekit.exceptions import ModelFileError
+from sitekit.harmonize import ComBat, CovBat, NestedComBat, read_diagnostics
+from sitekit.harmonize import load as load_model
 from sitekit.io import file_hash, read_table
 from sitekit.reports import sections as S
 from sitekit.reports._results import ResultFolder, collect_provenance, discover_results
@@ -86,23 +89,32 @@ def _earl(folders: list[ResultFolder], show_ids: bool) -> Section:
 
 # ------------------------------------------------------------------------ harmonisation
 def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
-    diag = {}
-    if (folder.path / "diagnostics.json").exists():
-        diag = _json(folder.path / "diagnostics.json")
-    model_path = next((p for p in folder.files if p.suffix == ".npz"), None)
+    diag_path = folder.meta.get("diagnostics")
+    if diag_path is None and (folder.path / "diagnostics.json").exists():
+        diag_path = folder.path / "diagnostics.json"
+    diag = read_diagnostics(diag_path) if diag_path is not None else {}
+    outputs = diag.get("outputs") or {}
+    model_path = folder.path / outputs["model"] if outputs.get("model") else \
+        next((p for p in folder.files if p.suffix == ".npz"), None)
     priors = pd.DataFrame(diag["priors"]) if diag.get("priors") else None
     gamma_hat = (diag.get("estimates") or {}).get("gamma_hat")
     delta_hat = (diag.get("estimates") or {}).get("delta_hat")
     params = diag.get("params")
     features = [str(f) for f in diag.get("features") or []]
-    if model_path is not None and (priors is None or gamma_hat is None or not features):
-        from sitekit.harmonize import ComBat
-
+    incomplete = [k for k, h in (diag.get("outputs_sha256") or {}).items()
+                  if h is not None and (not (folder.path / outputs.get(k, "")).exists()
+                                        or file_hash(folder.path / outputs[k]) != h)]
+    if model_path is not None and model_path.exists() and (priors is None or gamma_hat is None
+                                                            or not features):
         try:
-            model = ComBat.load(model_path)
-        except Exception:  # noqa: BLE001 - another harmoniser's file: use what diagnostics give
+            model = load_model(model_path)
+        except ModelFileError:
             model = None
-        if model is not None:
+        if isinstance(model, CovBat):
+            model = model.combat_
+        elif isinstance(model, NestedComBat):
+            model = model.steps_[0]
+        if isinstance(model, ComBat):
             priors = model.priors_ if priors is None else priors
             gamma_hat = model.gamma_hat_ if gamma_hat is None else gamma_hat
             delta_hat = model.delta_hat_ if delta_hat is None else delta_hat
@@ -110,7 +122,9 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
             names = getattr(model, "feature_names_in_", None)
             features = features or ([] if names is None else [str(f) for f in names])
     tables = [p for p in folder.files if p.suffix in (".csv", ".tsv", ".parquet")]
-    after_path = next((p for p in tables if "harmoni" in p.stem.lower()), None)
+    after_path = folder.path / outputs["table"] if outputs.get("table") and \
+        (folder.path / outputs["table"]).exists() else next(
+            (p for p in tables if "harmoni" in p.stem.lower()), None)
     before_path = None
     inp = diag.get("input")
     if isinstance(inp, str):
@@ -146,6 +160,12 @@ def _harmonize(folder: ResultFolder, show_ids: bool) -> Section:
     sec = S.harmonization_section(before[feats], after[feats], after[site_col].to_numpy(),
                                   covariates=before[covs] if covs else None, priors=priors, gamma_hat=gamma_hat,
                                   delta_hat=delta_hat, params=params)
+    if incomplete:
+        sec.add_text(f"The result set of '{Path(str(diag_path)).name}' is incomplete or changed: "
+                     f"{', '.join(incomplete)} no longer match the checksums recorded by the run. "
+                     "Run 'sitekit harmonize run' again.", "warning")
+        sec.verdicts.append(Verdict("Harmonisation result set", "WARN",
+                                    f"{', '.join(incomplete)} changed since the run"))
     now = file_hash(before_path)
     recorded = diag.get("input_sha256")
     sec.results["inputs"] = {f"harmonisation input ({before_path.name})":

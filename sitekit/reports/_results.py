@@ -8,7 +8,7 @@ files:
 kind                   marker
 =====================  ==========================================================
 ``earl``               ``check.csv`` (EARL check) and/or ``calibration.json``
-``harmonize``          ``model.npz`` / ``diagnostics.json`` (``sitekit harmonize run``)
+``harmonize``          ``*.diagnostics.json`` (``sitekit harmonize run``) or a model ``.npz``
 ``extract``            a features ``*.parquet`` with ``original_*`` columns
 ``stability``          ``stability.csv`` (``sitekit robustness features``)
 ``suite``              ``results.json`` with ``checks`` (``sitekit robustness run``)
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sitekit._typing import PathLike
 from sitekit._version import __version__
-from sitekit.exceptions import CorruptFileError, MissingFileError, ValidationError
+from sitekit.exceptions import CorruptFileError, MissingFileError, ModelFileError, ValidationError
+from sitekit.harmonize import read_diagnostics
+from sitekit.harmonize._persistence import read_model_file
 from sitekit.io import file_hash, read_table
 
 __all__ = ["ResultFolder", "discover_results", "collect_provenance"]
@@ -67,14 +68,14 @@ def _columns(path: Path) -> list[str]:
         return []
 
 
-def _is_combat_model(path: Path) -> bool:
+_HARMONIZER_KINDS = ("ComBat", "CovBat", "NestedComBat")
+
+
+def _is_harmonizer_model(path: Path) -> bool:
+    """A fitted harmoniser's model file (the kind read through the model-file reader)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "metadata" not in z.files:
-                return False
-            meta = json.loads(z["metadata"].tobytes().decode("utf-8"))
-        return "gamma_star_" in z.files or "harmonize" in str(meta.get("format", "")).lower()
-    except Exception:  # noqa: BLE001
+        return read_model_file(path).kind in _HARMONIZER_KINDS
+    except (ModelFileError, OSError):
         return False
 
 
@@ -102,22 +103,29 @@ def _classify(d: Path) -> list[ResultFolder]:
     if "stability.csv" in names:
         found.append(ResultFolder("stability", d, [p for p in files if p.name in {
             "stability.csv", "robust_features.txt", "summary.json"}]))
-    # harmonize
-    models = [p for p in files if p.suffix == ".npz" and _is_combat_model(p)]
-    diag = d / "diagnostics.json"
-    if diag.exists() and not models:
+    # harmonize: one result set per diagnostics file (sitekit 0.1: diagnostics.json)
+    diags = [p for p in files if p.name == "diagnostics.json" or p.name.endswith(".diagnostics.json")]
+    runs = []
+    for diag in diags:
         try:
-            if "harmonize" in str(_read_json(diag).get("tool", "")):
-                models = [diag]
-        except (CorruptFileError, AttributeError):
-            pass
-    if models:
-        found.append(ResultFolder("harmonize", d, [*models, *[p for p in files if p.suffix in
+            content = read_diagnostics(diag)
+        except (CorruptFileError, MissingFileError):
+            continue
+        outputs = content.get("outputs") or {}
+        named = [d / outputs[k] for k in ("table", "model") if isinstance(outputs.get(k), str)]
+        members = [p for p in named if p.exists()] if outputs else \
+            [p for p in files if p.suffix in (*_TABLE_SUFFIXES, ".npz", ".json")]
+        runs.append(ResultFolder("harmonize", d, [diag, *[p for p in members if p != diag]],
+                                 {"diagnostics": diag}))
+    models = [p for p in files if p.suffix == ".npz" and _is_harmonizer_model(p)]
+    if not runs and models:
+        runs.append(ResultFolder("harmonize", d, [*models, *[p for p in files if p.suffix in
                                                              (*_TABLE_SUFFIXES, ".json")]]))
+    found += runs
     # extract
     parquet = [p for p in files if p.suffix == ".parquet"
                and any(c.startswith("original_") for c in _columns(p))]
-    if parquet and not models and not any(f.kind == "suite" for f in found):
+    if parquet and not runs and not any(f.kind == "suite" for f in found):
         found.append(ResultFolder("extract", d, [*parquet, *[p for p in files if "error" in p.name]]))
     return found
 

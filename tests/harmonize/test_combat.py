@@ -344,8 +344,10 @@ def test_save_load_round_trip(tmp_path, data_cov):
     m = ComBat(parametric=False, ref_site="site1").fit(X, sites=sites, covariates=cov)
     path = m.save(tmp_path / "model.npz")
     with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(z["metadata"].tobytes())
-    assert meta["format_version"] == 1 and meta["sites"] == ["site0", "site1", "site2"]
+        header = json.loads(z["__sitekit__"].tobytes())
+    meta = header["metadata"]
+    assert header["kind"] == "ComBat" and header["schema_version"] == 2
+    assert meta["sites"] == ["site0", "site1", "site2"]
     assert meta["params"]["ref_site"] == "site1"
     loaded = ComBat.load(path)
     assert loaded.get_params() == m.get_params()
@@ -392,9 +394,9 @@ def test_bad_model_files(tmp_path, data):
         ComBat.load(tmp_path / "tampered.npz")
 
     def newer(a):
-        meta = json.loads(a["metadata"].tobytes())
-        meta["format_version"] = 99
-        a["metadata"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        header = json.loads(a["__sitekit__"].tobytes())
+        header["schema_version"] = 99
+        a["__sitekit__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
 
     _rewrite(path, tmp_path / "newer.npz", newer)
     with pytest.raises(ModelFileError, match="newer than this sitekit"):

@@ -43,7 +43,9 @@ def test_run_covbat(tmp_path):
     df, path = _table(tmp_path)
     out = tmp_path / "run"
     rc = main(["harmonize", "run", str(path), "--site-col", "site", "--covariates", "age,sex",
-               "--exclude", "outcome", "--method", "covbat", "--n-components", "3", "--out", str(out)])
+               "--exclude", "outcome", "--method", "covbat", "--n-components", "3",
+               "--out", str(out / "harmonized.csv"), "--model", str(out / "model.npz"),
+               "--diagnostics", str(out / "diagnostics.json")])
     assert rc == 0
     model = CovBat.load(out / "model.npz")
     assert model.n_components_ == 3
@@ -65,7 +67,8 @@ def test_run_nested_and_apply(tmp_path):
     df.to_csv(path, index=False)
     out = tmp_path / "run"
     rc = main(["harmonize", "run", str(path), "--method", "nested", "--batch-cols", "vendor,recon",
-               "--covariates", "age", "--out", str(out)])
+               "--covariates", "age", "--out", str(out / "harmonized.csv"), "--model",
+               str(out / "model.npz"), "--diagnostics", str(out / "diagnostics.json")])
     assert rc == 0
     model = NestedComBat.load(out / "model.npz")
     assert sorted(model.order_) == ["recon", "vendor"]
@@ -136,7 +139,8 @@ def test_apply_adapt_covbat_model(tmp_path):
     new.to_csv(new_path, index=False)
     run = tmp_path / "run"
     assert main(["harmonize", "run", str(train_path), "--site-col", "site", "--covariates", "age,sex",
-                 "--exclude", "outcome", "--method", "covbat", "--out", str(run)]) == 0
+                 "--exclude", "outcome", "--method", "covbat", "--out", str(run / "harmonized.csv"),
+                 "--model", str(run / "model.npz")]) == 0
     adapted = tmp_path / "adapted.npz"
     out = tmp_path / "h.csv"
     assert main(["harmonize", "apply", str(path), "--model", str(run / "model.npz"), "--adapt",

@@ -139,7 +139,7 @@ def test_covbat_save_load_roundtrip(tmp_path, covariance_sites):
         loaded.transform(X, sites=sites, covariates=cov), model.transform(X, sites=sites, covariates=cov)
     )
     with np.load(path, allow_pickle=False) as z:  # no pickle anywhere
-        assert "metadata" in z.files
+        assert "__sitekit__" in z.files
     # a ComBat file is not a CovBat model, and tampering is detected
     ComBat().fit(X, sites=sites).save(tmp_path / "combat.npz")
     with pytest.raises(ModelFileError, match="not a sitekit CovBat model"):

@@ -43,6 +43,26 @@ def make_cohort(
     return frame, sites, covariates
 
 
+def blank_cells(X, sites, covariates, *, k: int = 5, feature_fraction: float = 0.3, seed: int = 0):
+    """Missing values that respect the federated privacy rule (``min_cell_size=k``).
+
+    For a random ``feature_fraction`` of the features at each site and sex level, ``k`` to
+    ``k + 2`` rows of that cell become NaN (only where the cell keeps at least ``k`` observed
+    values), so every observed and missing count per cell is 0 or >= k.
+    """
+    rng = np.random.default_rng(seed)
+    values = X.to_numpy(dtype=float, copy=True)
+    sex = covariates["sex"].to_numpy()
+    for s in pd.unique(sites):
+        for level in pd.unique(sex):
+            rows = np.flatnonzero((sites == s) & (sex == level))
+            for j in range(values.shape[1]):
+                m = int(rng.integers(k, k + 3))
+                if rng.random() < feature_fraction and rows.size - m >= k:
+                    values[rng.choice(rows, m, replace=False), j] = np.nan
+    return pd.DataFrame(values, columns=X.columns, index=X.index)
+
+
 def assert_close(actual, expected, *, rel: float) -> None:
     """Equal to ``rel`` times each feature's SD (NaN where the other is NaN)."""
     a = np.asarray(actual, dtype=np.float64)

@@ -76,9 +76,10 @@ def test_cli_run_and_apply_on_a_scheduler(client, parquet_table, tmp_path):
     csv = tmp_path / "table.csv"
     table.to_csv(csv, index=False)
     common = ["--site-col", "site", "--covariates", "age,sex"]
-    assert main(["harmonize", "run", str(csv), *common, "--out", str(tmp_path / "mem")]) == 0
+    assert main(["harmonize", "run", str(csv), *common, "--out", str(tmp_path / "mem" / "harmonized.csv")]) == 0
     assert main(["harmonize", "run", str(path), *common, "--scheduler", addr,
-                 "--out", str(tmp_path / "dask")]) == 0
+                 "--out", str(tmp_path / "dask" / "harmonized.parquet"),
+                 "--model", str(tmp_path / "dask" / "model.npz")]) == 0
     expected = pd.read_csv(tmp_path / "mem" / "harmonized.csv")
     got = pd.read_parquet(tmp_path / "dask" / "harmonized.parquet")
     assert list(got.columns) == list(expected.columns)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,12 +11,14 @@ from sitekit.exceptions import (
     ModelFileError,
     PrivacyError,
     ProtocolError,
+    TamperedModelError,
     ValidationError,
 )
 from sitekit.harmonize import federated as fed
 from sitekit.harmonize._combat import ComBat
+from sitekit.harmonize._persistence import write_model_file
 
-from .conftest import assert_close, make_cohort
+from .conftest import assert_close, blank_cells, make_cohort
 
 
 def _split(X, sites, cov):
@@ -57,7 +57,9 @@ def _run(X, sites, cov, tmp_path=None, **options):
     ids=lambda p: ",".join(p) or "default",
 )
 def test_federated_equals_pooled(tmp_path, params):
-    X, sites, cov = make_cohort(nan_fraction=0.04, seed=11)
+    X, sites, cov = make_cohort(seed=11)
+    X = blank_cells(X, sites, cov, seed=11)  # missing cells that respect min_cell_size=5
+    assert X.isna().any().any()
     expected = ComBat(**params).fit_transform(X, sites=sites, covariates=cov)
     model = _run(X, sites, cov, tmp_path, **params)
     assert model.get_params()["parametric"] == params.get("parametric", True)
@@ -83,7 +85,8 @@ def test_categorical_level_absent_at_one_site():
 
 
 def test_no_summary_array_has_a_sample_sized_axis(tmp_path):
-    X, sites, cov = make_cohort(n_per_site=(23, 31, 17), nan_fraction=0.05, seed=13)
+    X, sites, cov = make_cohort(n_per_site=(23, 31, 17), seed=13)
+    X = blank_cells(X, sites, cov, seed=13)
     parts = list(_split(X, sites, cov))
     r1 = [fed.summarize_site(x, sites=s, covariates=c) for x, s, c in parts]
     msg = fed.combine(r1)
@@ -97,7 +100,7 @@ def test_no_summary_array_has_a_sample_sized_axis(tmp_path):
         path = tmp_path / f"{summary.site}_{summary.round}.npz"
         summary.save(path)
         with np.load(path, allow_pickle=False) as z:
-            stored = set(z.files) - {"__meta__"}
+            stored = set(z.files) - {"__sitekit__"}
         assert stored == set(fed.describe_summary(summary)["array"])
     for name, arr in msg.arrays.items():
         assert not {23, 31, 17} & set(arr.shape), name
@@ -106,7 +109,7 @@ def test_no_summary_array_has_a_sample_sized_axis(tmp_path):
 def test_sample_sized_array_is_refused(tmp_path):
     X, sites, cov = make_cohort(n_per_site=(12, 12), n_features=12, seed=14)
     x, s, c = next(_split(X, sites, cov))
-    summary = fed.summarize_site(x, sites=s, covariates=c)  # n == n_features is allowed
+    summary = fed.summarize_site(x, sites=s, covariates=c[["age"]])  # n == n_features is allowed
     summary.save(tmp_path / "ok.npz")
     forged = fed.SiteSummary(meta=dict(summary.meta), arrays=dict(summary.arrays))
     forged.arrays["dtd"] = np.zeros((12, 12))  # a "design" axis of sample length
@@ -115,12 +118,17 @@ def test_sample_sized_array_is_refused(tmp_path):
     forged.arrays = dict(summary.arrays, values=x.to_numpy())
     with pytest.raises(PrivacyError):
         forged.save(tmp_path / "bad.npz")
-    # a file edited to carry extra data is refused on load
+    # a file edited to carry extra data is refused on load (checksum), and so is one
+    # written with a valid checksum around the extra data (the protocol check)
     with np.load(tmp_path / "ok.npz", allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     np.savez(tmp_path / "edited.npz", **data, rows=x.to_numpy())
-    with pytest.raises(ModelFileError, match="does not define"):
+    with pytest.raises(TamperedModelError):
         fed.load_federated(tmp_path / "edited.npz")
+    write_model_file(tmp_path / "forged.npz", kind="federated-summary", metadata=summary.meta,
+                     arrays=dict(summary.arrays, rows=x.to_numpy()))
+    with pytest.raises(ModelFileError, match="not part of the protocol"):
+        fed.load_federated(tmp_path / "forged.npz")
 
 
 def test_small_site_refuses():
@@ -128,7 +136,7 @@ def test_small_site_refuses():
     x, s, c = next(_split(X, sites, cov))
     with pytest.raises(PrivacyError, match="min_site_size=10"):
         fed.summarize_site(x, sites=s, covariates=c)
-    assert fed.summarize_site(x, sites=s, covariates=c, min_site_size=5).meta["n_samples"] == 9
+    assert fed.summarize_site(x, sites=s, covariates=c[["age"]], min_site_size=5).meta["n_samples"] == 9
 
 
 def test_combine_validates_inputs(tmp_path):
@@ -141,7 +149,7 @@ def test_combine_validates_inputs(tmp_path):
     with pytest.raises(ProtocolError, match=r"different features .*feat_3"):
         fed.combine([other, *r1[1:]])
     # different covariate encoding
-    other = fed.summarize_site(x0, sites=s0, covariates=c0, categorical=["age", "sex"])
+    other = fed.summarize_site(x0, sites=s0, covariates=c0[["sex", "age"]])
     with pytest.raises(ProtocolError, match="encodes its covariates"):
         fed.combine([other, *r1[1:]])
     other = fed.summarize_site(x0, sites=s0, covariates=c0[["age"]])
@@ -163,12 +171,8 @@ def test_combine_validates_inputs(tmp_path):
     with pytest.raises(ProtocolError, match="different round-1 message"):
         fed.combine(r2, message=msg_b)
     # another protocol version
-    r1[0].save(tmp_path / "s.npz")
-    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    meta = json.loads(str(data.pop("__meta__")))
-    meta["protocol_version"] = 99
-    np.savez(tmp_path / "v99.npz", __meta__=np.array(json.dumps(meta)), **data)
+    meta = dict(r1[0].meta, protocol_version=99)
+    write_model_file(tmp_path / "v99.npz", kind="federated-summary", metadata=meta, arrays=r1[0].arrays)
     with pytest.raises(ProtocolError, match="protocol version 99"):
         fed.load_federated(tmp_path / "v99.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")

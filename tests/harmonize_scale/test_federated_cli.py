@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from sitekit.cli import cli, main
 from sitekit.harmonize._combat import ComBat
 
-from .conftest import assert_close, make_cohort
+from .conftest import assert_close, blank_cells, make_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "federated_demo.sh"
@@ -33,7 +33,9 @@ def _sitekit_command() -> str:
 
 def _write_sites(folder: Path, *, seed: int, nan_fraction: float = 0.0) -> pd.DataFrame:
     X, sites, cov = make_cohort(n_per_site=(25, 40, 18, 33), n_features=8, seed=seed,
-                                nan_fraction=nan_fraction, site_names=("s1", "s2", "s3", "s4"))
+                                site_names=("s1", "s2", "s3", "s4"))
+    if nan_fraction:  # missing cells that respect the privacy rule (min_cell_size=5)
+        X = blank_cells(X, sites, cov, feature_fraction=nan_fraction * 10, seed=seed)
     table = pd.concat([pd.Series(np.arange(len(X)) + 1000, name="subject_id"),
                        pd.Series(sites, name="site"), cov, X], axis=1)
     table = table.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # rows not sorted

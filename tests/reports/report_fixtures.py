@@ -144,6 +144,6 @@ def write_harmonize(d, *, empty_cells: int = 0):
         table.loc[rng.choice(len(table), empty_cells, replace=False), c] = np.nan
     table.to_csv(d.parent / "features_input.csv", index=False)
     code = main(["harmonize", "run", str(d.parent / "features_input.csv"), "--site-col", "site",
-                 "--covariates", "age,sex", "--out", str(d)])
+                 "--covariates", "age,sex", "--out", str(d / "harmonized.csv")])
     assert code == 0
     return d
