@@ -18,11 +18,12 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from sitekit._stats import kruskal_fdr
 from sitekit._json import to_jsonable
+from sitekit._stats import kruskal_fdr
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit.exceptions import ValidationError
 from sitekit.harmonize._combat import ComBat, combat_from_content
+from sitekit.harmonize._covbat import _take
 from sitekit.harmonize._persistence import ModelFile, PersistenceMixin, register_kind
 
 __all__ = ["NestedComBat", "batch_effect_test"]
