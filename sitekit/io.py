@@ -13,21 +13,27 @@ leaves a half-written output, and an existing output is only replaced with ``for
 from __future__ import annotations
 
 import contextlib
+import csv
+import difflib
+import errno
 import hashlib
 import locale
 import os
+import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
 from sitekit._typing import PathLike
 from sitekit.exceptions import (
     CorruptFileError,
+    FileError,
     MissingFileError,
     OutputExistsError,
     ValidationError,
@@ -38,8 +44,13 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "atomic_output",
     "atomic_directory",
+    "stale_temporaries",
+    "remove_stale_temporaries",
     "file_hash",
     "read_table",
+    "check_columns",
+    "numeric_columns",
+    "short_list",
     "write_table",
     "read_image",
     "write_image",
@@ -118,22 +129,65 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: tuple = ()) ->
         raise OutputExistsError(
             f"Output '{target}' already exists; pass --force (force=True) to replace it."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise OutputExistsError(f"Output '{target}' is a directory; give a file name.")
     suffix = _suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(fd)
+    _check_parent(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}",
+                                        dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            if tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask mode
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, FileError) or not _is_write_error(exc, tmp):
+                raise
+            raise _write_error(target, exc) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+#: errno values that mean "this output cannot be written here".
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                 errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _is_write_error(exc: OSError, tmp: Path) -> bool:
+    names = {str(getattr(exc, "filename", "") or ""), str(getattr(exc, "filename2", "") or "")}
+    return exc.errno in _WRITE_ERRNOS or str(tmp) in names or tmp.name in str(exc)
+
+
+def _check_parent(target: Path) -> None:
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileError(
+                    f"Cannot write output '{target}': '{parent}' is a file, not a folder; "
+                    "choose another output path."
+                )
+            return
+
+
+def _write_error(target: Path, exc: OSError) -> FileError:
+    """A one-line error naming the user's output (never the hidden temporary file)."""
+    reason = exc.strerror or type(exc).__name__
+    fix = {errno.ENOSPC: "free some space or write elsewhere",
+           errno.EDQUOT: "free some space or write elsewhere",
+           errno.EROFS: "the file system is read-only; write elsewhere"}.get(
+        exc.errno, "check that the folder exists, is writable and the name is valid")
+    return FileError(f"Cannot write output '{target}': {reason}; {fix}.")
 
 
 @contextlib.contextmanager
@@ -155,23 +209,68 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
         )
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _check_parent(target)
     try:
-        yield tmp
-        umask = os.umask(0)  # mkdtemp makes 0700 directories
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    try:
+        try:
+            yield tmp
+            umask = os.umask(0)  # mkdtemp makes 0700 directories
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                os.replace(target, old / "x")
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, FileError) or not (exc.errno in _WRITE_ERRNOS or str(tmp) in str(exc)):
+                raise
+            raise _write_error(target, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def stale_temporaries(path: PathLike) -> list[Path]:
+    """Temporary files and folders that an interrupted atomic write of ``path`` left behind.
+
+    :func:`atomic_output` and :func:`atomic_directory` write to ``.<name>.<random>.tmp*``
+    next to ``path`` and rename on success; a run killed with SIGKILL cannot remove its
+    temporary.  A rerun that writes ``path`` removes them with :func:`remove_stale_temporaries`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final output.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    target = Path(path)
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(f".{target.name}.") + r"[A-Za-z0-9_]{8}\.(tmp|old)")
+    return sorted(q for q in parent.iterdir() if pattern.match(q.name))
+
+
+def remove_stale_temporaries(path: PathLike) -> int:
+    """Remove what :func:`stale_temporaries` finds; returns how many were removed."""
+    found = stale_temporaries(path)
+    for q in found:
+        if q.is_dir() and not q.is_symlink():
+            shutil.rmtree(q, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                q.unlink()
+    return len(found)
 
 
 def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:
@@ -222,15 +321,93 @@ def preserve_locale() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- tables
-def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
+def short_list(values, *, n: int = 5) -> str:
+    """``"a, b, c, d, e and 195 more"``: a few values of a long list, for messages.
+
+    Parameters
+    ----------
+    values : iterable
+        The values (shown with ``str``).
+    n : int, default=5
+        How many to show.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> short_list(range(8), n=3)
+    '0, 1, 2 and 5 more (8 in all)'
+    """
+    shown = [str(v) for v in values]
+    if len(shown) <= n:
+        return ", ".join(shown)
+    return ", ".join(shown[:n]) + f" and {len(shown) - n} more ({len(shown)} in all)"
+
+
+def _header_fields(p: Path, sep: str, encoding: str | None) -> list[str]:
+    """The header row of a CSV/TSV, parsed with ``sep`` (quotes respected)."""
+    with open(p, newline="", encoding=encoding or "utf-8-sig") as fh:
+        first = next(csv.reader(fh, delimiter=sep), [])
+    return [f.strip() for f in first]
+
+
+def _check_header(p: Path, sep: str, encoding: str | None) -> None:
+    """Refuse duplicated headers and a CSV that is separated by another character."""
+    try:
+        fields = _header_fields(p, sep, encoding)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CorruptFileError(f"Table '{p}' could not be read: {exc}") from exc
+    if len(fields) == 1:
+        line = fields[0]
+        for other, name in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "pipe")):
+            if other != sep and line.count(other) >= 1:
+                shown = line if len(line) <= 60 else line[:57] + "..."
+                hint = (" (a semicolon-separated export often uses decimal commas too: "
+                        "read it with sep=';', decimal=',')") if other == ";" else ""
+                raise CorruptFileError(
+                    f"Table '{p}' looks {name}-separated (header '{shown}'), but "
+                    f"{_suffix(p)} files are read with {_SEP_NAMES[sep]}s; save it with "
+                    f"{_SEP_NAMES[sep]}s or pass sep={other!r}{hint}."
+                )
+    seen: dict[str, int] = {}
+    for f in fields:
+        seen[f] = seen.get(f, 0) + 1
+    dup = [f"'{f}' ({k}x)" for f, k in seen.items() if k > 1]
+    if dup:
+        raise CorruptFileError(
+            f"Table '{p}' has duplicated column name(s) {short_list(dup)}; every column needs "
+            "its own name (rename or remove the copies)."
+        )
+
+
+_SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def read_table(
+    path: PathLike,
+    *,
+    text_columns: Iterable[str] | None = None,
+    sep: str | None = None,
+    **kwargs,
+) -> pd.DataFrame:
     """Read a CSV, TSV or Parquet table chosen by suffix.
 
     Parameters
     ----------
     path : str or path-like
         ``.csv``, ``.tsv``/``.tab`` or ``.parquet`` file, or a directory of Parquet files.
+    text_columns : iterable of str, optional
+        Columns read as text, exactly as written: site labels and identifiers such as
+        ``01`` or ``007`` keep their leading zeros (read as numbers, ``"01"`` would become
+        ``1``).  Names absent from the table are ignored (the caller checks presence).
+        Pass ``text_columns="all"`` to read every column as text.
+    sep : str, optional
+        Field separator of a CSV/TSV; default ``","`` for ``.csv``, a tab for ``.tsv``.
     **kwargs
-        Passed to :func:`pandas.read_csv` or :func:`pandas.read_parquet`.
+        Passed to :func:`pandas.read_csv` (e.g. ``decimal=","``) or
+        :func:`pandas.read_parquet`.
 
     Returns
     -------
@@ -241,7 +418,18 @@ def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
     MissingFileError
         ``path`` does not exist.
     CorruptFileError
-        The file is empty, cannot be parsed, or has an unknown suffix.
+        The file is empty, cannot be parsed, has an unknown suffix, repeats a column name
+        (pandas would silently rename the copy ``name.1``), or is separated by another
+        character than expected (a semicolon-separated ``.csv``: the message says so).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = p.write_text("site,id,x\\n01,007,1.5\\n")
+    >>> df = read_table(p, text_columns=["site", "id"])
+    >>> df["site"].tolist(), df["id"].tolist(), df["x"].tolist()
+    (['01'], ['007'], [1.5])
     """
     p = Path(path)
     _check_exists(p, "Table")
@@ -254,17 +442,137 @@ def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
         )
     if p.is_file() and p.stat().st_size == 0:
         raise CorruptFileError(f"Table '{p}' is empty (0 bytes).")
+    all_text = isinstance(text_columns, str) and text_columns == "all"
+    text = [] if text_columns is None or all_text else list(text_columns)
     try:
         if suffix == ".parquet":
             df = pd.read_parquet(p, **kwargs)
+            for col in (list(df.columns) if all_text else text):
+                if col in df.columns:
+                    df[col] = df[col].map(lambda v: v if pd.isna(v) else str(v)).astype(object)
         else:
-            sep = "," if suffix == ".csv" else "\t"
+            sep = sep if sep is not None else ("," if suffix == ".csv" else "\t")
+            _check_header(p, sep, kwargs.get("encoding"))
+            if all_text:
+                kwargs["dtype"] = str
+            elif text:
+                dtype = kwargs.get("dtype")
+                dtype = dict(dtype) if isinstance(dtype, Mapping) else {}
+                kwargs["dtype"] = {**{c: str for c in text}, **dtype}
             df = pd.read_csv(p, sep=sep, **kwargs)
+    except FileError:
+        raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise CorruptFileError(f"Table '{p}' could not be read as {suffix[1:].upper()}: {exc}") from exc
     if df.shape[1] == 0:
         raise CorruptFileError(f"Table '{p}' has no columns.")
     return df
+
+
+def check_columns(df: pd.DataFrame, columns: Iterable[str], *, source: str, what: str = "column") -> None:
+    """Raise when a named column is not in ``df``, with a "did you mean" hint.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : iterable of str
+        The names that must be present.
+    source : str
+        How to name the table in the message, e.g. ``"Table 'x.csv'"``.
+    what : str, default="column"
+        How to name the columns (``"--site-col"``, ``"[data] site"``).
+
+    Raises
+    ------
+    ValidationError
+        Lists the missing names, the closest existing ones and a few of the table's
+        columns (never all of a wide table).
+    """
+    have = [str(c) for c in df.columns]
+    missing = [c for c in columns if c not in df.columns]
+    if not missing:
+        return
+    hints = []
+    for m in missing:
+        close = difflib.get_close_matches(str(m), have, n=1)
+        if close:
+            hints.append(f"'{m}' -> did you mean '{close[0]}'?")
+    hint = (" " + " ".join(hints)) if hints else ""
+    raise ValidationError(
+        f"{source} has no {what} {short_list(repr(m) for m in missing)}.{hint} Its "
+        f"{len(have)} columns: {short_list(have, n=8)}."
+    )
+
+
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+(\.\d{3})*,\d+\s*$")
+
+
+def numeric_columns(
+    df: pd.DataFrame, columns: Iterable[str], *, source: str, first_line: int = 2
+) -> pd.DataFrame:
+    """Return ``df[columns]`` as float64, refusing any cell that is not a number.
+
+    Empty cells stay missing (NaN); a cell such as ``"n/a"``, ``"<0.1"`` or ``"2,5"`` raises
+    instead of silently turning the column into text (which would then be skipped or passed
+    through unharmonised).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : iterable of str
+        The columns that must be numeric (features).
+    source : str
+        How to name the table in the message, e.g. ``"Table 'x.csv'"``.
+    first_line : int, default=2
+        File line of the first data row (2: a CSV with one header line), used to name the
+        line of a bad value.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns as float64, same index.
+
+    Raises
+    ------
+    ValidationError
+        Names the column, the line and the value, how many cells are bad, and for decimal
+        commas (``"2,5"``) the fix (``decimal=","`` / ``--decimal ,``, or fix the file).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> numeric_columns(pd.DataFrame({"x": ["1.5", None]}), ["x"], source="t")["x"].tolist()
+    [1.5, nan]
+    """
+    out = {}
+    for col in columns:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s):
+            out[col] = s.astype("float64")
+            continue
+        if pd.api.types.is_numeric_dtype(s):
+            out[col] = s.astype("float64")
+            continue
+        text = s.astype(object)
+        filled = text.notna() & (text.astype(str).str.strip() != "")
+        num = pd.to_numeric(text.where(filled), errors="coerce")
+        bad = filled & num.isna()
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            value = text.iloc[pos]
+            n_bad = int(bad.sum())
+            more = f" ({n_bad} such cells in the column)" if n_bad > 1 else ""
+            if isinstance(value, str) and _DECIMAL_COMMA.match(value):
+                fix = ("it looks like a decimal comma: read the file with decimal=',' "
+                       "(CLI: --decimal ,) or write the numbers with a decimal point")
+            else:
+                fix = "fix or empty the cell, or leave the column out of the features"
+            raise ValidationError(
+                f"{source}: feature column '{col}' holds a value that is not a number, "
+                f"{value!r} on line {pos + first_line}{more}; {fix}."
+            )
+        out[col] = num.astype("float64")
+    return pd.DataFrame(out, index=df.index)
 
 
 def write_table(df: pd.DataFrame, path: PathLike, *, force: bool = False, index: bool = False) -> Path:
