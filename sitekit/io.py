@@ -52,6 +52,7 @@ __all__ = [
     "numeric_columns",
     "short_list",
     "write_table",
+    "write_tables",
     "read_image",
     "write_image",
     "read_dicom_series",
@@ -575,6 +576,22 @@ def numeric_columns(
     return pd.DataFrame(out, index=df.index)
 
 
+def _table_suffix(p: Path) -> str:
+    suffix = _suffix(p)
+    if suffix not in TABLE_SUFFIXES:
+        raise ValidationError(
+            f"Output table '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}."
+        )
+    return suffix
+
+
+def _dump_table(df: pd.DataFrame, tmp: Path, suffix: str, index: bool) -> None:
+    if suffix == ".parquet":
+        df.to_parquet(tmp, index=index)
+    else:
+        df.to_csv(tmp, sep="," if suffix == ".csv" else "\t", index=index)
+
+
 def write_table(df: pd.DataFrame, path: PathLike, *, force: bool = False, index: bool = False) -> Path:
     """Write ``df`` atomically as CSV, TSV or Parquet (by suffix).
 
@@ -593,17 +610,40 @@ def write_table(df: pd.DataFrame, path: PathLike, *, force: bool = False, index:
         ``path``.
     """
     p = Path(path)
-    suffix = _suffix(p)
-    if suffix not in TABLE_SUFFIXES:
-        raise ValidationError(
-            f"Output table '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}."
-        )
+    suffix = _table_suffix(p)
     with atomic_output(p, force=force) as tmp:
-        if suffix == ".parquet":
-            df.to_parquet(tmp, index=index)
-        else:
-            df.to_csv(tmp, sep="," if suffix == ".csv" else "\t", index=index)
+        _dump_table(df, tmp, suffix, index)
     return p
+
+
+def write_tables(tables: Mapping[PathLike, pd.DataFrame], *, force: bool = False) -> list[Path]:
+    """Write several tables that belong together: all are written in full, then renamed.
+
+    Every table goes to a temporary file first; only when all are complete are they renamed
+    into place, in the order given (put the table whose presence marks a finished run
+    last).  An error or interrupt before that leaves every target as it was.
+
+    Parameters
+    ----------
+    tables : mapping of path -> pandas.DataFrame
+    force : bool, default=False
+        Replace existing files.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    paths = [Path(p) for p in tables]
+    suffixes = [_table_suffix(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        # entered in reverse so that the contexts exit (rename) in the given order
+        tmps = {}
+        for p, suffix in reversed(list(zip(paths, suffixes, strict=True))):
+            tmps[p] = (stack.enter_context(atomic_output(p, force=force)), suffix)
+        for p, df in zip(paths, tables.values(), strict=True):
+            tmp, suffix = tmps[p]
+            _dump_table(df, tmp, suffix, False)
+    return paths
 
 
 # --------------------------------------------------------------------------- images
