@@ -108,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("Interrupted; no partial output was kept.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; outputs are written whole, so none is half-written
+        click.echo("Interrupted; nothing half-written was kept.", err=True)
         return EXIT_INTERRUPTED
     except CheckFailedError as exc:
         message, _ = _one_line(exc)

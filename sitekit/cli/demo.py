@@ -331,7 +331,12 @@ def register(cli: click.Group) -> None:
           -> harmonize run (ComBat) -> robustness run (with and without ComBat)
           -> report (OUT/report.html)
         Uses sample_data/ of the source tree; when it is missing (an installed package), the
-        sample data are generated into OUT/sample_data first.
+        sample data are generated into OUT/sample_data first.  A step that fails stops the
+        demo with its exit code, naming the step and its log.
+
+        \b
+        Example:
+          sitekit demo --out demo_output --quick
         """
         from sitekit._validation import check_option
         from sitekit.cli._common import print_table

@@ -37,7 +37,13 @@ def register(cli: click.Group) -> None:
         relative to the manifest) and optionally label_value and suv; other columns are
         copied to the output. A case that fails (missing or corrupt file, geometry
         mismatch, empty mask, absent label) is listed in the errors file and the run
-        goes on. An interrupted run continues with --resume.
+        goes on. An interrupted run continues with --resume, which also extracts again
+        every case whose image, mask, label or filter changed since. The features table and
+        the errors file are written together at the end (a killed run leaves the old ones).
+
+        \b
+        Example:
+          sitekit extract sample_data/cohort/manifest.csv --out features.parquet --workers 2
         """
         from sitekit.features import extract, output_paths, read_manifest
 
