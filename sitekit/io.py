@@ -44,6 +44,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "atomic_output",
     "atomic_directory",
+    "check_writable",
     "stale_temporaries",
     "remove_stale_temporaries",
     "file_hash",
@@ -178,7 +179,35 @@ def _check_parent(target: Path) -> None:
                     f"Cannot write output '{target}': '{parent}' is a file, not a folder; "
                     "choose another output path."
                 )
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FileError(
+                    f"Cannot write output '{target}': the folder '{parent}' is not writable; "
+                    "choose another output path."
+                )
             return
+
+
+def check_writable(path: PathLike) -> Path:
+    """Raise now, before any work, when ``path`` could not be written later.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An output file or folder (it need not exist; missing folders would be created).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    FileError
+        A parent is a file, or the nearest existing folder is not writable; the message
+        names ``path``.
+    """
+    target = Path(path)
+    _check_parent(target)
+    return target
 
 
 def _write_error(target: Path, exc: OSError) -> FileError:
@@ -383,6 +412,19 @@ def _check_header(p: Path, sep: str, encoding: str | None) -> None:
         )
 
 
+def _raise_long_row(p: Path, sep: str, encoding: str | None) -> None:
+    with open(p, newline="", encoding=encoding or "utf-8-sig") as fh:
+        rows = csv.reader(fh, delimiter=sep)
+        n = len(next(rows, []))
+        for line, row in enumerate(rows, start=2):
+            if len(row) > n:
+                raise CorruptFileError(
+                    f"Table '{p}' has {len(row)} fields on line {line} but {n} column names in "
+                    "its header; fix the row (a stray separator, or a missing column name)."
+                )
+    raise CorruptFileError(f"Table '{p}' has rows with more fields than its header has names.")
+
+
 _SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 
@@ -461,10 +503,14 @@ def read_table(
                 dtype = dict(dtype) if isinstance(dtype, Mapping) else {}
                 kwargs["dtype"] = {**{c: str for c in text}, **dtype}
             df = pd.read_csv(p, sep=sep, **kwargs)
+            if "index_col" not in kwargs and not isinstance(df.index, pd.RangeIndex):
+                # pandas silently turns surplus leading fields into an index
+                _raise_long_row(p, sep, kwargs.get("encoding"))
     except FileError:
         raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise CorruptFileError(f"Table '{p}' could not be read as {suffix[1:].upper()}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise CorruptFileError(f"Table '{p}' could not be read as {suffix[1:].upper()}: {reason}") from exc
     if df.shape[1] == 0:
         raise CorruptFileError(f"Table '{p}' has no columns.")
     return df
@@ -509,7 +555,12 @@ _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+(\.\d{3})*,\d+\s*$")
 
 
 def numeric_columns(
-    df: pd.DataFrame, columns: Iterable[str], *, source: str, first_line: int = 2
+    df: pd.DataFrame,
+    columns: Iterable[str],
+    *,
+    source: str,
+    first_line: int = 2,
+    decimal_fix: str = "read the file with decimal=',' (CLI: --decimal ,)",
 ) -> pd.DataFrame:
     """Return ``df[columns]`` as float64, refusing any cell that is not a number.
 
@@ -527,6 +578,8 @@ def numeric_columns(
     first_line : int, default=2
         File line of the first data row (2: a CSV with one header line), used to name the
         line of a bad value.
+    decimal_fix : str, optional
+        How the caller's user reads a file with decimal commas (named in the message).
 
     Returns
     -------
@@ -564,8 +617,8 @@ def numeric_columns(
             n_bad = int(bad.sum())
             more = f" ({n_bad} such cells in the column)" if n_bad > 1 else ""
             if isinstance(value, str) and _DECIMAL_COMMA.match(value):
-                fix = ("it looks like a decimal comma: read the file with decimal=',' "
-                       "(CLI: --decimal ,) or write the numbers with a decimal point")
+                fix = (f"it looks like a decimal comma: {decimal_fix}, or write the numbers "
+                       "with a decimal point")
             else:
                 fix = "fix or empty the cell, or leave the column out of the features"
             raise ValidationError(

@@ -43,6 +43,7 @@ from sitekit.exceptions import (
 from sitekit.io import (
     atomic_directory,
     check_columns,
+    check_writable,
     file_hash,
     numeric_columns,
     read_table,
@@ -575,6 +576,7 @@ def _check_out_dir(out: Path, *, force: bool) -> None:
     """Refuse an output folder that cannot take a result set (before any work is done)."""
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"Output '{out}' exists and is not a folder; choose a folder path.")
+    check_writable(out)
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / "results.json").exists():
@@ -695,8 +697,14 @@ def run_suite(
     cov_cols = list(data.get("covariates", []))
     read_opts = {k: data[k] for k in ("sep", "decimal") if k in data}
     # site and id as written ('01' stays '01'); categorical covariates are text anyway
-    df = read_table(table_path, text_columns=[data["site"], data.get("id", data["site"])],
-                    **read_opts)
+    try:
+        df = read_table(table_path, text_columns=[data["site"], data.get("id", data["site"])],
+                        **read_opts)
+    except CorruptFileError as exc:
+        if "-separated" not in str(exc):
+            raise
+        raise CorruptFileError(f"{exc} In a suite file: [data] sep = \";\" (and decimal = "
+                               "\",\" for decimal commas).") from exc
     source_name = f"Suite '{p}': table '{table_path}'"
     check_columns(df, [data["label"], data["site"]], source=source_name,
                   what="[data] label/site column")
@@ -720,7 +728,8 @@ def run_suite(
 
         harmonizer = ComBat()
 
-    X_all = numeric_columns(df, features, source=source_name)
+    X_all = numeric_columns(df, features, source=source_name,
+                            decimal_fix="""set [data] decimal = "," (and sep = ";")""")
     used = features + [data["label"], data["site"]] + cov_cols
     keep = X_all.notna().all(axis=1) & df[used[len(features):]].notna().all(axis=1)
     n_dropped = int((~keep).sum())
