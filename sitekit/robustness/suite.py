@@ -305,10 +305,14 @@ def _err(path: Path, msg: str) -> ValidationError:
 def _check_keys(path: Path, where: str, given: Mapping, allowed) -> None:
     """Refuse unknown keys (typos such as ``harmonise`` or ``parms``) with a suggestion."""
     allowed = sorted(allowed)
+    # a typo most likely stands for a key that is not given yet ('lable' -> 'label' when
+    # 'table' is there)
+    unused = [k for k in allowed if k not in given] or allowed
     for key in given:
         if key in allowed:
             continue
-        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        close = (difflib.get_close_matches(str(key), unused, n=1, cutoff=0.6)
+                 or difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6))
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise _err(path, f"unknown key '{key}' in {where}.{hint} Allowed: {', '.join(allowed)}.")
 
@@ -361,6 +365,8 @@ def load_suite(path: PathLike) -> dict:
     if "file" in model and not isinstance(model.get("trusted", None), list):
         raise _err(p, "[model] file needs 'trusted', the explicit list of types to trust "
                       "(use [] when the file holds only skops' default types).")
+    if "spec" in model:
+        check_option(model["spec"], tuple(MODEL_SPECS), name="spec", owner=f"[model] of suite '{p}'")
     if "params" in model and not isinstance(model["params"], Mapping):
         raise _err(p, "[model] params must be a table such as { C = 0.1 }. "
                       f"Got {model['params']!r}.")
