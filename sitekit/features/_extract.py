@@ -36,6 +36,7 @@ from sitekit.features._suv import to_suv_bw
 from sitekit.io import (
     TABLE_SUFFIXES,
     atomic_output,
+    check_writable,
     file_hash,
     read_image,
     read_table,
@@ -437,6 +438,7 @@ def extract(
             raise ValidationError(
                 f"Output '{out_path}' has an unknown suffix; use .parquet (or .csv, .tsv)."
             )
+        check_writable(out_path)
         if isinstance(manifest, str | Path) and Path(manifest).resolve() in (
             out_path.resolve(), err_path.resolve()
         ):
@@ -457,11 +459,11 @@ def extract(
             shutil.rmtree(parts_dir)
         remove_stale_temporaries(out_path)  # left by a run killed while writing
         remove_stale_temporaries(err_path)
+        if resume and out_path.exists():  # checked before anything is written
+            done.update(_done_from_output(out_path, phash, set(ids)))
         parts = _Parts(parts_dir, phash)
         parts.start(resume=resume)
         if resume:
-            if out_path.exists():
-                done.update(_done_from_output(out_path, phash, set(ids)))
             done.update(parts.done({i for i in ids if i not in done}))
             parts.clear_errors()
 
