@@ -248,7 +248,7 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
             toml = out / "stability" / f"{name}.toml"
             toml.write_text(text, encoding="utf-8")
             cmd(["robustness", "features", str(manifest), "--perturbations", str(toml),
-                 "--n", "3", "--seed", "0", "--out", str(out / "stability" / name), "--force"],
+                 "--n", "3", "--random-state", "0", "--out", str(out / "stability" / name), "--force"],
                 f"stability/{name}")
         return "ok"
 

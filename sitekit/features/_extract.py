@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
@@ -33,6 +35,7 @@ from sitekit.features._case import _label_of, pyradiomics_version, run_extractor
 from sitekit.features._manifest import PROVENANCE_COLUMNS, read_manifest
 from sitekit.features._params import load_params, params_hash
 from sitekit.features._suv import to_suv_bw
+from sitekit.harmonize.earl import apply_filter, read_calibration
 from sitekit.io import (
     TABLE_SUFFIXES,
     atomic_output,
@@ -109,8 +112,6 @@ def process_case(task: Mapping, params: dict) -> dict:
             image = to_suv_bw(image)
         if task["fwhm"] is not None:
             stage = "filter"
-            from sitekit.harmonize.earl import apply_filter
-
             image = apply_filter(image, task["fwhm"])
         stage = "extract"
         values.update(run_extractor(image, mask, params, int(task["label"])))
@@ -176,9 +177,6 @@ class _Parts:
         return self.dir / f"{prefix}-{time.time_ns():020d}-{os.getpid()}{suffix}"
 
     def flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         if self._ok:
             cols = list(dict.fromkeys(k for row in self._ok for k in row))
             table = pa.table({c: [row.get(c) for row in self._ok] for c in cols})
@@ -193,8 +191,6 @@ class _Parts:
 
     def done(self, ids: set[str]) -> dict[str, dict]:
         """Results of earlier runs for ``ids`` (subject_id -> values)."""
-        import pyarrow.parquet as pq
-
         out: dict[str, dict] = {}
         for p in sorted(self.dir.glob("ok-*.parquet")):
             try:
@@ -414,8 +410,6 @@ def extract(
 
     fwhm: dict[str, float] = {}
     if earl_calibration is not None:
-        from sitekit.harmonize.earl import read_calibration
-
         fwhm = read_calibration(earl_calibration)
         missing = sorted(set(df["site"]) - set(fwhm))
         if missing:

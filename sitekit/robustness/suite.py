@@ -24,8 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import skops.io as sio
 from sklearn.base import clone, is_classifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from sitekit._json import to_jsonable
 from sitekit._typing import PathLike
@@ -40,6 +47,7 @@ from sitekit.exceptions import (
     OutputExistsError,
     ValidationError,
 )
+from sitekit.harmonize import ComBat
 from sitekit.io import (
     atomic_directory,
     check_columns,
@@ -105,31 +113,19 @@ _ADVERSARIAL = {
 
 # ------------------------------------------------------------------------------ models
 def _logistic(params):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(**{"max_iter": 2000, **params}))
 
 
 def _svm(params):
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     return make_pipeline(StandardScaler(), SVC(**{"probability": True, "random_state": 0,
                                                   **params}))
 
 
 def _random_forest(params):
-    from sklearn.ensemble import RandomForestClassifier
-
     return RandomForestClassifier(**{"n_estimators": 200, "random_state": 0, **params})
 
 
 def _gradient_boosting(params):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     return HistGradientBoostingClassifier(**{"random_state": 0, **params})
 
 
@@ -172,8 +168,6 @@ def load_model(path: PathLike, *, trusted: list[str]):
         The file is not a skops file, or it contains types not in ``trusted`` (they are
         listed; add them to ``trusted`` only if you trust the file's author).
     """
-    import skops.io as sio
-
     p = Path(path)
     if not p.exists():
         raise MissingFileError(f"Model file '{p}' does not exist; check [model] file.")
@@ -689,8 +683,6 @@ def run_suite(
     SuiteResult
         Never raises on failed checks: call :meth:`SuiteResult.raise_for_failure`.
     """
-    from sklearn.model_selection import train_test_split
-
     suite = load_suite(path)
     p: Path = suite["path"]
     if out_dir is not None:
@@ -730,8 +722,6 @@ def run_suite(
     _check_scores(model, p)
     harmonizer = None
     if mcfg.get("harmonize") == "combat":
-        from sitekit.harmonize import ComBat
-
         harmonizer = ComBat()
 
     X_all = numeric_columns(df, features, source=source_name,
