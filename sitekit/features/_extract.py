@@ -342,13 +342,19 @@ def extract(
     out : str or path-like, optional
         Features table to write (``.parquet``; ``.csv``/``.tsv`` also work).  Finished
         cases are flushed to Parquet part files in ``<out>.parts/`` every few seconds (and
-        on Ctrl-C or any error), then consolidated atomically into ``out`` at the end (the
-        parts directory is then removed); errors go to ``<out stem>.errors.csv``.  None
-        keeps everything in memory.
+        on Ctrl-C or any error), then consolidated into ``out`` at the end (the parts
+        directory is then removed); errors go to ``<out stem>.errors.csv``.  Both files are
+        written in full to temporary files before either is renamed into place, so a killed
+        run leaves the earlier pair (and its parts for ``resume``); temporary files of a
+        run killed while writing are removed by the next run.  None keeps everything in
+        memory.
     resume : bool, default=False
         Continue an interrupted (or extend a finished) run: cases already in ``out`` or in
         ``<out>.parts/`` are not extracted again; failed cases are retried.  Needs ``out``
-        and the same parameters.
+        and the same parameters.  A case is kept only while it still answers its manifest
+        row: when the image or mask file changed (SHA-256, so the files are read once more),
+        or the label, SUV conversion or EARL filter did, it is extracted again and a
+        :class:`~sitekit.exceptions.DataWarning` names it.
     force : bool, default=False
         Replace an existing output (and discard the parts of an interrupted run).
     suv : {"bw"}, optional
