@@ -9,9 +9,10 @@ import time
 import pandas as pd
 import pytest
 import skops.io as sio
-from conftest import write_suite
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.multiclass import OutputCodeClassifier
+
+from .conftest import write_suite
 
 
 def _feats(table):

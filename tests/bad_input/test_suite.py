@@ -4,10 +4,11 @@ found before any work; nothing is written."""
 from __future__ import annotations
 
 import pytest
-from conftest import write_suite
 
 from sitekit.exceptions import ValidationError
 from sitekit.robustness import run_suite
+
+from .conftest import write_suite
 
 CASES = [
     # (id, write_suite keyword arguments, message fragments)

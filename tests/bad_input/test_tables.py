@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import write_suite
 
 from sitekit.exceptions import CorruptFileError, FileError, ValidationError
 from sitekit.io import check_columns, numeric_columns, read_table, write_table
+
+from .conftest import write_suite
 
 
 def _edit(path, fn):

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from conftest import make_case
 
 from sitekit.cli import main
 from sitekit.exceptions import DataWarning
@@ -27,13 +26,13 @@ FAST_YAML = "setting:\n  binWidth: 0.5\nfeatureClass:\n  firstorder:\n  glcm: [C
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_resume_redoes_a_case_whose_image_changed(tmp_path, manifest_factory):
+def test_resume_redoes_a_case_whose_image_changed(tmp_path, manifest_factory, case_factory):
     """Regression: --resume kept the old features of a row that now points at another image."""
     m = manifest_factory(tmp_path, 4)
     out = tmp_path / "f.parquet"
     first, _ = extract(m, out=out, params=FAST)
     df = pd.read_csv(m)
-    img, _ = make_case(99)
+    img, _ = case_factory(99)
     sitk.WriteImage(img, str(tmp_path / "images" / "other.nii.gz"))
     df.loc[2, "image"] = "images/other.nii.gz"  # S02 now points at another image
     df.to_csv(m, index=False)
@@ -47,11 +46,11 @@ def test_resume_redoes_a_case_whose_image_changed(tmp_path, manifest_factory):
         image=resumed.drop(index=2)["image"]))
 
 
-def test_resume_redoes_a_case_whose_files_were_rewritten_or_label_changed(tmp_path, manifest_factory):
+def test_resume_redoes_a_case_whose_files_were_rewritten(tmp_path, manifest_factory, case_factory):
     m = manifest_factory(tmp_path, 3)
     out = tmp_path / "f.parquet"
     extract(m, out=out, params=FAST)
-    _, mask = make_case(0, radius=3.0)  # same path, new bytes
+    _, mask = case_factory(0, radius=3.0)  # same path, new bytes
     sitk.WriteImage(mask, str(tmp_path / "images" / "c0_mask.nii.gz"))
     with pytest.warns(DataWarning, match="S00"):
         resumed, _ = extract(m, out=out, params=FAST, resume=True)
