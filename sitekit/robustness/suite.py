@@ -55,6 +55,7 @@ from sitekit.io import (
     file_hash,
     numeric_columns,
     read_table,
+    remove_stale_temporaries,
     short_list,
     write_table,
 )
@@ -543,6 +544,7 @@ class SuiteResult:
         _check_out_dir(out, force=force)
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # an empty folder made by the user: take its place
+        remove_stale_temporaries(out)  # left by a run killed while writing
         with atomic_directory(out, force=force) as tmp:
             for name, table in self.tables.items():
                 write_table(table, tmp / f"{name}.csv")

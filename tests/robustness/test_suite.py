@@ -373,3 +373,42 @@ def test_result_set_is_replaced_whole(small, tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     run_suite(small(), out_dir=tmp_path / "empty")
     assert (tmp_path / "empty" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_killed_suite_run_leaves_the_old_set_or_the_new_one(small, tmp_path):
+    """Fault injection (issue 15 item 6): SIGKILL/SIGINT at random points of `robustness run`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    path = small()
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sitekit", "robustness", "run", str(path), "--out", str(out),
+           "--force"]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    full_run = time.perf_counter() - t0
+    names = sorted(p.name for p in out.iterdir())
+    rng = np.random.default_rng(1)
+    codes = []
+    for sig in (signal.SIGKILL, signal.SIGINT, signal.SIGKILL, signal.SIGINT):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(float(rng.uniform(0.4, 1.05)) * full_run)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        codes.append(proc.returncode)
+        # a whole set, old or new: every file, and results.json readable
+        assert sorted(p.name for p in out.iterdir()) == names
+        data = json.loads((out / "results.json").read_text())
+        assert data["verdict"] in ("pass", "fail")
+        assert pd.read_csv(out / "checks.csv")["name"].tolist() == [c["name"] for c in data["checks"]]
+        assert b"Traceback" not in err, err.decode()
+        # the rerun removes what a killed run left next to the set
+        assert main(["robustness", "run", str(path), "--out", str(out), "--force"]) == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "suite.toml", "table.csv"]
+    assert sum(c != 0 for c in codes) >= 2, codes
