@@ -13,6 +13,9 @@ leaves a half-written output, and an existing output is only replaced with ``for
 from __future__ import annotations
 
 import contextlib
+import csv
+import difflib
+import errno
 import gzip
 import hashlib
 import locale
@@ -21,7 +24,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ import SimpleITK as sitk
 from sitekit._typing import PathLike
 from sitekit.exceptions import (
     CorruptFileError,
+    FileError,
     MissingFileError,
     OutputExistsError,
     ValidationError,
@@ -41,9 +45,16 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "atomic_output",
     "atomic_directory",
+    "check_writable",
+    "stale_temporaries",
+    "remove_stale_temporaries",
     "file_hash",
     "read_table",
+    "check_columns",
+    "numeric_columns",
+    "short_list",
     "write_table",
+    "write_tables",
     "read_image",
     "write_image",
     "read_dicom_series",
@@ -173,22 +184,93 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: tuple = ()) ->
         raise OutputExistsError(
             f"Output '{target}' already exists; pass --force (force=True) to replace it."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise OutputExistsError(f"Output '{target}' is a directory; give a file name.")
     suffix = _suffix(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(fd)
+    _check_parent(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=f".tmp{suffix}",
+                                        dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            if tmp.is_file():  # mkstemp makes 0600 files; give the output the usual umask mode
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, FileError) or not _is_write_error(exc, tmp):
+                raise
+            raise _write_error(target, exc) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+#: errno values that mean "this output cannot be written here".
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                 errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _is_write_error(exc: OSError, tmp: Path) -> bool:
+    names = {str(getattr(exc, "filename", "") or ""), str(getattr(exc, "filename2", "") or "")}
+    return exc.errno in _WRITE_ERRNOS or str(tmp) in names or tmp.name in str(exc)
+
+
+def _check_parent(target: Path) -> None:
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FileError(
+                    f"Cannot write output '{target}': '{parent}' is a file, not a folder; "
+                    "choose another output path."
+                )
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FileError(
+                    f"Cannot write output '{target}': the folder '{parent}' is not writable; "
+                    "choose another output path."
+                )
+            return
+
+
+def check_writable(path: PathLike) -> Path:
+    """Raise now, before any work, when ``path`` could not be written later.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An output file or folder (it need not exist; missing folders would be created).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    FileError
+        A parent is a file, or the nearest existing folder is not writable; the message
+        names ``path``.
+    """
+    target = Path(path)
+    _check_parent(target)
+    return target
+
+
+def _write_error(target: Path, exc: OSError) -> FileError:
+    """A one-line error naming the user's output (never the hidden temporary file)."""
+    reason = exc.strerror or type(exc).__name__
+    fix = {errno.ENOSPC: "free some space or write elsewhere",
+           errno.EDQUOT: "free some space or write elsewhere",
+           errno.EROFS: "the file system is read-only; write elsewhere"}.get(
+        exc.errno, "check that the folder exists, is writable and the name is valid")
+    return FileError(f"Cannot write output '{target}': {reason}; {fix}.")
 
 
 @contextlib.contextmanager
@@ -210,25 +292,39 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
         )
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    _check_parent(target)
     try:
-        yield tmp
-        umask = os.umask(0)  # mkdtemp makes 0700 directories
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".old",
-                                        dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    try:
+        try:
+            yield tmp
+            umask = os.umask(0)  # mkdtemp makes 0700 directories
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".old",
+                                            dir=target.parent))
+                os.replace(target, old / "x")
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, FileError) or not (exc.errno in _WRITE_ERRNOS or str(tmp) in str(exc)):
+                raise
+            raise _write_error(target, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _temp_prefix(target: Path) -> str:
+    """Prefix of the temporaries of an atomic write of ``target``: ``.<name>.<pid>.``."""
+    return f".{target.name}.{os.getpid()}."
 
 
 def _pid_alive(pid: int) -> bool:
@@ -241,38 +337,58 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: PathLike) -> list[Path]:
-    """Remove the temporary folders a killed run left next to ``path``.
+def stale_temporaries(path: PathLike) -> list[Path]:
+    """Temporary files and folders that an interrupted atomic write of ``path`` left behind.
 
-    :func:`atomic_directory` names its temporary (and replaced) folders
-    ``.<name>.<pid>.<random>.tmp`` / ``.old``; those whose process no longer runs are
-    removed, so a run killed with SIGKILL leaves nothing a rerun trips over.  A run killed
-    in the instant between moving the old result set aside and the new one in has its old
-    set put back.
+    :func:`atomic_output` and :func:`atomic_directory` write to
+    ``.<name>.<pid>.<random>.tmp*`` next to ``path`` (a replaced result set goes to
+    ``.<name>.<pid>.<random>.old`` for an instant) and rename on success; a run killed with
+    SIGKILL cannot remove its temporary.  Temporaries of a process that still runs are not
+    stale and are not listed.
 
     Parameters
     ----------
     path : str or path-like
-        The final output directory.
+        The final output (file or folder).
 
     Returns
     -------
     list of pathlib.Path
-        The folders removed.
     """
     target = Path(path)
-    if not target.parent.is_dir():
+    parent = target.parent
+    if not parent.is_dir():
         return []
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^/]*\.(tmp|old)")
-    removed = []
-    for p in target.parent.iterdir():
-        m = pattern.fullmatch(p.name)
-        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            if m.group(2) == "old" and (p / "x").exists() and not target.exists():
-                os.replace(p / "x", target)  # killed between moving the old set out and the new one in
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(?:(\d+)\.)?[A-Za-z0-9_]{8}\.(tmp|old)")
+    found = []
+    for q in parent.iterdir():
+        m = pattern.match(q.name)
+        if not m:
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+            continue
+        found.append(q)
+    return sorted(found)
+
+
+def remove_stale_temporaries(path: PathLike) -> int:
+    """Remove what :func:`stale_temporaries` finds; returns how many were removed.
+
+    A run killed in the instant between moving an old result set aside and moving the new
+    one in has its old set put back.
+    """
+    target = Path(path)
+    found = stale_temporaries(target)
+    for q in found:
+        if q.name.endswith(".old") and (q / "x").exists() and not target.exists():
+            os.replace(q / "x", target)  # killed between moving the old set out and the new one in
+        if q.is_dir() and not q.is_symlink():
+            shutil.rmtree(q, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                q.unlink()
+    return len(found)
 
 
 def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:
@@ -323,15 +439,106 @@ def preserve_locale() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- tables
-def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
+def short_list(values, *, n: int = 5) -> str:
+    """``"a, b, c, d, e and 195 more"``: a few values of a long list, for messages.
+
+    Parameters
+    ----------
+    values : iterable
+        The values (shown with ``str``).
+    n : int, default=5
+        How many to show.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> short_list(range(8), n=3)
+    '0, 1, 2 and 5 more (8 in all)'
+    """
+    shown = [str(v) for v in values]
+    if len(shown) <= n:
+        return ", ".join(shown)
+    return ", ".join(shown[:n]) + f" and {len(shown) - n} more ({len(shown)} in all)"
+
+
+def _header_fields(p: Path, sep: str, encoding: str | None) -> list[str]:
+    """The header row of a CSV/TSV, parsed with ``sep`` (quotes respected)."""
+    with open(p, newline="", encoding=encoding or "utf-8-sig") as fh:
+        first = next(csv.reader(fh, delimiter=sep), [])
+    return [f.strip() for f in first]
+
+
+def _check_header(p: Path, sep: str, encoding: str | None) -> None:
+    """Refuse duplicated headers and a CSV that is separated by another character."""
+    try:
+        fields = _header_fields(p, sep, encoding)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CorruptFileError(f"Table '{p}' could not be read: {exc}") from exc
+    if len(fields) == 1:
+        line = fields[0]
+        for other, name in ((";", "semicolon"), ("\t", "tab"), (",", "comma"), ("|", "pipe")):
+            if other != sep and line.count(other) >= 1:
+                shown = line if len(line) <= 60 else line[:57] + "..."
+                hint = (" (a semicolon-separated export often uses decimal commas too: "
+                        "read it with sep=';', decimal=',')") if other == ";" else ""
+                raise CorruptFileError(
+                    f"Table '{p}' looks {name}-separated (header '{shown}'), but "
+                    f"{_suffix(p)} files are read with {_SEP_NAMES[sep]}s; save it with "
+                    f"{_SEP_NAMES[sep]}s or pass sep={other!r}{hint}."
+                )
+    seen: dict[str, int] = {}
+    for f in fields:
+        seen[f] = seen.get(f, 0) + 1
+    dup = [f"'{f}' ({k}x)" for f, k in seen.items() if k > 1]
+    if dup:
+        raise CorruptFileError(
+            f"Table '{p}' has duplicated column name(s) {short_list(dup)}; every column needs "
+            "its own name (rename or remove the copies)."
+        )
+
+
+def _raise_long_row(p: Path, sep: str, encoding: str | None) -> None:
+    with open(p, newline="", encoding=encoding or "utf-8-sig") as fh:
+        rows = csv.reader(fh, delimiter=sep)
+        n = len(next(rows, []))
+        for line, row in enumerate(rows, start=2):
+            if len(row) > n:
+                raise CorruptFileError(
+                    f"Table '{p}' has {len(row)} fields on line {line} but {n} column names in "
+                    "its header; fix the row (a stray separator, or a missing column name)."
+                )
+    raise CorruptFileError(f"Table '{p}' has rows with more fields than its header has names.")
+
+
+_SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def read_table(
+    path: PathLike,
+    *,
+    text_columns: Iterable[str] | None = None,
+    sep: str | None = None,
+    **kwargs,
+) -> pd.DataFrame:
     """Read a CSV, TSV or Parquet table chosen by suffix.
 
     Parameters
     ----------
     path : str or path-like
         ``.csv``, ``.tsv``/``.tab`` or ``.parquet`` file, or a directory of Parquet files.
+    text_columns : iterable of str, optional
+        Columns read as text, exactly as written: site labels and identifiers such as
+        ``01`` or ``007`` keep their leading zeros (read as numbers, ``"01"`` would become
+        ``1``).  Names absent from the table are ignored (the caller checks presence).
+        Pass ``text_columns="all"`` to read every column as text.
+    sep : str, optional
+        Field separator of a CSV/TSV; default ``","`` for ``.csv``, a tab for ``.tsv``.
     **kwargs
-        Passed to :func:`pandas.read_csv` or :func:`pandas.read_parquet`.
+        Passed to :func:`pandas.read_csv` (e.g. ``decimal=","``) or
+        :func:`pandas.read_parquet`.
 
     Returns
     -------
@@ -342,7 +549,18 @@ def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
     MissingFileError
         ``path`` does not exist.
     CorruptFileError
-        The file is empty, cannot be parsed, or has an unknown suffix.
+        The file is empty, cannot be parsed, has an unknown suffix, repeats a column name
+        (pandas would silently rename the copy ``name.1``), or is separated by another
+        character than expected (a semicolon-separated ``.csv``: the message says so).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = p.write_text("site,id,x\\n01,007,1.5\\n")
+    >>> df = read_table(p, text_columns=["site", "id"])
+    >>> df["site"].tolist(), df["id"].tolist(), df["x"].tolist()
+    (['01'], ['007'], [1.5])
     """
     p = Path(path)
     _check_exists(p, "Table")
@@ -355,17 +573,164 @@ def read_table(path: PathLike, **kwargs) -> pd.DataFrame:
         )
     if p.is_file() and p.stat().st_size == 0:
         raise CorruptFileError(f"Table '{p}' is empty (0 bytes).")
+    all_text = isinstance(text_columns, str) and text_columns == "all"
+    text = [] if text_columns is None or all_text else list(text_columns)
     try:
         if suffix == ".parquet":
             df = pd.read_parquet(p, **kwargs)
+            for col in (list(df.columns) if all_text else text):
+                if col in df.columns:
+                    df[col] = df[col].map(lambda v: v if pd.isna(v) else str(v)).astype(object)
         else:
-            sep = "," if suffix == ".csv" else "\t"
+            sep = sep if sep is not None else ("," if suffix == ".csv" else "\t")
+            _check_header(p, sep, kwargs.get("encoding"))
+            if all_text:
+                kwargs["dtype"] = str
+            elif text:
+                dtype = kwargs.get("dtype")
+                dtype = dict(dtype) if isinstance(dtype, Mapping) else {}
+                kwargs["dtype"] = {**{c: str for c in text}, **dtype}
             df = pd.read_csv(p, sep=sep, **kwargs)
+            if "index_col" not in kwargs and not isinstance(df.index, pd.RangeIndex):
+                # pandas silently turns surplus leading fields into an index
+                _raise_long_row(p, sep, kwargs.get("encoding"))
+    except FileError:
+        raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise CorruptFileError(f"Table '{p}' could not be read as {suffix[1:].upper()}: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise CorruptFileError(f"Table '{p}' could not be read as {suffix[1:].upper()}: {reason}") from exc
     if df.shape[1] == 0:
         raise CorruptFileError(f"Table '{p}' has no columns.")
     return df
+
+
+def check_columns(df: pd.DataFrame, columns: Iterable[str], *, source: str, what: str = "column") -> None:
+    """Raise when a named column is not in ``df``, with a "did you mean" hint.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : iterable of str
+        The names that must be present.
+    source : str
+        How to name the table in the message, e.g. ``"Table 'x.csv'"``.
+    what : str, default="column"
+        How to name the columns (``"--site-col"``, ``"[data] site"``).
+
+    Raises
+    ------
+    ValidationError
+        Lists the missing names, the closest existing ones and a few of the table's
+        columns (never all of a wide table).
+    """
+    have = [str(c) for c in df.columns]
+    missing = [c for c in columns if c not in df.columns]
+    if not missing:
+        return
+    hints = []
+    for m in missing:
+        close = difflib.get_close_matches(str(m), have, n=1)
+        if close:
+            hints.append(f"'{m}' -> did you mean '{close[0]}'?")
+    hint = (" " + " ".join(hints)) if hints else ""
+    raise ValidationError(
+        f"{source} has no {what} {short_list(repr(m) for m in missing)}.{hint} Its "
+        f"{len(have)} columns: {short_list(have, n=8)}."
+    )
+
+
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+(\.\d{3})*,\d+\s*$")
+
+
+def numeric_columns(
+    df: pd.DataFrame,
+    columns: Iterable[str],
+    *,
+    source: str,
+    first_line: int = 2,
+    decimal_fix: str = "read the file with decimal=',' (CLI: --decimal ,)",
+) -> pd.DataFrame:
+    """Return ``df[columns]`` as float64, refusing any cell that is not a number.
+
+    Empty cells stay missing (NaN); a cell such as ``"n/a"``, ``"<0.1"`` or ``"2,5"`` raises
+    instead of silently turning the column into text (which would then be skipped or passed
+    through unharmonised).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    columns : iterable of str
+        The columns that must be numeric (features).
+    source : str
+        How to name the table in the message, e.g. ``"Table 'x.csv'"``.
+    first_line : int, default=2
+        File line of the first data row (2: a CSV with one header line), used to name the
+        line of a bad value.
+    decimal_fix : str, optional
+        How the caller's user reads a file with decimal commas (named in the message).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns as float64, same index.
+
+    Raises
+    ------
+    ValidationError
+        Names the column, the line and the value, how many cells are bad, and for decimal
+        commas (``"2,5"``) the fix (``decimal=","`` / ``--decimal ,``, or fix the file).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> numeric_columns(pd.DataFrame({"x": ["1.5", None]}), ["x"], source="t")["x"].tolist()
+    [1.5, nan]
+    """
+    out = {}
+    for col in columns:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s):
+            out[col] = s.astype("float64")
+            continue
+        if pd.api.types.is_numeric_dtype(s):
+            out[col] = s.astype("float64")
+            continue
+        text = s.astype(object)
+        filled = text.notna() & (text.astype(str).str.strip() != "")
+        num = pd.to_numeric(text.where(filled), errors="coerce")
+        bad = filled & num.isna()
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            value = text.iloc[pos]
+            n_bad = int(bad.sum())
+            more = f" ({n_bad} such cells in the column)" if n_bad > 1 else ""
+            if isinstance(value, str) and _DECIMAL_COMMA.match(value):
+                fix = (f"it looks like a decimal comma: {decimal_fix}, or write the numbers "
+                       "with a decimal point")
+            else:
+                fix = "fix or empty the cell, or leave the column out of the features"
+            raise ValidationError(
+                f"{source}: feature column '{col}' holds a value that is not a number, "
+                f"{value!r} on line {pos + first_line}{more}; {fix}."
+            )
+        out[col] = num.astype("float64")
+    return pd.DataFrame(out, index=df.index)
+
+
+def _table_suffix(p: Path) -> str:
+    suffix = _suffix(p)
+    if suffix not in TABLE_SUFFIXES:
+        raise ValidationError(
+            f"Output table '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}."
+        )
+    return suffix
+
+
+def _dump_table(df: pd.DataFrame, tmp: Path, suffix: str, index: bool) -> None:
+    if suffix == ".parquet":
+        df.to_parquet(tmp, index=index)
+    else:
+        df.to_csv(tmp, sep="," if suffix == ".csv" else "\t", index=index)
 
 
 def write_table(df: pd.DataFrame, path: PathLike, *, force: bool = False, index: bool = False) -> Path:
@@ -386,17 +751,40 @@ def write_table(df: pd.DataFrame, path: PathLike, *, force: bool = False, index:
         ``path``.
     """
     p = Path(path)
-    suffix = _suffix(p)
-    if suffix not in TABLE_SUFFIXES:
-        raise ValidationError(
-            f"Output table '{p}' has an unknown suffix '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}."
-        )
+    suffix = _table_suffix(p)
     with atomic_output(p, force=force) as tmp:
-        if suffix == ".parquet":
-            df.to_parquet(tmp, index=index)
-        else:
-            df.to_csv(tmp, sep="," if suffix == ".csv" else "\t", index=index)
+        _dump_table(df, tmp, suffix, index)
     return p
+
+
+def write_tables(tables: Mapping[PathLike, pd.DataFrame], *, force: bool = False) -> list[Path]:
+    """Write several tables that belong together: all are written in full, then renamed.
+
+    Every table goes to a temporary file first; only when all are complete are they renamed
+    into place, in the order given (put the table whose presence marks a finished run
+    last).  An error or interrupt before that leaves every target as it was.
+
+    Parameters
+    ----------
+    tables : mapping of path -> pandas.DataFrame
+    force : bool, default=False
+        Replace existing files.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    paths = [Path(p) for p in tables]
+    suffixes = [_table_suffix(p) for p in paths]
+    with contextlib.ExitStack() as stack:
+        # entered in reverse so that the contexts exit (rename) in the given order
+        tmps = {}
+        for p, suffix in reversed(list(zip(paths, suffixes, strict=True))):
+            tmps[p] = (stack.enter_context(atomic_output(p, force=force)), suffix)
+        for p, df in zip(paths, tables.values(), strict=True):
+            tmp, suffix = tmps[p]
+            _dump_table(df, tmp, suffix, False)
+    return paths
 
 
 # --------------------------------------------------------------------------- images
@@ -771,7 +1159,7 @@ def _write_detached(image: sitk.Image, path: Path, *, force: bool, compress: boo
         raise OutputExistsError(f"Output '{path}' already exists; pass --force (force=True) to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         sitk.WriteImage(image, str(tmp / path.name), compress)
         files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)  # header last

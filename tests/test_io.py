@@ -9,16 +9,21 @@ import SimpleITK as sitk
 
 from sitekit.exceptions import (
     CorruptFileError,
+    FileError,
     MissingFileError,
     OutputExistsError,
     ValidationError,
 )
 from sitekit.io import (
     atomic_output,
+    check_columns,
     file_hash,
+    numeric_columns,
     preserve_locale,
     read_image,
     read_table,
+    remove_stale_temporaries,
+    stale_temporaries,
     write_image,
     write_table,
 )
@@ -167,3 +172,88 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     os.umask(umask)
     p = write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
     assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+# ------------------------------------------------------------------ tables: no silent changes
+def test_text_columns_keep_leading_zeros(tmp_path):
+    """Regression (issue 15 item 8): '01' -> 1, '0000' -> 0, '007' read as a number."""
+    p = tmp_path / "t.csv"
+    p.write_text("site,subject_id,x\n01,007,1.5\n0000,010,2.5\n")
+    df = read_table(p, text_columns=["site", "subject_id", "not_there"])
+    assert df["site"].tolist() == ["01", "0000"]
+    assert df["subject_id"].tolist() == ["007", "010"]
+    assert df["x"].tolist() == [1.5, 2.5]
+    back = read_table(write_table(df, tmp_path / "back.csv"), text_columns=["site", "subject_id"])
+    assert back["site"].tolist() == ["01", "0000"] and back["subject_id"].tolist() == ["007", "010"]
+    pq = write_table(df, tmp_path / "t.parquet")
+    assert read_table(pq, text_columns="all")["x"].tolist() == ["1.5", "2.5"]
+
+
+def test_duplicated_headers_are_refused(tmp_path):
+    """Regression: pandas renamed the second 'x' to 'x.1' without a word."""
+    p = tmp_path / "dup.csv"
+    p.write_text("site,x,y,x\na,1,2,3\n")
+    with pytest.raises(CorruptFileError, match=r"dup.csv.*duplicated column name.*'x' \(2x\)"):
+        read_table(p)
+
+
+def test_semicolon_csv_is_named(tmp_path):
+    """Regression: a semicolon CSV was one column, then 'column not found'."""
+    p = tmp_path / "eu.csv"
+    p.write_text("site;subject_id;x\nA;1;1,5\nB;2;2,5\n")
+    with pytest.raises(CorruptFileError, match=r"eu.csv.*semicolon-separated.*sep=';'"):
+        read_table(p)
+    df = read_table(p, sep=";", decimal=",")
+    assert df["x"].tolist() == [1.5, 2.5]
+
+
+def test_numeric_columns_names_column_line_and_value():
+    df = pd.DataFrame({"a": ["1.0", "2.0", None, "n/a", "bad"], "b": [1, 2, 3, 4, 5]})
+    with pytest.raises(ValidationError, match=r"'a'.*'n/a' on line 5 \(2 such cells"):
+        numeric_columns(df, ["a", "b"], source="Table 't.csv'")
+    comma = pd.DataFrame({"a": ["1.5", "2,5"]})
+    with pytest.raises(ValidationError, match=r"'2,5' on line 3.*decimal comma.*--decimal ,"):
+        numeric_columns(comma, ["a"], source="Table 't.csv'")
+    ok = numeric_columns(pd.DataFrame({"a": ["1.5", "", None], "b": [1, 2, 3]}), ["a", "b"], source="t")
+    assert ok["a"].tolist()[0] == 1.5 and ok["a"].isna().tolist() == [False, True, True]
+    assert ok.dtypes.tolist() == [np.float64, np.float64]
+
+
+def test_check_columns_suggests_and_lists_few():
+    df = pd.DataFrame({f"f{i}": [0] for i in range(200)} | {"site": ["a"]})
+    with pytest.raises(ValidationError) as info:
+        check_columns(df, ["sites"], source="Table 't.csv'", what="--site-col")
+    msg = str(info.value)
+    assert "did you mean 'site'" in msg and "201 columns" in msg and "f150" not in msg
+    assert "\n" not in msg
+
+
+def test_unwritable_output_names_the_users_path(tmp_path):
+    """Regression (issue 15 item 11): the message named the hidden temporary file."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileError, match=r"afile/out.csv.*is a file, not a folder") as info:
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "afile" / "out.csv")
+    assert ".tmp" not in str(info.value)
+    with pytest.raises(FileError, match=r"Cannot write output '/proc/sitekit_out.csv'") as info:
+        write_table(pd.DataFrame({"a": [1]}), "/proc/sitekit_out.csv")
+    assert ".tmp" not in str(info.value)
+
+
+def test_write_error_inside_the_block_names_the_target(tmp_path):
+    import errno as _errno
+
+    target = tmp_path / "out.csv"
+    with pytest.raises(FileError, match=r"Cannot write output '.*out.csv': No space left"):
+        with atomic_output(target) as tmp:
+            raise OSError(_errno.ENOSPC, "No space left on device", str(tmp))
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporaries_found_and_removed(tmp_path):
+    target = tmp_path / "features.parquet"
+    (tmp_path / ".features.parquet.ab3de_12.tmp.parquet").write_text("half")
+    (tmp_path / ".features.parquet.zzzzzzzz.tmp").mkdir()
+    (tmp_path / ".other.parquet.ab3de_12.tmp.parquet").write_text("not ours")
+    assert len(stale_temporaries(target)) == 2
+    assert remove_stale_temporaries(target) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.parquet.ab3de_12.tmp.parquet"]

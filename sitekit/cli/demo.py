@@ -3,7 +3,8 @@
 Every step runs the same sitekit command a user would type and writes that command's
 outputs into ``OUT/<step>/``; the console shows one line per step (each step's own output
 goes to ``OUT/<step>/log.txt``).  The report is then built from ``OUT`` by
-``sitekit report``.  A step that cannot run is skipped with a note and the chain goes on.
+``sitekit report``.  A step that fails stops the demo with a non-zero exit naming the step
+and its log; only the steps the user leaves out (``--steps``) are skipped.
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ median_adversarial_distance = {{ min = 0.25 }}
 """
 
 
-class _Skip(Exception):
-    """A step that cannot run (its input or its part of sitekit is missing)."""
+class StepFailed(Exception):
+    """A demo step that failed: ``step``, its command's exit ``code`` and its ``log``."""
+
+    def __init__(self, message: str, *, code: int = 3, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.log = log
+        self.step: str | None = None
 
 
 def _run(args: list[str], log: Path) -> int:
@@ -146,7 +153,9 @@ def _robust_features(stab_root: Path, table: Path, minimum: int = 8) -> list[str
 def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=click.echo) -> dict:
     """Run the steps (all, or the names in ``steps``) into ``out``.
 
-    Returns ``{step: status}``: ``ok``, ``check failed (expected)`` or ``skipped: <why>``.
+    Returns ``{step: status}``: ``ok`` or ``check failed (expected)`` (an EARL check of
+    unfiltered phantoms, a suite whose checks fail).  A step that fails raises
+    :class:`StepFailed` (its status ``failed: <why>``) and the later steps do not run.
     """
     py_root = root.resolve()
     phantoms = [py_root / "phantoms" / f"{s}.nii.gz" for s in ("site_A", "site_B", "site_C", "site_D")]
@@ -160,10 +169,11 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
         t0 = time.perf_counter()
         try:
             result = fn()
-        except _Skip as exc:
-            status[name] = f"skipped: {exc}"
-            echo(f"  -- {name:<20s} SKIPPED ({exc})")
-            return
+        except StepFailed as exc:
+            status[name] = f"failed: {exc}"
+            exc.step = name
+            echo(f"  !! {name:<20s} FAILED ({exc})")
+            raise
         dt = time.perf_counter() - t0
         status[name] = result
         echo(f"  {'ok' if result == 'ok' else '!!'} {name:<20s} {dt:6.1f} s  {desc}"
@@ -174,12 +184,19 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
         if code == 1 and fail_ok:
             return "check failed (expected)"
         if code != 0:
-            raise _Skip(f"`sitekit {args[0]}` exited with {code}; see {out / folder / 'log.txt'}")
+            log = out / folder / "log.txt"
+            raise StepFailed(f"`sitekit {' '.join(args[:2])}` exited with {code}; see {log}",
+                             code=code, log=log)
         return "ok"
 
     def need(*path):
         if not _has_command(*path):
-            raise _Skip(f"`sitekit {' '.join(path)}` is not available in this build")
+            raise StepFailed(f"`sitekit {' '.join(path)}` is not available in this build")
+
+    def require(path: Path, step_name: str) -> None:
+        if not path.exists():
+            raise StepFailed(f"needs '{path}' from the '{step_name}' step; run that step first "
+                             f"(--steps {step_name},...)", code=2)
 
     # 1. EARL check and calibration per site
     def earl_check():
@@ -197,8 +214,7 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
 
     def filtered():
         need("earl", "filter")
-        if not calibration.exists():
-            raise _Skip("no calibration.json")
+        require(calibration, "earl/calibrate")
         for p in phantoms:
             site = p.name.replace(".nii.gz", "")
             cmd(["earl", "filter", str(p), "--calibration", str(calibration), "--site", site,
@@ -209,7 +225,7 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
         need("earl", "check")
         files = sorted((out / "filtered" / "phantoms").glob("*.nii.gz"))
         if len(files) != len(phantoms):
-            raise _Skip("no filtered phantoms")
+            require(out / "filtered" / "phantoms" / phantoms[0].name, "filtered")
         return cmd(["earl", "check", *map(str, files), *fill_args, "--standard", "earl1",
                     "--out", str(out / "earl" / "check_filtered"), "--force"],
                    "earl/check_filtered", fail_ok=True)
@@ -232,7 +248,7 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
             toml = out / "stability" / f"{name}.toml"
             toml.write_text(text, encoding="utf-8")
             cmd(["robustness", "features", str(manifest), "--perturbations", str(toml),
-                 "--n", "3", "--seed", "0", "--out", str(out / "stability" / name), "--force"],
+                 "--n", "3", "--random-state", "0", "--out", str(out / "stability" / name), "--force"],
                 f"stability/{name}")
         return "ok"
 
@@ -284,7 +300,8 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
         code = _run(["report", str(out), "--out", str(out / "report.html"), "--force",
                      "--title", "sitekit demo report"], out / "report.log")
         if code != 0:
-            raise _Skip(f"`sitekit report` exited with {code}; see {out / 'report.log'}")
+            raise StepFailed(f"`sitekit report` exited with {code}; see {out / 'report.log'}",
+                             code=code, log=out / "report.log")
         return "ok"
 
     for name, fn in (("earl/check", earl_check), ("earl/calibrate", earl_calibrate),
@@ -316,12 +333,16 @@ def register(cli: click.Group) -> None:
           -> harmonize run (ComBat) -> robustness run (with and without ComBat)
           -> report (OUT/report.html)
         Uses sample_data/ of the source tree; when it is missing (an installed package), the
-        sample data are generated into OUT/sample_data first.
+        sample data are generated into OUT/sample_data first.  A step that fails stops the
+        demo with its exit code, naming the step and its log.
+
+        \b
+        Example:
+          sitekit demo --out demo_output --quick
         """
         from sitekit._validation import check_option
         from sitekit.cli._common import print_table
         from sitekit.datasets import generate_sample_data, sample_data_dir, summarize_sample_data
-        from sitekit.exceptions import SitekitError
 
         names = [n for n, _ in STEPS]
         chosen = None
@@ -341,12 +362,15 @@ def register(cli: click.Group) -> None:
                 shutil.rmtree(outdir / name, ignore_errors=True)
         t0 = time.perf_counter()
         click.echo(f"Running the chain into {outdir}/ (each step's log: <step>/log.txt)")
-        status = run_demo(outdir, root=root, quick=quick, steps=chosen)
+        status: dict[str, str] = {}
+        try:
+            status = run_demo(outdir, root=root, quick=quick, steps=chosen)
+        except StepFailed as exc:
+            click.secho(f"Error: the demo failed at step '{exc.step}': {exc}", fg="red", err=True)
+            raise click.exceptions.Exit(exc.code if exc.code in (1, 2, 3) else 3) from None
         total = time.perf_counter() - t0
-        skipped = [k for k, v in status.items() if v.startswith("skipped")]
-        click.echo(f"Done in {total:.0f} s" + (f"; skipped: {', '.join(skipped)}" if skipped else "."))
-        report = outdir / "report.html"
+        left_out = [n for n in names if chosen is not None and n not in chosen]
+        click.echo(f"Done in {total:.0f} s" + (
+            f"; left out (--steps): {', '.join(left_out)}" if left_out else "."))
         if status.get("report") == "ok":
-            click.echo(f"Report: {report.resolve()}")
-        elif "report" in status:
-            raise SitekitError(f"The demo report could not be built ({status['report']}).")
+            click.echo(f"Report: {(outdir / 'report.html').resolve()}")

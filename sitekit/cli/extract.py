@@ -7,6 +7,30 @@ import click
 from sitekit.cli._common import force_option, print_table, progress, show_warnings
 
 
+class _LazyProgress:
+    """A progress bar that appears with the first finished case, so that input errors found
+    before any work are not printed under an empty bar."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self._args = (description, total)
+        self._ctx = None
+        self._advance = None
+
+    def __enter__(self):
+        def advance(n: int = 1) -> None:
+            if self._ctx is None:
+                self._ctx = progress(*self._args)
+                self._advance = self._ctx.__enter__()
+            self._advance(n)
+
+        return advance
+
+    def __exit__(self, *exc) -> bool:
+        if self._ctx is not None:
+            return bool(self._ctx.__exit__(*exc))
+        return False
+
+
 def register(cli: click.Group) -> None:
     """Add ``sitekit extract`` to the command line."""
 
@@ -37,14 +61,20 @@ def register(cli: click.Group) -> None:
         relative to the manifest) and optionally label_value and suv; other columns are
         copied to the output. A case that fails (missing or corrupt file, geometry
         mismatch, empty mask, absent label) is listed in the errors file and the run
-        goes on. An interrupted run continues with --resume.
+        goes on. An interrupted run continues with --resume, which also extracts again
+        every case whose image, mask, label or filter changed since. The features table and
+        the errors file are written together at the end (a killed run leaves the old ones).
+
+        \b
+        Example:
+          sitekit extract sample_data/cohort/manifest.csv --out features.parquet --workers 2
         """
         from sitekit.features import extract, output_paths, read_manifest
 
         cases, _ = read_manifest(manifest)
         _, err_path, parts_dir = output_paths(out)
         try:
-            with show_warnings(), progress("Extracting", len(cases)) as advance:
+            with show_warnings(), _LazyProgress("Extracting", len(cases)) as advance:
                 features, errors = extract(
                     manifest, params=params, workers=workers, scheduler=scheduler, out=out,
                     resume=resume, force=force, suv=suv, earl_calibration=earl_calibration,

@@ -28,6 +28,10 @@ def register(cli: click.Group) -> None:
         them (as `sitekit demo` writes).  The report has a summary of verdicts at the top
         (a failing EARL site says FAIL), a section per result found and the provenance.
         It embeds its figures, uses no external URL and works offline.
+
+        \b
+        Example:
+          sitekit report demo_output --out report.html
         """
         from sitekit.reports import build_report
 

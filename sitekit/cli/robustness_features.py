@@ -9,7 +9,6 @@ from sitekit.cli._common import (
     get_or_create_group,
     print_table,
     progress,
-    seed_option,
     show_warnings,
 )
 
@@ -32,9 +31,11 @@ def register(cli: click.Group) -> None:
     @click.option("--form", default="ICC(1,1)", show_default=True,
                   help="ICC form: ICC(1,1), ICC(2,1), ICC(3,1), ICC(1,k), ICC(2,k), ICC(3,k).")
     @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
-    @seed_option
+    @click.option("--random-state", "--seed", "random_state", type=int, default=0, show_default=True,
+                  help="Seed of the random perturbations (same value, same copies); --seed is an alias.")
     @force_option
-    def features(manifest, perturbations_file, n, out, params, threshold, form, workers, seed, force):
+    def features(manifest, perturbations_file, n, out, params, threshold, form, workers, random_state,
+                 force):
         """Perturb every case of MANIFEST N times, re-extract the features and report per-feature
         ICC, Koo-Li class and a robust flag (Zwanenburg et al. 2019).
 
@@ -58,7 +59,7 @@ def register(cli: click.Group) -> None:
         total = len(read_table(manifest))
         with show_warnings(), progress("Perturbing and extracting cases", total) as advance:
             result = feature_stability(manifest, perturbation, n=n, params=params, form=form,
-                                       threshold=threshold, random_state=seed, workers=workers,
+                                       threshold=threshold, random_state=random_state, workers=workers,
                                        progress=advance)
         result.save(out, force=force)
         table = result.table

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit._version import __version__
 from sitekit.exceptions import (
     CorruptFileError,
+    DataWarning,
     ExtractionError,
     OutputExistsError,
     SitekitError,
@@ -32,7 +35,18 @@ from sitekit.features._case import _label_of, pyradiomics_version, run_extractor
 from sitekit.features._manifest import PROVENANCE_COLUMNS, read_manifest
 from sitekit.features._params import load_params, params_hash
 from sitekit.features._suv import to_suv_bw
-from sitekit.io import TABLE_SUFFIXES, atomic_output, file_hash, read_image, read_table, write_table
+from sitekit.harmonize.earl import apply_filter, read_calibration
+from sitekit.io import (
+    TABLE_SUFFIXES,
+    atomic_output,
+    check_writable,
+    file_hash,
+    read_image,
+    read_table,
+    remove_stale_temporaries,
+    short_list,
+    write_tables,
+)
 
 __all__ = ["extract", "output_paths", "ERROR_COLUMNS"]
 
@@ -98,8 +112,6 @@ def process_case(task: Mapping, params: dict) -> dict:
             image = to_suv_bw(image)
         if task["fwhm"] is not None:
             stage = "filter"
-            from sitekit.harmonize.earl import apply_filter
-
             image = apply_filter(image, task["fwhm"])
         stage = "extract"
         values.update(run_extractor(image, mask, params, int(task["label"])))
@@ -144,9 +156,13 @@ class _Parts:
                     "with the same --params, or start over with --force and without --resume."
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.tmp*"):  # temporaries of a killed flush
+            stale.unlink(missing_ok=True)
         if not meta.exists():
-            meta.write_text(json.dumps({"format": _PARTS_FORMAT, "version": 1,
-                                        "params_hash": self.phash, "sitekit_version": __version__}))
+            with atomic_output(meta, force=True) as tmp:
+                tmp.write_text(json.dumps({"format": _PARTS_FORMAT, "version": 1,
+                                           "params_hash": self.phash,
+                                           "sitekit_version": __version__}))
 
     def add(self, result: dict) -> None:
         if result["ok"]:
@@ -161,9 +177,6 @@ class _Parts:
         return self.dir / f"{prefix}-{time.time_ns():020d}-{os.getpid()}{suffix}"
 
     def flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         if self._ok:
             cols = list(dict.fromkeys(k for row in self._ok for k in row))
             table = pa.table({c: [row.get(c) for row in self._ok] for c in cols})
@@ -178,8 +191,6 @@ class _Parts:
 
     def done(self, ids: set[str]) -> dict[str, dict]:
         """Results of earlier runs for ``ids`` (subject_id -> values)."""
-        import pyarrow.parquet as pq
-
         out: dict[str, dict] = {}
         for p in sorted(self.dir.glob("ok-*.parquet")):
             try:
@@ -200,7 +211,7 @@ class _Parts:
 
 def _done_from_output(out: Path, phash: str, ids: set[str]) -> dict[str, dict]:
     """Rows of an existing features table for ``ids`` (computed columns only)."""
-    df = read_table(out)
+    df = read_table(out, text_columns=["subject_id", "site"])
     if "subject_id" not in df.columns or "sitekit_version" not in df.columns:
         raise ValidationError(
             f"'{out}' is not a sitekit features table (no subject_id/sitekit_version columns); "
@@ -331,13 +342,19 @@ def extract(
     out : str or path-like, optional
         Features table to write (``.parquet``; ``.csv``/``.tsv`` also work).  Finished
         cases are flushed to Parquet part files in ``<out>.parts/`` every few seconds (and
-        on Ctrl-C or any error), then consolidated atomically into ``out`` at the end (the
-        parts directory is then removed); errors go to ``<out stem>.errors.csv``.  None
-        keeps everything in memory.
+        on Ctrl-C or any error), then consolidated into ``out`` at the end (the parts
+        directory is then removed); errors go to ``<out stem>.errors.csv``.  Both files are
+        written in full to temporary files before either is renamed into place, so a killed
+        run leaves the earlier pair (and its parts for ``resume``); temporary files of a
+        run killed while writing are removed by the next run.  None keeps everything in
+        memory.
     resume : bool, default=False
         Continue an interrupted (or extend a finished) run: cases already in ``out`` or in
         ``<out>.parts/`` are not extracted again; failed cases are retried.  Needs ``out``
-        and the same parameters.
+        and the same parameters.  A case is kept only while it still answers its manifest
+        row: when the image or mask file changed (SHA-256, so the files are read once more),
+        or the label, SUV conversion or EARL filter did, it is extracted again and a
+        :class:`~sitekit.exceptions.DataWarning` names it.
     force : bool, default=False
         Replace an existing output (and discard the parts of an interrupted run).
     suv : {"bw"}, optional
@@ -399,8 +416,6 @@ def extract(
 
     fwhm: dict[str, float] = {}
     if earl_calibration is not None:
-        from sitekit.harmonize.earl import read_calibration
-
         fwhm = read_calibration(earl_calibration)
         missing = sorted(set(df["site"]) - set(fwhm))
         if missing:
@@ -423,6 +438,7 @@ def extract(
             raise ValidationError(
                 f"Output '{out_path}' has an unknown suffix; use .parquet (or .csv, .tsv)."
             )
+        check_writable(out_path)
         if isinstance(manifest, str | Path) and Path(manifest).resolve() in (
             out_path.resolve(), err_path.resolve()
         ):
@@ -441,27 +457,26 @@ def extract(
                 )
         if force and not resume and parts_dir.exists():
             shutil.rmtree(parts_dir)
+        remove_stale_temporaries(out_path)  # left by a run killed while writing
+        remove_stale_temporaries(err_path)
+        if resume and out_path.exists():  # checked before anything is written
+            done.update(_done_from_output(out_path, phash, set(ids)))
         parts = _Parts(parts_dir, phash)
         parts.start(resume=resume)
         if resume:
-            if out_path.exists():
-                done.update(_done_from_output(out_path, phash, set(ids)))
             done.update(parts.done({i for i in ids if i not in done}))
             parts.clear_errors()
 
     # ---- tasks
     default_label = _label_of(p, None)
-    tasks = []
+    all_tasks = []
     for r in df.to_dict("records"):
-        sid = r["subject_id"]
-        if sid in done:
-            continue
         label = r.get("label_value")
         row_suv = suv or "none"
         if "suv" in r and isinstance(r["suv"], str) and r["suv"].strip():
             row_suv = r["suv"].strip().lower()
-        tasks.append({
-            "subject_id": sid,
+        all_tasks.append({
+            "subject_id": r["subject_id"],
             "image": str(root / r["image"]),
             "mask": str(root / r["mask"]),
             "label": default_label if label is None or pd.isna(label) else int(label),
@@ -469,6 +484,17 @@ def extract(
             "fwhm": fwhm.get(r["site"]),
             "params_hash": phash,
         })
+    if done:
+        changed = [t["subject_id"] for t in all_tasks
+                   if t["subject_id"] in done and not _still_valid(done[t["subject_id"]], t)]
+        for sid in changed:
+            del done[sid]
+        if changed:
+            warnings.warn(
+                f"Resume: {len(changed)} case(s) changed since they were extracted (image or "
+                f"mask file, label, SUV or EARL filter): {short_list(changed)}; extracting "
+                "them again.", DataWarning, stacklevel=2)
+    tasks = [t for t in all_tasks if t["subject_id"] not in done]
     if progress is not None and done:
         progress(len(done))
 
@@ -505,11 +531,31 @@ def extract(
     ]
     errors = pd.DataFrame(err_rows, columns=list(ERROR_COLUMNS))
     if out is not None:
-        write_table(features, out_path, force=True)
-        write_table(errors, err_path, force=True)
+        # both files are written in full first, then renamed (errors, then features); the
+        # parts are removed last, so a run killed in between is completed by --resume
+        write_tables({err_path: errors, out_path: features}, force=True)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(parts_dir)
     return features, errors
+
+
+def _still_valid(values: Mapping, task: Mapping) -> bool:
+    """Whether a case extracted earlier still answers ``task``: same image and mask bytes
+    (SHA-256), same label, SUV conversion and EARL filter."""
+    try:
+        if values.get("image_hash") != file_hash(task["image"]):
+            return False
+        if values.get("mask_hash") != file_hash(task["mask"]):
+            return False
+    except (SitekitError, OSError):
+        return False  # the file is gone or unreadable: extract again (and report it)
+    old_fwhm = values.get("earl_fwhm_mm")
+    old_fwhm = None if old_fwhm is None or pd.isna(old_fwhm) else float(old_fwhm)
+    new_fwhm = None if task["fwhm"] is None else float(task["fwhm"])
+    label = values.get("label")
+    return (label is not None and not pd.isna(label) and int(label) == int(task["label"])
+            and str(values.get("suv_conversion")) == str(task["suv"])
+            and old_fwhm == new_fwhm)
 
 
 def _assemble(df: pd.DataFrame, computed: dict[str, dict]) -> pd.DataFrame:

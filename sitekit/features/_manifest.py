@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,27 @@ def _shown(values) -> str:
     return ", ".join(values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
 
 
+_CODE = re.compile(r"^[-+]?0\d")
+
+
+def _restore_numbers(col: pd.Series) -> pd.Series:
+    """A column read as text back to numbers when every cell is a plain number.
+
+    Columns with a code-like value (a leading zero such as ``007`` or ``0000``) stay text,
+    as do the required columns (ids, sites and paths are text).
+    """
+    if col.name in REQUIRED_COLUMNS:
+        return col
+    text = col.dropna().astype(str).str.strip()
+    text = text[text != ""]
+    if text.empty or text.str.match(_CODE).any():
+        return col
+    num = pd.to_numeric(text, errors="coerce")
+    if num.isna().any():
+        return col
+    return pd.to_numeric(col.where(col.astype(str).str.strip() != ""), errors="coerce")
+
+
 def read_manifest(
     manifest: PathLike | pd.DataFrame, *, base_dir: PathLike | None = None
 ) -> tuple[pd.DataFrame, Path]:
@@ -56,7 +78,9 @@ def read_manifest(
     -------
     manifest : pandas.DataFrame
         A checked copy: ``subject_id`` and ``site`` as strings, ``label_value`` as nullable
-        integers, the index reset.
+        integers, the index reset.  A manifest file is read as text, so identifiers and
+        codes keep their leading zeros (``"007"`` stays ``"007"``); other columns whose every
+        cell is a plain number (no leading zero) become numbers.
     base_dir : pathlib.Path
 
     Raises
@@ -72,7 +96,9 @@ def read_manifest(
         root = Path(base_dir) if base_dir is not None else Path.cwd()
     else:
         path = Path(manifest)
-        df = read_table(path, dtype={"subject_id": str, "site": str})
+        # every cell as written: ids, sites and codes such as '007' keep their zeros
+        df = read_table(path, text_columns="all")
+        df = df.apply(_restore_numbers)
         where = f"Manifest '{path}'"
         root = Path(base_dir) if base_dir is not None else path.resolve().parent
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]

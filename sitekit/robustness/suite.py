@@ -12,34 +12,58 @@ nothing is ever unpickled.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import json
 import math
 import re
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import skops.io as sio
 from sklearn.base import clone, is_classifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
+from sitekit._json import to_jsonable
 from sitekit._typing import PathLike
 from sitekit._validation import check_number, check_option
 from sitekit._version import __version__
 from sitekit.exceptions import (
     CheckFailedError,
     CorruptFileError,
+    DataWarning,
     MissingFileError,
     ModelFileError,
     OutputExistsError,
     ValidationError,
 )
-from sitekit.io import atomic_output, file_hash, read_table, write_table
+from sitekit.harmonize import ComBat
+from sitekit.io import (
+    atomic_directory,
+    check_columns,
+    check_writable,
+    file_hash,
+    numeric_columns,
+    read_table,
+    remove_stale_temporaries,
+    short_list,
+    write_table,
+)
 from sitekit.robustness.adversarial import (
     adversarial_budget,
     linear_decision,
     minimal_perturbation,
+    resolve_scale,
 )
 from sitekit.robustness.sites import (
     POOLED,
@@ -57,6 +81,10 @@ __all__ = ["SuiteResult", "run_suite", "load_suite", "build_model", "load_model"
 RESULTS_SCHEMA = "sitekit.robustness.suite/1"
 
 _SECTIONS = {"data", "model", "settings", "stress", "adversarial", "checks"}
+#: Keys allowed in [data] and [model] (anything else is a typo and an error).
+_DATA_KEYS = {"table", "label", "site", "id", "covariates", "features", "stability", "sep",
+              "decimal"}
+_MODEL_KEYS = {"spec", "file", "trusted", "params", "harmonize"}
 _SETTINGS = {
     "random_state": 0,
     "test_size": 0.3,
@@ -86,31 +114,19 @@ _ADVERSARIAL = {
 
 # ------------------------------------------------------------------------------ models
 def _logistic(params):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(**{"max_iter": 2000, **params}))
 
 
 def _svm(params):
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     return make_pipeline(StandardScaler(), SVC(**{"probability": True, "random_state": 0,
                                                   **params}))
 
 
 def _random_forest(params):
-    from sklearn.ensemble import RandomForestClassifier
-
     return RandomForestClassifier(**{"n_estimators": 200, "random_state": 0, **params})
 
 
 def _gradient_boosting(params):
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     return HistGradientBoostingClassifier(**{"random_state": 0, **params})
 
 
@@ -153,8 +169,6 @@ def load_model(path: PathLike, *, trusted: list[str]):
         The file is not a skops file, or it contains types not in ``trusted`` (they are
         listed; add them to ``trusted`` only if you trust the file's author).
     """
-    import skops.io as sio
-
     p = Path(path)
     if not p.exists():
         raise MissingFileError(f"Model file '{p}' does not exist; check [model] file.")
@@ -283,6 +297,30 @@ def _err(path: Path, msg: str) -> ValidationError:
     return ValidationError(f"Suite '{path}': {msg}")
 
 
+def _check_keys(path: Path, where: str, given: Mapping, allowed) -> None:
+    """Refuse unknown keys (typos such as ``harmonise`` or ``parms``) with a suggestion."""
+    allowed = sorted(allowed)
+    # a typo most likely stands for a key that is not given yet ('lable' -> 'label' when
+    # 'table' is there)
+    unused = [k for k in allowed if k not in given] or allowed
+    for key in given:
+        if key in allowed:
+            continue
+        close = (difflib.get_close_matches(str(key), unused, n=1, cutoff=0.6)
+                 or difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6))
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise _err(path, f"unknown key '{key}' in {where}.{hint} Allowed: {', '.join(allowed)}.")
+
+
+def _check_type(path: Path, where: str, value, kind, what: str) -> None:
+    if isinstance(kind, tuple) and kind and kind[0] is list:
+        ok = isinstance(value, list) and all(isinstance(v, kind[1]) for v in value)
+    else:
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+    if not ok:
+        raise _err(path, f"{where} must be {what}. Got {value!r}.")
+
+
 def load_suite(path: PathLike) -> dict:
     """Read and validate a suite TOML file; returns the parsed dict with defaults filled in."""
     p = Path(path)
@@ -294,20 +332,41 @@ def load_suite(path: PathLike) -> dict:
         raise CorruptFileError(f"Suite file '{p}' is not valid TOML: {exc}") from exc
     unknown = set(raw) - _SECTIONS
     if unknown:
-        raise _err(p, f"unknown section(s) {sorted(unknown)}; allowed: {sorted(_SECTIONS)}.")
+        _check_keys(p, "the suite (sections)", {k: None for k in sorted(unknown)}, _SECTIONS)
     for sec in ("data", "model", "checks"):
         if sec not in raw:
             raise _err(p, f"missing [{sec}] section.")
+    for sec in _SECTIONS & set(raw):
+        if not isinstance(raw[sec], Mapping):
+            raise _err(p, f"[{sec}] must be a table (a [{sec}] header with keys under it).")
     data = dict(raw["data"])
+    _check_keys(p, "[data]", data, _DATA_KEYS)
     for key in ("table", "label", "site"):
         if key not in data:
             raise _err(p, f"[data] needs '{key}'.")
+    for key in ("table", "label", "site", "id", "stability", "sep", "decimal"):
+        if key in data:
+            _check_type(p, f"[data] {key}", data[key], str, "a string")
+    if "covariates" in data:
+        _check_type(p, "[data] covariates", data["covariates"], (list, str),
+                    'a list of column names such as ["age", "sex"]')
+    if "features" in data and not isinstance(data["features"], str):
+        _check_type(p, "[data] features", data["features"], (list, str),
+                    "a regex string or a list of column names")
     model = dict(raw["model"])
+    _check_keys(p, "[model]", model, _MODEL_KEYS)
     if ("spec" in model) == ("file" in model):
         raise _err(p, "[model] needs exactly one of 'spec' (a built model) or 'file' (a skops file).")
     if "file" in model and not isinstance(model.get("trusted", None), list):
         raise _err(p, "[model] file needs 'trusted', the explicit list of types to trust "
                       "(use [] when the file holds only skops' default types).")
+    if "spec" in model:
+        check_option(model["spec"], tuple(MODEL_SPECS), name="spec", owner=f"[model] of suite '{p}'")
+    if "params" in model and not isinstance(model["params"], Mapping):
+        raise _err(p, "[model] params must be a table such as { C = 0.1 }. "
+                      f"Got {model['params']!r}.")
+    if "params" in model and "file" in model:
+        raise _err(p, "[model] params only apply to 'spec' (a loaded model is used as saved).")
     if model.get("harmonize") not in (None, "combat"):
         raise _err(p, f"[model] harmonize must be \"combat\" or absent. Got {model['harmonize']!r}.")
     settings = {**_SETTINGS, **raw.get("settings", {})}
@@ -316,9 +375,7 @@ def load_suite(path: PathLike) -> dict:
     for name, given, allowed in (("settings", raw.get("settings", {}), _SETTINGS),
                                  ("stress", raw.get("stress", {}), _STRESS),
                                  ("adversarial", raw.get("adversarial", {}), _ADVERSARIAL)):
-        extra = set(given) - set(allowed)
-        if extra:
-            raise _err(p, f"unknown key(s) {sorted(extra)} in [{name}]; allowed: {sorted(allowed)}.")
+        _check_keys(p, f"[{name}]", given, allowed)
     check_number(settings["test_size"], name="test_size", owner=f"[settings] of '{p}'", low=0,
                  high=0.9, low_inclusive=False)
     for key in ("n_bootstrap", "n_permutations", "n_repeats", "cv", "random_state"):
@@ -329,15 +386,13 @@ def load_suite(path: PathLike) -> dict:
         if not isinstance(spec, Mapping):
             raise _err(p, f"check '{name}' must be a table such as {{ min = 0.7 }}.")
         spec = dict(spec)
+        _check_keys(p, f"check '{name}'", spec, CHECKS[name][1] | {"min", "max"})
         bounds = [k for k in ("min", "max") if k in spec]
         if len(bounds) != 1:
             raise _err(p, f"check '{name}' needs exactly one of 'min' or 'max'.")
         op = bounds[0]
         threshold = check_number(spec.pop(op), name=op, owner=f"check '{name}'")
-        extra = set(spec) - CHECKS[name][1]
-        if extra:
-            raise _err(p, f"check '{name}' has unknown key(s) {sorted(extra)}; allowed: "
-                          f"{sorted(CHECKS[name][1] | {'min', 'max'})}.")
+        _check_keys(p, f"check '{name}'", spec, CHECKS[name][1])
         checks[name] = {"op": op, "threshold": float(threshold), "params": spec}
     if not checks:
         raise _err(p, "[checks] is empty; name at least one check.")
@@ -349,7 +404,10 @@ def _select_features(df: pd.DataFrame, data: dict, path: Path) -> list[str]:
     reserved = {data["label"], data["site"], *data.get("covariates", []), data.get("id", "")}
     spec = data.get("features")
     if spec is None:
-        cols = [c for c in df.columns if c not in reserved and pd.api.types.is_numeric_dtype(df[c])]
+        # numeric columns, and text columns that hold numbers (a stray "n/a" or a decimal
+        # comma must be reported, not make the feature silently disappear)
+        cols = [c for c in df.columns if c not in reserved and (
+            pd.api.types.is_numeric_dtype(df[c]) or _holds_numbers(df[c]))]
     elif isinstance(spec, str):
         try:
             pat = re.compile(spec)
@@ -357,13 +415,55 @@ def _select_features(df: pd.DataFrame, data: dict, path: Path) -> list[str]:
             raise _err(path, f"[data] features {spec!r} is not a valid regex: {exc}.") from exc
         cols = [c for c in df.columns if c not in reserved and pat.search(str(c))]
     else:
-        missing = [c for c in spec if c not in df.columns]
-        if missing:
-            raise _err(path, f"[data] features names columns {missing[:5]} that the table lacks.")
+        check_columns(df, spec, source=f"Suite '{path}': the table", what="[data] features column")
         cols = list(spec)
     if not cols:
         raise _err(path, f"[data] features {spec!r} matches no column of the table.")
     return cols
+
+
+def _holds_numbers(s: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+        return False
+    text = s.dropna().astype(str).str.strip()
+    text = text[text != ""]
+    return bool(len(text)) and bool(pd.to_numeric(text, errors="coerce").notna().mean() >= 0.5)
+
+
+def _check_model_features(model, features: list[str], path: Path) -> list[str]:
+    """The features in the order a loaded model expects; refuse a model fitted on others."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        names = [str(n) for n in names]
+        missing = [n for n in names if n not in features]
+        extra = [f for f in features if f not in names]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"the model needs {short_list(missing)}, which [data] features "
+                             "does not select")
+            if extra:
+                parts.append(f"[data] features selects {short_list(extra)}, which the model "
+                             "was not fitted on")
+            raise _err(path, f"the features do not match the model: {'; '.join(parts)}. Set "
+                             "[data] features to the model's features "
+                             f"({len(names)}: {short_list(names)}).")
+        return names
+    n_in = getattr(model, "n_features_in_", None)
+    if n_in is not None and int(n_in) != len(features):
+        raise _err(path, f"the model was fitted on {int(n_in)} features but [data] features "
+                         f"selects {len(features)} ({short_list(features)}); select the "
+                         "model's features, in the order it was fitted on.")
+    return features
+
+
+def _check_scores(model, path: Path) -> None:
+    """Suites score with ROC AUC and calibration: the model must give scores, not only labels."""
+    if not (hasattr(model, "predict_proba") or hasattr(model, "decision_function")):
+        raise _err(path, f"the model {type(model).__name__} only predicts labels (it has "
+                         "neither predict_proba nor decision_function); suites need scores. "
+                         "Save a classifier with predict_proba (e.g. CalibratedClassifierCV "
+                         "around it).")
 
 
 @dataclass
@@ -420,26 +520,37 @@ class SuiteResult:
         }
 
     def save(self, out_dir: PathLike, *, force: bool = False) -> Path:
-        """Write every table as ``<name>.csv``, ``checks.csv`` and ``results.json`` into ``out_dir``.
+        """Write the result set: every table as ``<name>.csv``, ``checks.csv`` and ``results.json``.
 
-        Each file is written atomically; ``results.json`` last, so its presence means a
-        complete run.  An existing ``results.json`` needs ``force=True``.
+        The set is written into a temporary folder next to ``out_dir`` and moved into place
+        whole, so an interrupted run leaves either the old set or the new one, never a mix.
+        An existing result set (a folder with ``results.json``) is replaced only with
+        ``force=True``; an existing empty folder is used; a folder holding other files is
+        refused (even with ``force``), so that no unrelated file is ever deleted.
+
+        Parameters
+        ----------
+        out_dir : str or path-like
+            The result folder.
+        force : bool, default=False
+            Replace an existing result set.
+
+        Returns
+        -------
+        pathlib.Path
+            ``out_dir``.
         """
         out = Path(out_dir)
-        if (out / "results.json").exists() and not force:
-            raise OutputExistsError(
-                f"Output directory '{out}' already holds results.json; pass --force "
-                "(force=True) to replace it."
-            )
-        if out.exists() and not out.is_dir():
-            raise OutputExistsError(f"Output '{out}' exists and is not a directory.")
-        out.mkdir(parents=True, exist_ok=True)
-        for name, table in self.tables.items():
-            write_table(table, out / f"{name}.csv", force=True)
-        write_table(self.checks, out / "checks.csv", force=True)
-        with atomic_output(out / "results.json", force=True) as tmp:
-            tmp.write_text(json.dumps(self.to_json(), indent=2, default=_json_default) + "\n",
-                           encoding="utf-8")
+        _check_out_dir(out, force=force)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # an empty folder made by the user: take its place
+        remove_stale_temporaries(out)  # left by a run killed while writing
+        with atomic_directory(out, force=force) as tmp:
+            for name, table in self.tables.items():
+                write_table(table, tmp / f"{name}.csv")
+            write_table(self.checks, tmp / "checks.csv")
+            (tmp / "results.json").write_text(
+                json.dumps(to_jsonable(self.to_json()), indent=2) + "\n", encoding="utf-8")
         return out
 
     def raise_for_failure(self) -> None:
@@ -463,20 +574,72 @@ def _fmt(v) -> str:
     return "nan" if v is None or not np.isfinite(v) else f"{v:.4g}"
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+def _check_out_dir(out: Path, *, force: bool) -> None:
+    """Refuse an output folder that cannot take a result set (before any work is done)."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"Output '{out}' exists and is not a folder; choose a folder path.")
+    check_writable(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "results.json").exists():
+        raise OutputExistsError(
+            f"Output folder '{out}' holds other files and no results.json; a result set "
+            "replaces its whole folder, so choose a new or empty folder."
+        )
+    if not force:
+        raise OutputExistsError(
+            f"Output directory '{out}' already holds results.json; pass --force "
+            "(force=True) to replace it."
+        )
 
 
-def _safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, np.generic):
-        return _safe(v.item())
-    return v
+#: Cases per HopSkipJump call in a suite (progress is reported after each chunk).
+ATTACK_CHUNK = 10
+
+
+def _black_box_attack(model, X, y, *, budgets, norm, scale, scoring, random_state, attack,
+                      step):
+    """HopSkipJump distances in chunks of cases (with progress) and the budget table from them.
+
+    The distance unit is resolved once on all the attacked cases, so chunking does not change
+    it; each chunk is attacked with its own seed (``random_state + chunk``) and its start
+    points are drawn from its own cases.  The budget table follows
+    :func:`~sitekit.robustness.adversarial.adversarial_budget` for black-box models (the
+    cases flippable within a budget are replaced by their adversarial examples), computed
+    from this one attack instead of a second one.
+    """
+    units = resolve_scale(scale, X)
+    n = len(X)
+    frames, advs = [], []
+    for k, start in enumerate(range(0, n, ATTACK_CHUNK)):
+        part = X.iloc[start:start + ATTACK_CHUNK]
+        table, x_adv = minimal_perturbation(model, part, norm=norm, method="hopskipjump",
+                                            scale=units, random_state=random_state + k,
+                                            return_adversarial=True, **attack)
+        frames.append(table)
+        advs.append(x_adv)
+        step(f"adversarial: {min(start + ATTACK_CHUNK, n)}/{n} cases attacked (HopSkipJump)")
+    table = pd.concat(frames)
+    X_adv = pd.concat(advs)
+    scorer = get_scorer(scoring) if isinstance(scoring, str) else scoring
+    yv = np.asarray(y)
+
+    def score(frame):
+        return float(scorer(model, frame if hasattr(model, "feature_names_in_")
+                            else frame.to_numpy(dtype=float), yv))
+
+    baseline = score(X)
+    rows = []
+    for eps in budgets:
+        eps = float(check_number(eps, name="budgets", owner="[adversarial]", low=0))
+        take = (table["distance"] <= eps).to_numpy()
+        X_att = X.copy()
+        X_att.loc[take] = X_adv.loc[take].to_numpy()
+        value = score(X_att)
+        rows.append({"budget": eps, "norm": norm, "method": "hopskipjump", "score": value,
+                     "baseline": baseline, "score_drop": baseline - value,
+                     "flip_rate": float(np.mean(table["distance"].to_numpy() <= eps))})
+    return table, pd.DataFrame(rows)
 
 
 def run_suite(
@@ -496,6 +659,13 @@ def run_suite(
     stress tests and adversarial distances of the fitted model on the test part, in the
     model's input space (after harmonisation).
 
+    The stress baseline (the score every drop is measured from) is the score of the fitted
+    model on the suite's own test split, not a score measured elsewhere.  Before any work
+    the suite is checked against its data and model: unknown keys (typos), missing
+    columns, feature cells that are not numbers, a loaded model fitted on other features
+    or one that gives no scores are errors.  Rows with an empty cell in a used column are
+    dropped, with a :class:`~sitekit.exceptions.DataWarning` saying how many.
+
     Parameters
     ----------
     path : str or path-like
@@ -505,57 +675,75 @@ def run_suite(
     force : bool, default=False
         Replace an existing ``results.json``.
     progress : callable, default=None
-        Called with the name of each step as it starts.
+        Called as ``progress(message)`` with the name of each step as it starts and with
+        messages within long steps (rows dropped for empty cells; ``"adversarial: 20/50
+        cases attacked (HopSkipJump)"`` after each chunk of a black-box attack).  The
+        command line prints them.
 
     Returns
     -------
     SuiteResult
         Never raises on failed checks: call :meth:`SuiteResult.raise_for_failure`.
     """
-    from sklearn.model_selection import train_test_split
-
     suite = load_suite(path)
     p: Path = suite["path"]
-    if out_dir is not None and (Path(out_dir) / "results.json").exists() and not force:
-        raise OutputExistsError(
-            f"Output directory '{out_dir}' already holds results.json; pass --force "
-            "(force=True) to replace it."
-        )
-    step = progress or (lambda name: None)
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), force=force)
+    step = progress or (lambda message: None)
     data, mcfg, st, scfg, acfg = (suite["data"], suite["model"], suite["settings"],
                                   suite["stress"], suite["adversarial"])
     seed = int(st["random_state"])
     table_path = (p.parent / data["table"]).resolve()
-    df = read_table(table_path)
-    for key in ("label", "site"):
-        if data[key] not in df.columns:
-            raise _err(p, f"[data] {key} column '{data[key]}' is not in table '{table_path}'.")
     cov_cols = list(data.get("covariates", []))
-    missing = [c for c in cov_cols if c not in df.columns]
-    if missing:
-        raise _err(p, f"[data] covariates {missing} are not in table '{table_path}'.")
+    read_opts = {k: data[k] for k in ("sep", "decimal") if k in data}
+    # site and id as written ('01' stays '01'); categorical covariates are text anyway
+    try:
+        df = read_table(table_path, text_columns=[data["site"], data.get("id", data["site"])],
+                        **read_opts)
+    except CorruptFileError as exc:
+        if "-separated" not in str(exc):
+            raise
+        raise CorruptFileError(f"{exc} In a suite file: [data] sep = \";\" (and decimal = "
+                               "\",\" for decimal commas).") from exc
+    source_name = f"Suite '{p}': table '{table_path}'"
+    check_columns(df, [data["label"], data["site"]], source=source_name,
+                  what="[data] label/site column")
+    check_columns(df, cov_cols, source=source_name, what="[data] covariates column")
     features = _select_features(df, data, p)
-    keep = df[features + [data["label"], data["site"]] + cov_cols].notna().all(axis=1)
-    df = df.loc[keep].reset_index(drop=True)
-    X = df[features].astype(float)
-    y = df[data["label"]].to_numpy()
-    sites = df[data["site"]].astype(str).to_numpy()
-    cov = df[cov_cols] if cov_cols else None
 
-    # ---- model
+    # ---- model: checked against the data before any work
     if "spec" in mcfg:
         model = build_model(mcfg["spec"], mcfg.get("params"))
         source = "spec"
     else:
         model = load_model((p.parent / mcfg["file"]).resolve(), trusted=list(mcfg["trusted"]))
         source = "skops"
+        features = _check_model_features(model, features, p)
     if not is_classifier(model):
         raise _err(p, f"the model {type(model).__name__} is not a classifier; suites test classifiers.")
+    _check_scores(model, p)
     harmonizer = None
     if mcfg.get("harmonize") == "combat":
-        from sitekit.harmonize import ComBat
-
         harmonizer = ComBat()
+
+    X_all = numeric_columns(df, features, source=source_name,
+                            decimal_fix="""set [data] decimal = "," (and sep = ";")""")
+    used = features + [data["label"], data["site"]] + cov_cols
+    keep = X_all.notna().all(axis=1) & df[used[len(features):]].notna().all(axis=1)
+    n_dropped = int((~keep).sum())
+    if n_dropped:
+        empty = [c for c in used if (X_all[c] if c in X_all else df[c]).isna().any()]
+        message = (f"dropped {n_dropped} of {len(df)} rows with empty cells (in "
+                   f"{short_list(empty)}); the suite uses the remaining {int(keep.sum())}.")
+        warnings.warn(f"Suite '{p}': {message}", DataWarning, stacklevel=2)
+        step(f"data: {message}")
+    if int(keep.sum()) == 0:
+        raise _err(p, f"every row of '{table_path}' has an empty cell in {short_list(used)}.")
+    df = df.loc[keep].reset_index(drop=True)
+    X = X_all.loc[keep].reset_index(drop=True)
+    y = df[data["label"]].to_numpy()
+    sites = df[data["site"]].astype(str).to_numpy()
+    cov = df[cov_cols] if cov_cols else None
 
     tables: dict[str, pd.DataFrame] = {}
     # ---- leave-one-site-out
@@ -642,13 +830,21 @@ def run_suite(
     pick = np.sort(rng.choice(len(idx_te), size=n_adv, replace=False))
     X_adv_in = X_te.iloc[pick]
     attack = {"max_iter": int(acfg["max_iter"]), "max_eval": int(acfg["max_eval"])}
-    adv = minimal_perturbation(model, X_adv_in, norm=acfg["norm"], method=acfg["method"],
-                               scale=adv_scale, random_state=seed, **attack)
+    if exact:
+        step(f"adversarial: exact distances of {n_adv} cases (linear decision function)")
+        adv = minimal_perturbation(model, X_adv_in, norm=acfg["norm"], method=acfg["method"],
+                                   scale=adv_scale, random_state=seed, **attack)
+        budget_table = adversarial_budget(
+            model, X_adv_in, y_te[pick], budgets=acfg["budgets"], norm=acfg["norm"],
+            scale=adv_scale, method=acfg["method"], scoring=stress.scoring,
+            random_state=seed, **attack)
+    else:
+        adv, budget_table = _black_box_attack(
+            model, X_adv_in, y_te[pick], budgets=acfg["budgets"], norm=acfg["norm"],
+            scale=adv_scale, scoring=stress.scoring, random_state=seed, attack=attack,
+            step=step)
     tables["adversarial"] = adv.assign(site=s_te[pick]).reset_index(names="row")
-    tables["adversarial_budget"] = adversarial_budget(
-        model, X_adv_in, y_te[pick], budgets=acfg["budgets"], norm=acfg["norm"],
-        scale=adv_scale, method=acfg["method"], scoring=scfg["scoring"], random_state=seed,
-        **attack)
+    tables["adversarial_budget"] = budget_table
 
     # ---- checks
     step("checks")
@@ -662,16 +858,15 @@ def run_suite(
             value >= chk["threshold"] if chk["op"] == "min" else value <= chk["threshold"])
         rows.append({"name": name, "value": value, "op": chk["op"],
                      "threshold": chk["threshold"], "passed": ok, "description": desc,
-                     "details": json.dumps({**chk["params"], **{k: _safe(v) for k, v in
-                                                                details.items()}},
-                                           default=_json_default)})
+                     "details": json.dumps(to_jsonable({**chk["params"], **details}))})
     checks = pd.DataFrame(rows)
     info = {
         "sitekit_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "suite": {"path": str(p), "sha256": file_hash(p)},
         "data": {"table": str(table_path), "sha256": file_hash(table_path),
-                 "n_samples": len(df), "n_features": len(features), "features": features,
+                 "n_samples": len(df), "n_rows_read": len(df) + n_dropped,
+                 "n_dropped": n_dropped, "n_features": len(features), "features": features,
                  "label": data["label"], "site": data["site"], "covariates": cov_cols,
                  "sites": {str(k): int(v) for k, v in pd.Series(sites).value_counts(
                      sort=False).items()},
@@ -684,6 +879,8 @@ def run_suite(
         "summary": {
             "worst_site": loso.attrs["worst_site"],
             "stress_baseline": stress.baseline,
+            "stress_baseline_data": (f"the fitted model on the suite's own test split "
+                                     f"({len(idx_te)} rows of '{table_path.name}')"),
             "scoring": stress.scoring,
             "site_predictability": dict(zip(tables["site_predictability"]["space"],
                                             tables["site_predictability"]["auc"].astype(float),
