@@ -483,11 +483,12 @@ def _check_header(p: Path, sep: str, encoding: str | None) -> None:
             if other != sep and line.count(other) >= 1:
                 shown = line if len(line) <= 60 else line[:57] + "..."
                 hint = (" (a semicolon-separated export often uses decimal commas too: "
-                        "read it with sep=';', decimal=',')") if other == ";" else ""
+                        "read it with sep=';', decimal=','; CLI: --sep ';' --decimal ,)") \
+                    if other == ";" else ""
                 raise CorruptFileError(
                     f"Table '{p}' looks {name}-separated (header '{shown}'), but "
                     f"{_suffix(p)} files are read with {_SEP_NAMES[sep]}s; save it with "
-                    f"{_SEP_NAMES[sep]}s or pass sep={other!r}{hint}."
+                    f"{_SEP_NAMES[sep]}s or pass sep={other!r} (CLI: --sep {other!r}){hint}."
                 )
     seen: dict[str, int] = {}
     for f in fields:

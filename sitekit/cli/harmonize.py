@@ -109,6 +109,14 @@ _COMMON = [
                       "fraction such as 0.95 (default 0.95)."),
 ]
 
+_READ = [
+    click.option("--sep", default=None,
+                 help="Field separator of a CSV TABLE (default ',' for .csv, a tab for .tsv), "
+                      "e.g. --sep ';' for a semicolon export."),
+    click.option("--decimal", default=".", show_default=True,
+                 help="Decimal mark of a CSV TABLE, e.g. --decimal , for decimal commas."),
+]
+
 _SCALE = [
     click.option("--scheduler", default=None,
                  help="Address of a dask scheduler (tcp://host:8786): a Parquet TABLE (file or "
@@ -165,12 +173,12 @@ def register(cli: click.Group) -> None:
 
     @group.command("fit")
     @click.argument("table", type=click.Path(exists=True))
-    @_options(_COMMON + _SCALE)
+    @_options(_COMMON + _READ + _SCALE)
     @click.option("--model", "model_path", required=True, type=click.Path(),
                   help="Where to save the fitted model (.npz, no pickle).")
     @key_file_option
     @force_option
-    def fit_cmd(table, model_path, key_file, force, scheduler, workers, **kw) -> None:
+    def fit_cmd(table, model_path, key_file, force, scheduler, workers, sep, decimal, **kw) -> None:
         """Fit on TABLE and save the model.
 
         \b
@@ -184,7 +192,7 @@ def register(cli: click.Group) -> None:
         _cluster(scheduler, workers, plain=options["method"] == "combat")
         with show_warnings():
             res = fit_table(table, model_path=model_path, force=force, key=read_key_file(key_file),
-                            **options)
+                            sep=sep, decimal=decimal, **options)
         _echo_selection(res)
         print_table(fit_summary(res.model), title=f"{type(res.model).__name__} fitted on "
                     f"{res.n_rows} rows x {len(res.selection.features)} features")
@@ -204,11 +212,11 @@ def register(cli: click.Group) -> None:
                        "rows against the frozen model (at least 2 rows each; < 20 warns).")
     @click.option("--model-out", default=None, type=click.Path(),
                   help="With --adapt: save the adapted model here (.npz).")
-    @_options(_SCALE)
+    @_options(_READ + _SCALE)
     @key_file_option
     @force_option
     def apply_cmd(table, model_path, out, site_col, covariates, adapt, model_out, scheduler, workers,
-                  key_file, force) -> None:
+                  sep, decimal, key_file, force) -> None:
         """Harmonise TABLE with a saved model; other columns pass through unchanged and in order.
 
         \b
@@ -225,7 +233,8 @@ def register(cli: click.Group) -> None:
         with show_warnings():
             res = apply_table(table, model=model_path, out=out, site_col=site_col,
                               covariates=split_list(covariates) or None, adapt=adapt,
-                              model_out=model_out, force=force, key=read_key_file(key_file))
+                              model_out=model_out, force=force, key=read_key_file(key_file),
+                              sep=sep, decimal=decimal)
         if adapt:
             click.echo(f"Adapted the model to {len(res.new_sites)} new site(s): "
                        f"{', '.join(map(str, res.new_sites))}" if res.new_sites
@@ -236,7 +245,7 @@ def register(cli: click.Group) -> None:
 
     @group.command("run")
     @click.argument("table", type=click.Path(exists=True))
-    @_options(_COMMON + _SCALE)
+    @_options(_COMMON + _READ + _SCALE)
     @click.option("--out", "out", required=True, type=click.Path(),
                   help="The harmonised table (.csv, .tsv or .parquet). The model and diagnostics "
                        "go beside it (<stem>.model.npz, <stem>.diagnostics.json) unless "
@@ -248,7 +257,7 @@ def register(cli: click.Group) -> None:
     @key_file_option
     @force_option
     def run_cmd(table, out, model_path, diagnostics_path, key_file, force, scheduler, workers,
-                **kw) -> None:
+                sep, decimal, **kw) -> None:
         """Fit on TABLE and harmonise it, writing one result set:
 
         \b
@@ -272,7 +281,7 @@ def register(cli: click.Group) -> None:
         with show_warnings():
             res = harmonize_table(table, out=out, model_path=model_path,
                                   diagnostics_path=diagnostics_path, force=force,
-                                  key=read_key_file(key_file), **options)
+                                  key=read_key_file(key_file), sep=sep, decimal=decimal, **options)
         _echo_selection(res)
         print_table(fit_summary(res.model), title=f"{type(res.model).__name__} on {res.n_rows} rows "
                     f"x {len(res.selection.features)} features")

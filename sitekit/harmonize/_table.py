@@ -47,7 +47,7 @@ from sitekit.harmonize._covbat import CovBat
 from sitekit.harmonize._diagnostics import harmonization_diagnostics
 from sitekit.harmonize._nested import NestedComBat
 from sitekit.harmonize._persistence import load
-from sitekit.io import TABLE_SUFFIXES
+from sitekit.io import TABLE_SUFFIXES, numeric_columns, read_table
 
 __all__ = [
     "FeatureSelection",
@@ -97,6 +97,17 @@ class FeatureSelection:
 def _id_like(name) -> bool:
     low = str(name).lower()
     return low in ("id", "index") or low.endswith("_id") or low.endswith("id") and low[:-2].endswith("_")
+
+
+def _looks_numeric(col: pd.Series) -> bool:
+    """A text column whose filled cells are mostly numbers (decimal commas included): a
+    feature column broken by a few bad cells, not a label column."""
+    text = col.dropna().astype(str).str.strip()
+    text = text[text != ""]
+    if text.empty:
+        return False
+    parsed = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+    return bool(parsed.notna().mean() >= 0.5)
 
 
 def _left_out_reason(col: pd.Series) -> str | None:
@@ -184,6 +195,8 @@ def select_features(df: pd.DataFrame, *, reserved: Sequence = (), features: Sequ
         chosen = [c for c in chosen if c not in skip]
         bad = [c for c in chosen if not pd.api.types.is_numeric_dtype(df[lookup[c]])
                or pd.api.types.is_bool_dtype(df[lookup[c]])]
+        if bad and not _dask.is_dask_collection(df):
+            numeric_columns(df, [lookup[c] for c in bad], source="The table")  # names the bad cell
         if bad:
             raise ValidationError(f"Feature column(s) {bad[:10]} are not numeric; fix the values "
                                   "(decimal points, no text) or leave them out of --features.")
@@ -192,8 +205,12 @@ def select_features(df: pd.DataFrame, *, reserved: Sequence = (), features: Sequ
         chosen, left = [], {}
         lazy = _dask.is_dask_collection(df)  # a cluster table: judged by name and dtype only
         for name, col in df.items():
-            if str(name) in skip or not pd.api.types.is_numeric_dtype(col) \
-                    or pd.api.types.is_bool_dtype(col):
+            if str(name) in skip or pd.api.types.is_bool_dtype(col):
+                continue
+            if not pd.api.types.is_numeric_dtype(col):
+                if not lazy and not _id_like(name) and _looks_numeric(col):
+                    # a feature column with a bad cell must not pass through unharmonized
+                    numeric_columns(df, [name], source="The table")
                 continue
             why = ("id-like name" if _id_like(name) else None) if lazy else _left_out_reason(col)
             if why:
@@ -299,8 +316,19 @@ def _beside(out: Path, suffix: str) -> Path:
 
 
 # --------------------------------------------------------------------------- reading / fitting
-def _read(table: PathLike):
-    return _dask.read_table(table)  # a lazy dask DataFrame for Parquet inside dask_cluster()
+def _read(table: PathLike, *, text_columns: Sequence = (), sep: str | None = None,
+          decimal: str = "."):
+    """The table; site, batch and id-like columns of a CSV/TSV are read as text, so codes such
+    as ``01`` or ``007`` keep their leading zeros and never become numeric features."""
+    if _dask.active_session() is not None and Path(table).suffix.lower() not in (".csv", ".tsv", ".tab"):
+        return _dask.read_table(table)  # a lazy dask DataFrame for Parquet inside dask_cluster()
+    csv_options = {"sep": sep, "decimal": decimal} if sep or decimal != "." else {}
+    is_csv = Path(table).suffix.lower() in (".csv", ".tsv", ".tab")
+    header = read_table(table, nrows=0, **csv_options) if is_csv else None
+    text = [c for c in text_columns if c]
+    if header is not None:
+        text += [str(c) for c in header.columns if _id_like(c)]
+    return read_table(table, text_columns=text or None, **(csv_options if is_csv else {}))
 
 
 def _columns(values) -> list:
@@ -344,7 +372,8 @@ def _record(site_col, covs) -> dict:
 
 
 def fit_table(table: PathLike, *, model_path: PathLike, force: bool = False,
-              key: bytes | str | None = None, **fit_options) -> HarmonizeResult:
+              key: bytes | str | None = None, sep: str | None = None, decimal: str = ".",
+              **fit_options) -> HarmonizeResult:
     """Fit a harmoniser on a table and save it.
 
     Parameters
@@ -357,6 +386,10 @@ def fit_table(table: PathLike, *, model_path: PathLike, force: bool = False,
         Replace an existing model file.
     key : bytes or str, optional
         Sign the model file (HMAC-SHA256).
+    sep : str, optional
+        Field separator of a CSV table (default: ``","`` for ``.csv``, a tab for ``.tsv``).
+    decimal : str, default="."
+        Decimal mark of a CSV table (``","`` for decimal commas).
     **fit_options
         ``site_col`` (required unless ``method="nested"``); ``covariates``,
         ``categorical``, ``continuous`` (covariate columns whose effects are kept, the
@@ -372,7 +405,8 @@ def fit_table(table: PathLike, *, model_path: PathLike, force: bool = False,
     """
     model_path = check_output_path(model_path, kind="model", option="--model", force=force,
                                    inputs=(table,))
-    df = _read(table)
+    df = _read(table, text_columns=[fit_options.get("site_col"), *_columns(fit_options.get("batch_cols"))],
+               sep=sep, decimal=decimal)
     model, selection, covs = _fit(df, **fit_options)
     model.save(model_path, force=force, metadata=_record(fit_options.get("site_col"), covs), key=key)
     return HarmonizeResult(model, selection, len(df), {"model": model_path})
@@ -394,6 +428,10 @@ def _new_sites(df, model, site_col) -> list:
         return new
     known = {str(s) for s in model.sites_}
     return [v for v in df[site_col].astype(str).unique() if v not in known]
+
+
+def _batch_columns(model) -> list:
+    return list(model.batch_cols_) if isinstance(model, NestedComBat) else []
 
 
 def _transform(df, model, site_col, covs):
@@ -430,7 +468,8 @@ def _adapt(df, model, site_col, covs):
 
 def apply_table(table: PathLike, *, model: PathLike, out: PathLike, site_col: str | None = None,
                 covariates=None, adapt: bool = False, model_out: PathLike | None = None,
-                force: bool = False, key: bytes | str | None = None) -> HarmonizeResult:
+                force: bool = False, key: bytes | str | None = None, sep: str | None = None,
+                decimal: str = ".") -> HarmonizeResult:
     """Harmonise a table with a saved model; every other column passes through in order.
 
     Parameters
@@ -454,6 +493,10 @@ def apply_table(table: PathLike, *, model: PathLike, out: PathLike, site_col: st
         Replace existing outputs.
     key : bytes or str, optional
         The key of a signed model file (also signs ``model_out``).
+    sep : str, optional
+        Field separator of a CSV table (default: ``","`` for ``.csv``, a tab for ``.tsv``).
+    decimal : str, default="."
+        Decimal mark of a CSV table (``","`` for decimal commas).
 
     Returns
     -------
@@ -479,7 +522,7 @@ def apply_table(table: PathLike, *, model: PathLike, out: PathLike, site_col: st
     covs = _columns(covariates) if covariates else list(recorded.get("covariates", _covariate_names(fitted)))
     if not hasattr(fitted, "feature_names_in_"):
         raise ValidationError(f"Model '{model}' was fitted without column names; fit it from a table.")
-    df = _read(table)
+    df = _read(table, text_columns=[site_col, *_batch_columns(fitted)], sep=sep, decimal=decimal)
     new: list = []
     if adapt:
         new = _new_sites(df, fitted, site_col)
@@ -522,7 +565,8 @@ def _replace(src: Path, dst: Path, trash: Path) -> None:
 
 def harmonize_table(table: PathLike, *, out: PathLike, model_path: PathLike | None = None,
                     diagnostics_path: PathLike | None = None, force: bool = False,
-                    key: bytes | str | None = None, **fit_options) -> HarmonizeResult:
+                    key: bytes | str | None = None, sep: str | None = None, decimal: str = ".",
+                    **fit_options) -> HarmonizeResult:
     """Fit a harmoniser on a table and harmonise it, writing one result set.
 
     The result set is the harmonised table ``out``, the model (``model_path``, default
@@ -546,6 +590,10 @@ def harmonize_table(table: PathLike, *, out: PathLike, model_path: PathLike | No
         Replace an existing result set.
     key : bytes or str, optional
         Sign the model file (HMAC-SHA256).
+    sep : str, optional
+        Field separator of a CSV table (default: ``","`` for ``.csv``, a tab for ``.tsv``).
+    decimal : str, default="."
+        Decimal mark of a CSV table (``","`` for decimal commas).
     **fit_options
         As in :func:`fit_table` (``site_col``, ``covariates``, ``features``, ``method`` ...).
 
@@ -578,7 +626,8 @@ def harmonize_table(table: PathLike, *, out: PathLike, model_path: PathLike | No
     targets = [Path(out).resolve(), Path(model_path).resolve(), Path(diagnostics_path).resolve()]
     if len(set(targets)) != 3:
         raise ValidationError("The table, model and diagnostics paths must differ.")
-    df = _read(table)
+    df = _read(table, text_columns=[fit_options.get("site_col"), *_columns(fit_options.get("batch_cols"))],
+               sep=sep, decimal=decimal)
     model, selection, covs = _fit(df, **fit_options)
     site_col = fit_options.get("site_col")
     result = _transform(df, model, site_col, covs)
