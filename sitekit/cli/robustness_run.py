@@ -27,9 +27,14 @@ def register(cli: click.Group) -> None:
         stress baseline is the fitted model's score on the suite's own test split.
         Writes tidy CSV tables and OUT/results.json; exits 1 listing the failed checks.
 
+        A suite whose [model] has ``kind = "onnx" | "threshold" | "python"`` tests an image
+        segmentation model on a [data] manifest instead (checks worst_site_dice,
+        mtv_bias_at_blur, attack_dice_drop).
+
         \b
         Example:
           sitekit robustness run sample_data/suite/suite.toml --out robustness_results
+          sitekit robustness run sample_data/models/segmentation_suite.toml --out seg_results
         """
         from sitekit.robustness.suite import run_suite
 
@@ -42,11 +47,12 @@ def register(cli: click.Group) -> None:
             result = run_suite(suite, out_dir=out, force=force, progress=report)
         print_table(result.checks[["name", "value", "op", "threshold", "passed"]],
                     title=f"Robustness checks: {result.verdict.upper()}")
-        summary, data = result.info["summary"], result.info["data"]
+        summary, data = result.info.get("summary"), result.info["data"]
         if data.get("n_dropped"):
             click.echo(f"{data['n_dropped']} of {data['n_rows_read']} rows had empty cells "
                        "and were left out.")
-        click.echo(f"Stress baseline {summary['scoring']} = {summary['stress_baseline']:.4g}: "
-                   f"{summary['stress_baseline_data']}.")
+        if summary:  # a feature-table suite (an image-model suite has no stress baseline)
+            click.echo(f"Stress baseline {summary['scoring']} = {summary['stress_baseline']:.4g}: "
+                       f"{summary['stress_baseline_data']}.")
         click.echo(f"Wrote {len(result.tables) + 2} files to {out}")
         result.raise_for_failure()

@@ -65,6 +65,12 @@ from sitekit.robustness.adversarial import (
     minimal_perturbation,
     resolve_scale,
 )
+from sitekit.robustness.segmentation._suite import (
+    IMAGE_CHECKS,
+    MODEL_KINDS,
+    run_image_checks,
+    segmenter_from_config,
+)
 from sitekit.robustness.sites import (
     POOLED,
     calibration_curve_by_site,
@@ -85,6 +91,11 @@ _SECTIONS = {"data", "model", "settings", "stress", "adversarial", "checks"}
 _DATA_KEYS = {"table", "label", "site", "id", "covariates", "features", "stability", "sep",
               "decimal"}
 _MODEL_KEYS = {"spec", "file", "trusted", "params", "harmonize"}
+#: An image-model suite: ``[model] kind = "onnx" | "threshold" | "python"``.
+_IMAGE_DATA_KEYS = {"manifest"}
+_IMAGE_MODEL_KEYS = {"kind", "path", "spacing", "patch_size", "overlap", "threshold", "normalise",
+                     "output", "fraction", "suv", "margin_mm", "callable"}
+_IMAGE_SETTINGS = {"random_state": 0, "n_bootstrap": 200}
 _SETTINGS = {
     "random_state": 0,
     "test_size": 0.3,
@@ -339,6 +350,8 @@ def load_suite(path: PathLike) -> dict:
     for sec in _SECTIONS & set(raw):
         if not isinstance(raw[sec], Mapping):
             raise _err(p, f"[{sec}] must be a table (a [{sec}] header with keys under it).")
+    if "kind" in raw["model"]:
+        return _load_image_suite(p, raw)
     data = dict(raw["data"])
     _check_keys(p, "[data]", data, _DATA_KEYS)
     for key in ("table", "label", "site"):
@@ -642,6 +655,71 @@ def _black_box_attack(model, X, y, *, budgets, norm, scale, scoring, random_stat
     return table, pd.DataFrame(rows)
 
 
+def _bounded_checks(p: Path, given: Mapping, known: Mapping) -> dict:
+    """Parse ``[checks]``: each a table with exactly one of min/max plus its parameters."""
+    checks = {}
+    for name, spec in given.items():
+        check_option(name, tuple(known), name="check", owner=f"suite '{p}'")
+        if not isinstance(spec, Mapping):
+            raise _err(p, f"check '{name}' must be a table such as {{ min = 0.7 }}.")
+        spec = dict(spec)
+        bounds = [k for k in ("min", "max") if k in spec]
+        if len(bounds) != 1:
+            raise _err(p, f"check '{name}' needs exactly one of 'min' or 'max'.")
+        op = bounds[0]
+        threshold = check_number(spec.pop(op), name=op, owner=f"check '{name}'")
+        checks[name] = {"op": op, "threshold": float(threshold), "params": spec}
+    if not checks:
+        raise _err(p, "[checks] is empty; name at least one check.")
+    return checks
+
+
+def _load_image_suite(p: Path, raw: Mapping) -> dict:
+    """The image-model form of :func:`load_suite` (``[model] kind`` is given)."""
+    unknown = set(raw) - {"data", "model", "settings", "checks"}
+    if unknown:
+        raise _err(p, f"section(s) {sorted(unknown)} do not apply to an image-model suite "
+                      "([model] kind = ...); it takes [data], [model], [settings], [checks].")
+    data, model = dict(raw["data"]), dict(raw["model"])
+    _check_keys(p, "[data]", data, _IMAGE_DATA_KEYS)
+    if "manifest" not in data:
+        raise _err(p, "[data] needs 'manifest' (a manifest CSV: image, mask, site, subject_id) "
+                      "for an image-model suite.")
+    _check_keys(p, "[model]", model, _IMAGE_MODEL_KEYS)
+    check_option(model["kind"], MODEL_KINDS, name="kind", owner=f"[model] of suite '{p}'")
+    given = dict(raw.get("settings", {}))
+    _check_keys(p, "[settings]", given, _IMAGE_SETTINGS)
+    settings = {**_IMAGE_SETTINGS, **given}
+    for key in _IMAGE_SETTINGS:
+        check_number(settings[key], name=key, owner=f"[settings] of '{p}'", integer=True, low=0)
+    checks = _bounded_checks(p, raw["checks"], IMAGE_CHECKS)
+    for name, chk in checks.items():
+        _check_keys(p, f"check '{name}'", chk["params"], IMAGE_CHECKS[name][0])
+    return {"path": p, "kind": "image", "data": data, "model": model, "settings": settings,
+            "checks": checks}
+
+
+def _run_image_suite(suite: dict, step: Callable[[str], None]) -> SuiteResult:
+    p: Path = suite["path"]
+    manifest = (p.parent / suite["data"]["manifest"]).resolve()
+    st = suite["settings"]
+    step("model")
+    model = segmenter_from_config(suite["model"], base_dir=p.parent)
+    step("image checks (evaluation per site, blur sweep, attacks)")
+    checks = run_image_checks(model, manifest, suite["checks"], base_dir=manifest.parent,
+                              n_bootstrap=int(st["n_bootstrap"]), random_state=int(st["random_state"]))
+    checks["details"] = [json.dumps(to_jsonable(suite["checks"][n]["params"])) for n in checks["name"]]
+    info = {
+        "sitekit_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "suite": {"path": str(p), "sha256": file_hash(p)},
+        "data": {"manifest": str(manifest), "sha256": file_hash(manifest)},
+        "model": {**to_jsonable(suite["model"]), "estimator": repr(model)},
+        "settings": st,
+    }
+    return SuiteResult(checks=checks, tables={}, info=info)
+
+
 def run_suite(
     path: PathLike,
     *,
@@ -690,6 +768,11 @@ def run_suite(
     if out_dir is not None:
         _check_out_dir(Path(out_dir), force=force)
     step = progress or (lambda message: None)
+    if suite.get("kind") == "image":
+        result = _run_image_suite(suite, step)
+        if out_dir is not None:
+            result.save(out_dir, force=force)
+        return result
     data, mcfg, st, scfg, acfg = (suite["data"], suite["model"], suite["settings"],
                                   suite["stress"], suite["adversarial"])
     seed = int(st["random_state"])
