@@ -13,9 +13,12 @@ import contextlib
 import io
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import click
+
+from sitekit.exceptions import SitekitError
 
 #: The demo's steps, in order: (folder, one-line description).
 STEPS = (
@@ -28,6 +31,8 @@ STEPS = (
     ("harmonize", "ComBat on the multi-site feature table"),
     ("suite_combat", "robustness suite: leave-one-site-out model with ComBat in each fold"),
     ("suite_raw", "robustness suite: the same model without harmonisation"),
+    ("segmentation", "image models across sites: the demo U-Net (ONNX) and the 41 % baseline, "
+                     "blur sweep, query-only attack"),
     ("report", "the HTML report of everything above"),
 )
 
@@ -295,6 +300,37 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
                        fail_ok=True)
         return run
 
+    def library(folder: str, fn) -> str:
+        """A step that calls the library directly; its messages and any error go to a log."""
+        log = out / f"{folder}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn(lines.append)
+            lines += [f"warning: {w.message}" for w in caught]
+        except SitekitError as exc:
+            lines.append(f"error: {exc}")
+            log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            raise StepFailed(f"{folder}: {exc}; see {log}", code=2, log=log) from exc
+        except Exception as exc:
+            lines.append(f"error: {type(exc).__name__}: {exc}")
+            log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            raise StepFailed(f"{folder}: unexpected {type(exc).__name__}: {exc}; see {log}",
+                             code=3, log=log) from exc
+        log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return "ok"
+
+    # 6. image segmentation models across sites
+    def segmentation():
+        from sitekit.robustness.segmentation import demo_step
+
+        return library("segmentation", lambda say: demo_step(
+            out, random_state=0, manifest=py_root / "cohort" / "manifest.csv",
+            model_path=py_root / "models" / "unet_pet.onnx", progress=say,
+            **({"blur_fwhm_mm": (0.0, 8.0), "budgets_sd": (2.0,)} if quick else {})))
+
     def report():
         need("report")
         code = _run(["report", str(out), "--out", str(out / "report.html"), "--force",
@@ -308,7 +344,8 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
                      ("filtered", filtered), ("earl/check_filtered", earl_check_filtered),
                      ("extract", extract), ("stability", stability), ("harmonize", harmonize),
                      ("suite_combat", suite("suite_combat", True)),
-                     ("suite_raw", suite("suite_raw", False)), ("report", report)):
+                     ("suite_raw", suite("suite_raw", False)), ("segmentation", segmentation),
+                     ("report", report)):
         if steps is None or name in steps:
             step(name, fn)
     return status

@@ -19,7 +19,8 @@ from sitekit.reports.html import Report, Section, Verdict
 
 __all__ = ["build_report", "load_section"]
 
-_ORDER = {"earl": 0, "extract": 1, "stability": 2, "harmonize": 3, "suite": 4}  # the chain's order
+_ORDER = {"earl": 0, "extract": 1, "stability": 2, "harmonize": 3, "suite": 4,
+          "segmentation": 5}  # the chain's order
 
 
 def _json(path: Path) -> dict:
@@ -287,7 +288,12 @@ def _suites(folders: list[ResultFolder], show_ids: bool) -> list[Section]:
     return out
 
 
-_LOADERS = {"harmonize": _harmonize, "extract": _extract, "suite": _suite}
+def _segmentation(folder: ResultFolder, show_ids: bool) -> Section:
+    return S.build_section("segmentation", {"path": folder.path})
+
+
+_LOADERS = {"harmonize": _harmonize, "extract": _extract, "suite": _suite,
+            "segmentation": _segmentation}
 
 
 def load_section(folder: ResultFolder, *, show_ids: bool = False) -> Section:

@@ -12,6 +12,7 @@ kind                   marker
 ``extract``            a features ``*.parquet`` with ``original_*`` columns
 ``stability``          ``stability.csv`` (``sitekit robustness features``)
 ``suite``              ``results.json`` with ``checks`` (``sitekit robustness run``)
+``segmentation``       ``segmentation_results.json`` (image models across sites)
 =====================  ==========================================================
 """
 
@@ -99,6 +100,10 @@ def _classify(d: Path) -> list[ResultFolder]:
         if isinstance(res, dict) and "checks" in res:
             found.append(ResultFolder("suite", d, [p for p in files if p.suffix in
                                                    (*_TABLE_SUFFIXES, ".json")], {"results": res}))
+    # image segmentation models (sitekit.robustness.segmentation.demo_step and the same layout)
+    if "segmentation_results.json" in names:
+        found.append(ResultFolder("segmentation", d, [p for p in files if p.suffix in
+                                                      (*_TABLE_SUFFIXES, ".json")]))
     # stability
     if "stability.csv" in names:
         found.append(ResultFolder("stability", d, [p for p in files if p.name in {
