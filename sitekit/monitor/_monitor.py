@@ -41,6 +41,9 @@ SUMMARY_COLUMNS = ["site", "n_reference", "n_studies", "n_alarms", "signals_alar
 HARMONIZATION = "harmonization"
 _CHARTS = ("cusum", "ewma", "westgard")
 _STATE_FILE = "state.npz"
+_ALARM_DTYPES = {"site": object, "signal": object, "time": float, "statistic": float,
+                 "threshold": float, "suggestion": object, "kind": object, "direction": object,
+                 "study": np.int64, "rule": object}
 
 
 def _as_frame(X, owner: str) -> pd.DataFrame:
@@ -119,11 +122,12 @@ class SiteMonitor(BaseEstimator):
         (see :func:`split_arl0`).
     min_reference : int, default=30
         Fewest reference studies a site needs per signal.
-    reference_correction : bool, default=False
-        Widen the thresholds for the estimation error of the reference median/MAD so that
-        the expected false-alarm rate is the one asked for (see :mod:`the calibration notes
-        <sitekit.monitor>`); without it, short reference periods raise more false alarms
-        (about 1.3x at 400 reference studies, 2x at 100 for ``shift=0.5``).
+    reference_correction : bool, default=True
+        Widen each chart's threshold for the estimation error of its site's reference
+        location/scale, so that the expected false-alarm rate is the one asked for.
+        Without it, short reference periods raise more false alarms (for ``shift=0.5`` and
+        a chart ARL0 of 500: about 2.1 times as many with 100 reference studies, 1.4 times
+        with 240); with it, detection is slower for short references.
     harmonizer : sitekit.harmonize.ComBat, default=None
         A fitted ComBat model (fitted on a DataFrame, without ``smooth``) whose site effects
         are checked for staleness; its features (and covariates) must be in the tables.
@@ -150,7 +154,8 @@ class SiteMonitor(BaseEstimator):
     harmonization_threshold_ : float
         ``-log10`` of the per-window significance level ``window / chart_arl0_``.
     history_ : DataFrame
-        Every charted point, columns ``HISTORY_COLUMNS``.
+        Every charted point, columns ``HISTORY_COLUMNS`` (``value`` as measured, ``z`` after
+        the signal's transform and standardisation).
     alarms_ : DataFrame
         Every alarm so far, columns ``ALARM_COLUMNS``.
 
@@ -175,7 +180,7 @@ class SiteMonitor(BaseEstimator):
     """
 
     def __init__(self, *, signals, chart="cusum", arl0=500, shift=0.5, ewma_lambda=0.1,
-                 split="bonferroni", min_reference=30, reference_correction=False,
+                 split="bonferroni", min_reference=30, reference_correction=True,
                  harmonizer=None, window=30, site_map=None):
         self.signals = signals
         self.chart = chart
@@ -294,7 +299,11 @@ class SiteMonitor(BaseEstimator):
         self._buffer_site = np.zeros(0, dtype=np.int64)
         self._buffer_time = np.zeros(0)
         self.history_ = pd.DataFrame({c: [] for c in HISTORY_COLUMNS})
-        self.alarms_ = pd.DataFrame({c: [] for c in ALARM_COLUMNS})
+        self.alarms_ = pd.DataFrame({c: [] for c in ALARM_COLUMNS}).astype(_ALARM_DTYPES)
+        for df in (self.history_, self.alarms_):
+            for c in ("site", "signal", "kind", "suggestion", "direction", "rule"):
+                if c in df.columns:
+                    df[c] = df[c].astype(object)
         return self
 
     def _n_cov(self) -> int:
@@ -334,7 +343,7 @@ class SiteMonitor(BaseEstimator):
         if np.isinf(block).any():
             cols = [s.column for j, s in enumerate(signals) if np.isinf(block[:, j]).any()]
             raise ValidationError(f"{owner}: signal column(s) {cols} contain infinite values.")
-        return block
+        return np.column_stack([s.apply(block[:, j]) for j, s in enumerate(signals)])
 
     # ------------------------------------------------------------------ update
     def update(self, X, *, sites, times=None) -> pd.DataFrame:
@@ -382,6 +391,7 @@ class SiteMonitor(BaseEstimator):
                 "fit a monitor on a reference period that includes them."
             )
         values = self._signal_block(X, self.signals_, owner)
+        raw = X[[s.column for s in self.signals_]].to_numpy(dtype=float)
         Yh = Ch = None
         if self._harm is not None:
             Yh = _feature_block(X, self._harm["features"])
@@ -414,21 +424,22 @@ class SiteMonitor(BaseEstimator):
         for i in np.unique(site_idx):
             rows = np.flatnonzero(site_idx == i)
             rows = rows[np.argsort(t[rows], kind="stable")]
-            h, a = self._chart_site(int(i), values[rows], t[rows])
+            h, a = self._chart_site(int(i), values[rows], raw[rows], t[rows])
             hist.append(h)
             alarms.extend(a)
             if self._harm is not None:
                 alarms.extend(self._harmonization_site(int(i), Yh[rows], Ch[rows], t[rows]))
             self.n_seen_[i] += rows.size
             self.last_time_[i] = t[rows].max()
-        new_hist = pd.concat(hist, ignore_index=True) if hist else None
+        new_hist = pd.concat(hist, ignore_index=True).astype(
+            {"site": object, "signal": object, "kind": object}) if hist else None
         if new_hist is not None and len(new_hist):
             new_hist["time"] = self._time_out(new_hist["time"].to_numpy(float), kind)
             self.history_ = (new_hist if not len(self.history_)
                              else pd.concat([self.history_, new_hist], ignore_index=True))
-        out = pd.DataFrame(alarms, columns=ALARM_COLUMNS)
+        out = pd.DataFrame(alarms, columns=ALARM_COLUMNS).astype(_ALARM_DTYPES)
+        out["time"] = self._time_out(out["time"].to_numpy(float), kind)
         if len(out):
-            out["time"] = self._time_out(out["time"].to_numpy(float), kind)
             out = out.sort_values(["time", "site", "signal"], kind="stable").reset_index(drop=True)
             self.alarms_ = out if not len(self.alarms_) else pd.concat([self.alarms_, out],
                                                                        ignore_index=True)
@@ -440,7 +451,7 @@ class SiteMonitor(BaseEstimator):
             return pd.to_datetime(np.asarray(t).astype("int64"))
         return np.asarray(t, dtype=float)
 
-    def _chart_site(self, i: int, values: np.ndarray, t: np.ndarray):
+    def _chart_site(self, i: int, values: np.ndarray, raw: np.ndarray, t: np.ndarray):
         z = (values - self.location_[i]) / self.scale_[i]
         thr = self.threshold_[i]
         rule = None
@@ -464,7 +475,7 @@ class SiteMonitor(BaseEstimator):
             "kind": [self.signals_[j].kind for j in c],
             "study": study[r],
             "time": t[r],
-            "value": values[r, c],
+            "value": raw[r, c],
             "z": z[r, c],
             "statistic": stat[r, c],
             "threshold": thr[c],
@@ -583,7 +594,8 @@ class SiteMonitor(BaseEstimator):
     def parameters(self) -> dict:
         """The monitor's settings and calibration as a JSON-ready dict."""
         return to_jsonable({
-            "signals": [{"column": s.column, "kind": s.kind} for s in self.signals_],
+            "signals": [{"column": s.column, "kind": s.kind, "transform": s.transform}
+                        for s in self.signals_],
             "chart": self.chart, "arl0": self.arl0, "shift": self.shift,
             "ewma_lambda": self.ewma_lambda, "split": self.split,
             "min_reference": self.min_reference,
@@ -685,7 +697,8 @@ class SiteMonitor(BaseEstimator):
                     arrays[f"harmonizer/{k}"] = v
         meta = {
             "params": {
-                "signals": [[s.column, s.kind] for s in self.signals_], "chart": self.chart,
+                "signals": [[s.column, s.kind, s.transform] for s in self.signals_],
+                "chart": self.chart,
                 "arl0": self.arl0, "shift": self.shift, "ewma_lambda": self.ewma_lambda,
                 "split": self.split, "min_reference": self.min_reference,
                 "reference_correction": self.reference_correction, "window": self.window,
@@ -720,12 +733,13 @@ class SiteMonitor(BaseEstimator):
         p = Path(path)
         arrays, meta = _state._read(p / _STATE_FILE if p.is_dir() else p)
         prm = meta["params"]
-        mon = cls(signals=[Signal(c, k) for c, k in prm["signals"]], chart=prm["chart"],
+        signals = [Signal(*spec) for spec in prm["signals"]]
+        mon = cls(signals=signals, chart=prm["chart"],
                   arl0=prm["arl0"], shift=prm["shift"], ewma_lambda=prm["ewma_lambda"],
                   split=prm["split"], min_reference=prm["min_reference"],
                   reference_correction=prm["reference_correction"], window=prm["window"],
                   site_map=prm["site_map"])
-        mon.signals_ = [Signal(c, k) for c, k in prm["signals"]]
+        mon.signals_ = signals
         mon.sites_ = list(meta["sites"])
         mon.chart_arl0_ = float(meta["chart_arl0"])
         mon.harmonization_threshold_ = float(meta["harmonization_threshold"])
@@ -745,6 +759,7 @@ class SiteMonitor(BaseEstimator):
             mon._harm = harm
         for name, cols in (("history", HISTORY_COLUMNS), ("alarms", ALARM_COLUMNS)):
             df = pd.DataFrame({c: arrays[f"{name}/{c}"] for c in cols})
+            df = df.astype({c: object for c in cols if arrays[f"{name}/{c}"].dtype.kind == "U"})
             if len(df):
                 df["time"] = cls._time_out(df["time"].to_numpy(float), mon.time_kind_)
                 for c in ("study",):
