@@ -83,8 +83,9 @@ def _times(times, n: int, kind: str | None, owner: str) -> tuple[np.ndarray, str
     if not np.all(np.isfinite(t)):
         raise ValidationError(f"{owner}: 'times' has missing or non-finite values.")
     if kind is not None and kind != new_kind:
-        raise ValidationError(f"{owner}: 'times' are {new_kind}s but the monitor has seen "
-                              f"{kind}s; use one kind of time throughout.")
+        words = {"number": "numbers", "datetime": "dates"}
+        raise ValidationError(f"{owner}: 'times' are {words[new_kind]} but the monitor has seen "
+                              f"{words[kind]}; use one kind of time throughout.")
     return t, new_kind
 
 
@@ -651,7 +652,7 @@ class SiteMonitor(BaseEstimator):
         return Path(path)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: PathLike, *, force: bool = False) -> Path:
+    def save(self, path: PathLike, *, force: bool = False, metadata: dict | None = None) -> Path:
         """Save the fitted monitor and its chart state (no pickle; atomic).
 
         Parameters
@@ -662,6 +663,10 @@ class SiteMonitor(BaseEstimator):
         force : bool, default=False
             Replace an existing state (the nightly job passes ``force=True``).  The old
             state is replaced in one rename: a crash during saving leaves it intact.
+        metadata : dict, default=None
+            JSON-ready extras stored with the state (the CLI keeps its column names and the
+            hashes of the tables already fed); :meth:`load` returns them as
+            ``saved_metadata_``.
 
         Returns
         -------
@@ -706,7 +711,7 @@ class SiteMonitor(BaseEstimator):
             },
             "sites": self.sites_, "chart_arl0": self.chart_arl0_,
             "harmonization_threshold": self.harmonization_threshold_,
-            "time_kind": self.time_kind_, "harmonizer": harm,
+            "time_kind": self.time_kind_, "harmonizer": harm, "user": metadata or {},
         }
         target = Path(path) / _STATE_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -744,6 +749,7 @@ class SiteMonitor(BaseEstimator):
         mon.chart_arl0_ = float(meta["chart_arl0"])
         mon.harmonization_threshold_ = float(meta["harmonization_threshold"])
         mon.time_kind_ = meta["time_kind"]
+        mon.saved_metadata_ = dict(meta.get("user") or {})
         mon.location_, mon.scale_ = arrays["location"], arrays["scale"]
         mon.n_reference_, mon.threshold_ = arrays["n_reference"], arrays["threshold"]
         mon.chart_state_ = arrays["chart_state"].astype(float)
