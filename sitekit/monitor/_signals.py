@@ -145,7 +145,7 @@ def robust_reference(values) -> tuple[float, float, int]:
     >>> from sitekit.monitor import robust_reference
     >>> loc, scale, n = robust_reference([1.0, 2.0, 3.0, 4.0, 100.0])
     >>> round(loc, 2), round(scale, 4), n
-    (3.07, 1.4826, 5)
+    (3.0, 1.4826, 5)
     """
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
