@@ -98,7 +98,7 @@ def case_network(quick: bool, streams: Path | None) -> dict:
 
 
 def case_detection(quick: bool, n_sites, streams: Path | None) -> dict:
-    n_rep = 40 if quick else 200
+    n_rep = 30 if quick else 100
     delays, other_first = [], []
     for rep in range(n_rep):
         df, ev = make_study_stream(sites=n_sites, n_months=30, reference_months=12,
@@ -111,7 +111,7 @@ def case_detection(quick: bool, n_sites, streams: Path | None) -> dict:
         delays.append(float(at_c["study"].iloc[0]) if len(at_c) else np.inf)
         t = at_c["time"].iloc[0] if len(at_c) else new["time"].max()
         other_first.append(bool(((a["site"] != "site_C") & (a["time"] <= t)).any()))
-        if streams is not None and n_sites == 4 and rep < 40:
+        if streams is not None and n_sites is None and rep < 40:
             df.to_csv(streams / f"drift_{rep}.csv", index=False)
     d = np.array(delays)
     fin = d[np.isfinite(d)]
@@ -121,25 +121,63 @@ def case_detection(quick: bool, n_sites, streams: Path | None) -> dict:
             "other_site_alarm_first": float(np.mean(other_first))}
 
 
+def case_same_streams(streams: Path) -> dict:
+    """sitekit on exactly the CSV streams that monitor_compare.py feeds the other tools."""
+    alarms = studies = 0
+    for f in sorted(streams.glob("incontrol_*.csv")):
+        df = pd.read_csv(f, parse_dates=["time"])
+        ref, new = df[df["period"] == "reference"], df[df["period"] == "monitoring"]
+        mon = SiteMonitor(signals=[LIVER], arl0=500).fit(ref, sites=ref["site"])
+        alarms += len(mon.update(new, sites=new["site"], times=new["time"]))
+        studies += len(new)
+    delays = []
+    for f in sorted(streams.glob("drift_*.csv")):
+        df = pd.read_csv(f, parse_dates=["time"])
+        ref, new = df[df["period"] == "reference"], df[df["period"] == "monitoring"]
+        mon = SiteMonitor(signals=[LIVER], arl0=500).fit(ref, sites=ref["site"])
+        a = mon.update(new, sites=new["site"], times=new["time"])
+        at_c = a[a["site"] == "site_C"]
+        delays.append(float(at_c["study"].iloc[0]) if len(at_c) else np.inf)
+    d = np.array(delays)
+    fin = d[np.isfinite(d)]
+    return {"detector": "sitekit SiteMonitor (CUSUM, arl0=500, Bonferroni)",
+            "in_control_studies": studies, "drift_runs": len(delays),
+            "false_alarms_per_1000": 1000.0 * alarms / max(studies, 1),
+            "detected": float(np.isfinite(d).mean()), "median_delay": float(np.median(d)),
+            "p90_delay": float(np.percentile(fin, 90))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--streams", type=Path, default=None,
                     help="Write the in-control and drift streams (CSV) for monitor_compare.py.")
     ap.add_argument("--json", type=Path, default=None, help="Write the results as JSON.")
+    ap.add_argument("--cases", default="calibration,network,detection",
+                    help="Comma-separated cases to run: calibration, network, detection, "
+                         "same_streams (sitekit on the --streams CSVs; run after writing them).")
     args = ap.parse_args()
     if args.streams is not None:
         args.streams.mkdir(parents=True, exist_ok=True)
+    cases = set(args.cases.split(","))
     t0 = time.perf_counter()
-    out = {"calibration": case_calibration(args.quick)}
-    print("1. calibration (target ARL0 500)")
-    print(pd.DataFrame(out["calibration"]).to_string(index=False, float_format="%.2f"))
-    out["network"] = case_network(args.quick, args.streams)
-    print("\n2. network of 10 sites, Bonferroni split:", json.dumps(out["network"]))
-    out["detection"] = [case_detection(args.quick, None, args.streams),
-                        case_detection(args.quick, 10, None)]
-    print("\n3. detection of a 5 % step at one site (studies of that site):")
-    print(pd.DataFrame(out["detection"]).to_string(index=False, float_format="%.2f"))
+    out = {}
+    if "calibration" in cases:
+        out["calibration"] = case_calibration(args.quick)
+        print("1. calibration (target ARL0 500)")
+        print(pd.DataFrame(out["calibration"]).to_string(index=False, float_format="%.2f"),
+              flush=True)
+    if "network" in cases:
+        out["network"] = case_network(args.quick, args.streams)
+        print("\n2. network of 10 sites, Bonferroni split:", json.dumps(out["network"]), flush=True)
+    if "same_streams" in cases:
+        out["same_streams"] = case_same_streams(args.streams)
+        print("\n4. on the comparison streams:", json.dumps(out["same_streams"]), flush=True)
+    if "detection" in cases:
+        out["detection"] = [case_detection(args.quick, None, args.streams),
+                            case_detection(args.quick, 10, None)]
+        print("\n3. detection of a 5 % step at one site (studies of that site):")
+        print(pd.DataFrame(out["detection"]).to_string(index=False, float_format="%.2f"))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=float))
