@@ -80,9 +80,9 @@ def register(cli: click.Group) -> None:
                                   f"are {list(df.columns)[:20]}.")
         harmonizer = None
         if combat:
-            from sitekit.harmonize import load
+            from sitekit.harmonize import ComBat
 
-            harmonizer = load(combat)
+            harmonizer = ComBat.load(combat)
         with show_warnings():
             mon = SiteMonitor(signals=split_list(signals), chart=chart, arl0=arl0, shift=shift,
                               split=split, min_reference=min_reference,

@@ -83,3 +83,14 @@ def test_ewma_monte_carlo():
 def test_split_keeps_network_rate():
     assert split_arl0(500, 10) == 5000.0
     assert split_arl0(500, 10, split="none") == 500.0
+
+
+def test_ewma_monte_carlo_estimated_reference():
+    lam, n_ref = 0.1, 240
+    limit = ewma_threshold(500.0, lam, n_reference=n_ref) * np.sqrt(lam / (2 - lam))
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((n_ref, 400))
+    est = np.array([robust_reference(ref[:, j])[:2] for j in range(400)])
+    z = (rng.standard_normal((3000, 400)) - est[:, 0]) / est[:, 1]
+    _, _, alarm, _ = ewma(z, lam=lam, limit=limit)
+    assert z.size / alarm.sum() == pytest.approx(500.0, rel=0.10)

@@ -66,3 +66,23 @@ def test_demo_step(tmp_path):
     alarms = pd.read_csv(res / "alarms.csv")
     harm = alarms[alarms["signal"] == "harmonization"]
     assert set(harm["site"]) == {"site_B"}  # the replaced scanner
+
+
+def test_init_with_combat_model(tmp_path, capsys):
+    import numpy as np
+
+    from sitekit.harmonize import ComBat
+
+    df = make_study_stream(random_state=2, drift_site=None, replacement_month=12)
+    df["log_mtv"], df["log_suvmax"] = np.log(df["mtv_ml"]), np.log(df["lesion_suvmax"])
+    ref, new = df[df["period"] == "reference"], df[df["period"] == "monitoring"]
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    new[new["month"] >= 12].to_csv(tmp_path / "late.csv", index=False)
+    ComBat().fit(ref[["log_mtv", "log_suvmax"]], sites=ref["site"]).save(tmp_path / "combat.npz")
+    state = str(tmp_path / "state")
+    assert main(["monitor", "init", str(tmp_path / "ref.csv"), "--site-col", "site",
+                 "--signals", "liver_suvmean:reference_region:log", "--time-col", "time",
+                 "--combat", str(tmp_path / "combat.npz"), "--out", state]) == 0
+    assert main(["monitor", "update", str(tmp_path / "late.csv"), "--state", state]) == 1
+    out = capsys.readouterr().out
+    assert "site_B / harmonization" in out and "ComBat.adapt" in out
