@@ -209,3 +209,18 @@ def test_kill_during_save_keeps_a_valid_state(tmp_path):
         mon = SiteMonitor.load(state)  # old or new state, never a broken one
         assert mon.n_seen_[0] % 200 == 0
         assert len(mon.history_) == 20 * mon.n_seen_[0]
+
+
+def test_phantom_history_with_calibration_ratio():
+    checks = phantom_series(random_state=0, n_reference=8, n_drift=2)
+    cal = pd.DataFrame({"site": "site_A", "time": range(10),
+                        "ratio": 1.0 + 0.01 * np.random.default_rng(0).standard_normal(10)})
+    wide = phantom_history(checks, cal)
+    assert len(wide) == 10 and "calibration_ratio" in wide.columns
+    assert wide["rc_a50_37mm"].notna().all()
+    mon = SiteMonitor(signals=["calibration_ratio", "rc_max_10mm"], chart="westgard",
+                      min_reference=8).fit(wide, sites=wide["site"])
+    assert [s.kind for s in mon.signals_] == ["phantom_calibration", "phantom_rc"]
+    bad = wide.iloc[9:].assign(calibration_ratio=1.2, time=10)
+    alarm = mon.update(bad, sites=bad["site"], times=bad["time"])
+    assert alarm["rule"].tolist() == ["1_3s"] and "recalibrate" in alarm["suggestion"].iloc[0]
