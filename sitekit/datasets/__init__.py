@@ -4,6 +4,8 @@
 - :func:`make_cohort` / :func:`make_case` -- patient-like lesions with masks, covariates
   and a biology-driven outcome;
 - :func:`make_feature_table` -- a quick tabular multi-site cohort with known effects;
+- :func:`make_study_stream` -- studies from several sites over months, with a calibration
+  drift and a scanner replacement (for :mod:`sitekit.monitor`);
 - :data:`SITE_PROFILES` -- four scanner profiles (resolution, voxel size, noise, calibration);
 - :func:`generate_sample_data` -- the ``sample_data/`` folder (``sitekit datasets generate``).
 """
@@ -19,6 +21,7 @@ from sitekit.datasets._sample import (
     sample_data_dir,
     summarize_sample_data,
 )
+from sitekit.datasets._stream import STREAM_SIGNALS, make_study_stream
 
 __all__ = [
     "SITE_PROFILES",
@@ -33,6 +36,8 @@ __all__ = [
     "make_cohort",
     "FEATURE_NAMES",
     "make_feature_table",
+    "STREAM_SIGNALS",
+    "make_study_stream",
     "generate_sample_data",
     "load_sample_features",
     "load_sample_manifest",
