@@ -359,7 +359,7 @@ def stale_temporaries(path: PathLike) -> list[Path]:
     parent = target.parent
     if not parent.is_dir():
         return []
-    pattern = re.compile(re.escape(f".{target.name}.") + r"(?:(\d+)\.)?[A-Za-z0-9_]{8}\.(tmp|old)")
+    pattern = re.compile(re.escape(f".{target.name}.") + r"(?:(\d+)\.)?[A-Za-z0-9_]+\.(tmp|old)")
     found = []
     for q in parent.iterdir():
         m = pattern.match(q.name)
@@ -372,8 +372,8 @@ def stale_temporaries(path: PathLike) -> list[Path]:
     return sorted(found)
 
 
-def remove_stale_temporaries(path: PathLike) -> int:
-    """Remove what :func:`stale_temporaries` finds; returns how many were removed.
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove what :func:`stale_temporaries` finds; returns what was removed.
 
     A run killed in the instant between moving an old result set aside and moving the new
     one in has its old set put back.
@@ -388,7 +388,7 @@ def remove_stale_temporaries(path: PathLike) -> int:
         else:
             with contextlib.suppress(FileNotFoundError):
                 q.unlink()
-    return len(found)
+    return found
 
 
 def file_hash(path: PathLike, *, algorithm: str = "sha256") -> str:

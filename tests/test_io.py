@@ -255,5 +255,5 @@ def test_stale_temporaries_found_and_removed(tmp_path):
     (tmp_path / ".features.parquet.zzzzzzzz.tmp").mkdir()
     (tmp_path / ".other.parquet.ab3de_12.tmp.parquet").write_text("not ours")
     assert len(stale_temporaries(target)) == 2
-    assert remove_stale_temporaries(target) == 2
+    assert len(remove_stale_temporaries(target)) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.parquet.ab3de_12.tmp.parquet"]

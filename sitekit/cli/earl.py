@@ -260,6 +260,10 @@ def register(cli: click.Group) -> None:
         Writes to OUT: calibration.json (per site: smallest_fwhm_mm, centre_fwhm_mm,
         chosen_fwhm_mm; read it with sitekit.harmonize.earl.read_calibration), curves.csv
         (RC vs filter FWHM per sphere and metric, with bands) and calibration.csv.
+
+        \b
+        Example:
+          sitekit earl calibrate site_A.nii.gz --fill site_A_fill.json --standard earl1 --out calib/
         """
         import numpy as np
         import pandas as pd
@@ -312,7 +316,13 @@ def register(cli: click.Group) -> None:
     @force_option
     def filter_cmd(image, fwhm, calibration, site, out, force):
         """Apply the Gaussian post-filter to an image: NIfTI/NRRD in -> same format out,
-        DICOM series directory in -> DICOM series directory out (tags copied, new UIDs)."""
+        DICOM series directory in -> DICOM series directory out (tags copied, new UIDs).
+
+        \b
+        Example:
+          sitekit earl filter patient.nii.gz --fwhm 6.0 --out patient_filtered.nii.gz
+          sitekit earl filter patient_dicom/ --calibration calib/ --site site_A --out filtered_dicom/
+        """
         from sitekit.exceptions import UnknownSiteError, ValidationError
         from sitekit.harmonize import earl
         from sitekit.harmonize.earl._dicom import write_dicom_series
@@ -350,7 +360,12 @@ def register(cli: click.Group) -> None:
     @click.option("--out", type=click.Path(file_okay=False), help="Directory for qc.csv.")
     @force_option
     def qc_cmd(cylinder, expected_conc, fill, tolerance, out, force):
-        """Check a uniform cylinder scan against its expected concentration (+-10 %). Exit 1 on fail."""
+        """Check a uniform cylinder scan against its expected concentration (+-10 %). Exit 1 on fail.
+
+        \b
+        Example:
+          sitekit earl calibration-qc cylinder.nii.gz --expected-conc 5000 --out qc/
+        """
         from sitekit.exceptions import CheckFailedError
         from sitekit.harmonize import earl
         from sitekit.io import write_table

@@ -75,7 +75,7 @@ _LEGACY_FED_KINDS = {
     "sitekit-federated-summary": "federated-summary",
     "sitekit-federated-message": "federated-message",
 }
-_ARRAY_KINDS = "biufc"  # bool, integers, floats, complex: nothing that needs pickle
+_ARRAY_KINDS = "biufcU"  # bool, integers, floats, complex, fixed-width text: nothing that needs pickle
 
 _LOADERS: dict[str, Callable[[ModelFile], object]] = {}
 
@@ -283,8 +283,8 @@ def write_model_file(path: PathLike, *, kind: str, arrays: Mapping[str, np.ndarr
         arr = np.asarray(value)
         if arr.dtype.kind not in _ARRAY_KINDS:
             raise ValidationError(
-                f"Array '{name}' has dtype {arr.dtype}; model files hold numeric or boolean "
-                "arrays only (no object arrays: they would need pickle)."
+                f"Array '{name}' has dtype {arr.dtype}; model files hold numeric, boolean or "
+                "fixed-width text arrays only (no object arrays: they would need pickle)."
             )
         payload[name] = np.ascontiguousarray(arr)
     meta = to_jsonable(dict(metadata))

@@ -20,7 +20,7 @@ from sitekit.reports.html import Report, Section, Verdict
 __all__ = ["build_report", "load_section"]
 
 _ORDER = {"earl": 0, "extract": 1, "stability": 2, "harmonize": 3, "suite": 4,
-          "segmentation": 5}  # the chain's order
+          "segmentation": 5, "monitor": 6}  # the chain's order
 
 
 def _json(path: Path) -> dict:
@@ -292,8 +292,12 @@ def _segmentation(folder: ResultFolder, show_ids: bool) -> Section:
     return S.build_section("segmentation", {"path": folder.path})
 
 
+def _monitor(folder: ResultFolder, show_ids: bool) -> Section:
+    return S.build_section("monitor", {"path": folder.path})
+
+
 _LOADERS = {"harmonize": _harmonize, "extract": _extract, "suite": _suite,
-            "segmentation": _segmentation}
+            "segmentation": _segmentation, "monitor": _monitor}
 
 
 def load_section(folder: ResultFolder, *, show_ids: bool = False) -> Section:

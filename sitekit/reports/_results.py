@@ -13,6 +13,7 @@ kind                   marker
 ``stability``          ``stability.csv`` (``sitekit robustness features``)
 ``suite``              ``results.json`` with ``checks`` (``sitekit robustness run``)
 ``segmentation``       ``segmentation_results.json`` (image models across sites)
+``monitor``            ``monitor.json`` (``sitekit monitor``: control charts per site)
 =====================  ==========================================================
 """
 
@@ -34,6 +35,7 @@ from sitekit.exceptions import CorruptFileError, MissingFileError, ModelFileErro
 from sitekit.harmonize import read_diagnostics
 from sitekit.harmonize._persistence import read_model_file
 from sitekit.io import file_hash, read_table
+from sitekit.reports.sections.monitor import is_monitor_results
 
 __all__ = ["ResultFolder", "discover_results", "collect_provenance"]
 
@@ -104,6 +106,10 @@ def _classify(d: Path) -> list[ResultFolder]:
     if "segmentation_results.json" in names:
         found.append(ResultFolder("segmentation", d, [p for p in files if p.suffix in
                                                       (*_TABLE_SUFFIXES, ".json")]))
+    # post-deployment monitoring (sitekit monitor / SiteMonitor.write_results)
+    if "monitor.json" in names and is_monitor_results(d):
+        found.append(ResultFolder("monitor", d, [p for p in files if p.suffix in
+                                                 (*_TABLE_SUFFIXES, ".json")]))
     # stability
     if "stability.csv" in names:
         found.append(ResultFolder("stability", d, [p for p in files if p.name in {

@@ -70,7 +70,7 @@ def test_killed_check_leaves_old_or_new_set(tmp_path, inputs):
         assert now in (old, new), (sig, old, new, now)
         seen.add("old" if now == old else "new")
         # a rerun does not trip over anything the killed run left
-        rerun = subprocess.run(_cmd(inputs, out, "earl1", True), env=env, capture_output=True, text=True)
+        rerun = subprocess.run(_cmd(inputs, out, "earl1", True), env=env, capture_output=True, text=True, encoding="utf-8")
         assert rerun.returncode == 0, rerun.stderr
         assert _state(out) == "EARL1"
         assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no stray temporary folders

@@ -87,7 +87,8 @@ def test_section_registry_builds_every_section_by_id():
     from sitekit.reports import sections
 
     assert sections.section_ids() == ["earl", "extraction", "feature_robustness",
-                                      "harmonization", "model_robustness"]
+                                      "harmonization", "model_robustness", "segmentation",
+                                      "monitor"]
     for module in sections.SECTIONS:
         assert module.__name__ == f"sitekit.reports.sections.{module.ID}"
         assert module.TITLE and callable(module.build)

@@ -25,7 +25,7 @@ Examples
 >>> import pandas as pd
 >>> from sitekit.reports.sections import build_section, section_ids
 >>> section_ids()
-['earl', 'extraction', 'feature_robustness', 'harmonization', 'model_robustness', 'segmentation']
+['earl', 'extraction', 'feature_robustness', 'harmonization', 'model_robustness', 'segmentation', 'monitor']
 >>> sec = build_section("extraction", {"features": pd.DataFrame({"site": ["a", "b"]}),
 ...                                    "errors": None})
 >>> sec.id, sec.title
@@ -46,6 +46,7 @@ from sitekit.reports.sections import (
     feature_robustness,
     harmonization,
     model_robustness,
+    monitor,
     segmentation,
 )
 from sitekit.reports.sections._common import ALPHA, ID_COLUMNS, drop_ids
@@ -80,6 +81,7 @@ SECTIONS: tuple[ModuleType, ...] = (
     harmonization,
     model_robustness,
     segmentation,
+    monitor,
 )
 
 

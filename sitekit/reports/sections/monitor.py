@@ -8,7 +8,9 @@ Reads the results folder that :meth:`sitekit.monitor.SiteMonitor.write_results` 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,9 @@ from sitekit.reports import figures as F
 from sitekit.reports.html import Section, Verdict
 
 __all__ = [
+    "ID",
+    "TITLE",
+    "build",
     "MARKER",
     "is_monitor_results",
     "load_monitor_results",
@@ -28,9 +33,12 @@ __all__ = [
     "monitor_section",
 ]
 
+ID = "monitor"
+TITLE = "Post-deployment monitoring"
+
 #: The file that marks a monitoring results folder.
 MARKER = "monitor.json"
-_ALARM_COLOUR = F.FAIL_COLOUR
+_ALARM_COLOUR = F.FAIL_COLOR
 
 
 def is_monitor_results(path: PathLike) -> bool:
@@ -105,7 +113,7 @@ def plot_control_chart(data, *, title: str | None = None, ax: Axes | None = None
     ax = F._axes(ax, figsize=(6.4, 3.2))
     for i, (signal, g) in enumerate(df.groupby("signal", sort=True)):
         ratio = g["statistic"].to_numpy(float) / g["threshold"].to_numpy(float)
-        ax.plot(g["time"], ratio, color=F._colour(i), lw=1.0, label=str(signal))
+        ax.plot(g["time"], ratio, color=F._color(i), lw=1.0, label=str(signal))
         hit = g["alarm"].astype(bool).to_numpy()
         if hit.any():
             ax.plot(g["time"].to_numpy()[hit], ratio[hit], "x", color=_ALARM_COLOUR, ms=7,
@@ -141,7 +149,7 @@ def plot_alarm_timeline(data, *, sites=None, ax: Axes | None = None) -> Axes:
     ypos = {s: k for k, s in enumerate(sites)}
     for i, (signal, g) in enumerate(df.groupby("signal", sort=True)):
         y = g["site"].map(ypos).to_numpy(float)
-        ax.plot(g["time"], y, "o", color=F._colour(i), label=str(signal), ms=5)
+        ax.plot(g["time"], y, "o", color=F._color(i), label=str(signal), ms=5)
     ax.set_yticks(range(len(sites)), sites)
     ax.set_ylim(-0.7, len(sites) - 0.3)
     ax.set_xlabel("time")
@@ -169,7 +177,7 @@ def monitor_section(results: dict) -> Section:
     alarms, summary = results["alarms"], results["summary"]
     prm = meta.get("parameters", {})
     sec = Section(
-        "monitor", "Post-deployment monitoring",
+        ID, TITLE,
         intro=(f"Per-site control charts ({prm.get('chart', 'cusum')}) on "
                f"{len(prm.get('signals', []))} signal(s); thresholds set for an in-control "
                f"average run length of {prm.get('arl0')} studies"
@@ -216,3 +224,20 @@ def _fmt(v) -> str:
     except (TypeError, ValueError):
         return str(v)
     return "n/a" if not np.isfinite(f) else f"{f:.0f}"
+
+
+def build(results: Mapping[str, Any]) -> Section:
+    """The section interface: ``results`` is what :func:`load_monitor_results` returns, or
+    ``{"path": folder}`` to read it.
+
+    Parameters
+    ----------
+    results : mapping
+
+    Returns
+    -------
+    Section
+    """
+    if "path" in results and "meta" not in results:
+        results = load_monitor_results(results["path"])
+    return monitor_section(dict(results))

@@ -110,7 +110,7 @@ def noise_sweep(cov: Sequence[float] = (0.0, 0.05, 0.10, 0.20), *, random_state:
     """
     check_number(random_state, name="random_state", owner="noise_sweep", integer=True, low=0)
     return Sweep("noise", tuple(cov),
-                 lambda s, case: CountNoise(cov=s, seed=int(random_state)) if s > 0 else None, "COV")
+                 lambda s, case: CountNoise(cov=s, random_state=int(random_state)) if s > 0 else None, "COV")
 
 
 def resample_sweep(spacing_mm: Sequence[float] = (2.0, 3.0, 4.0, 5.0)) -> Sweep:
