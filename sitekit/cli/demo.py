@@ -33,6 +33,8 @@ STEPS = (
     ("suite_raw", "robustness suite: the same model without harmonisation"),
     ("segmentation", "image models across sites: the demo U-Net (ONNX) and the 41 % baseline, "
                      "blur sweep, query-only attack"),
+    ("monitor", "post-deployment monitoring of a study stream: a calibration drift at one site, "
+                "a scanner replacement at another"),
     ("report", "the HTML report of everything above"),
 )
 
@@ -331,6 +333,12 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
             model_path=py_root / "models" / "unet_pet.onnx", progress=say,
             **({"blur_fwhm_mm": (0.0, 8.0), "budgets_sd": (2.0,)} if quick else {})))
 
+    # 7. surveillance after deployment
+    def monitor():
+        from sitekit.cli.monitor import demo_step as monitor_demo
+
+        return library("monitor", lambda say: monitor_demo(out, random_state=0))
+
     def report():
         need("report")
         code = _run(["report", str(out), "--out", str(out / "report.html"), "--force",
@@ -345,7 +353,7 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
                      ("extract", extract), ("stability", stability), ("harmonize", harmonize),
                      ("suite_combat", suite("suite_combat", True)),
                      ("suite_raw", suite("suite_raw", False)), ("segmentation", segmentation),
-                     ("report", report)):
+                     ("monitor", monitor), ("report", report)):
         if steps is None or name in steps:
             step(name, fn)
     return status
@@ -368,7 +376,8 @@ def register(cli: click.Group) -> None:
           earl check -> earl calibrate -> earl filter -> earl check (filtered)
           -> extract (post-filtered per site) -> robustness features (3 perturbations)
           -> harmonize run (ComBat) -> robustness run (with and without ComBat)
-          -> report (OUT/report.html)
+          -> segmentation (the demo U-Net and the 41 % baseline per site, blur, attack)
+          -> monitor (control charts on a study stream) -> report (OUT/report.html)
         Uses sample_data/ of the source tree; when it is missing (an installed package), the
         sample data are generated into OUT/sample_data first.  A step that fails stops the
         demo with its exit code, naming the step and its log.
