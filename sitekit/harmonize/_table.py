@@ -208,7 +208,9 @@ def select_features(df: pd.DataFrame, *, reserved: Sequence = (), features: Sequ
             if str(name) in skip or pd.api.types.is_bool_dtype(col):
                 continue
             if not pd.api.types.is_numeric_dtype(col):
-                if not lazy and not _id_like(name) and _looks_numeric(col):
+                if _id_like(name):
+                    left[str(name)] = "id-like name"  # read as text: codes keep leading zeros
+                elif not lazy and _looks_numeric(col):
                     # a feature column with a bad cell must not pass through unharmonized
                     numeric_columns(df, [name], source="The table")
                 continue

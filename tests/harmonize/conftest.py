@@ -14,3 +14,7 @@ def data():
 @pytest.fixture
 def data_cov():
     return make_sites_data(covariates=True, seed=1)
+
+
+# the scale-out tests (Dask engine, federated ComBat): their cohort fixture
+from scale_data import cohort  # noqa: E402,F401

@@ -13,7 +13,7 @@ import pytest
 from sitekit.harmonize import _dask
 from sitekit.harmonize._combat import ComBat
 
-from .conftest import assert_close, make_cohort
+from scale_data import assert_close, make_cohort
 
 distributed = pytest.importorskip("distributed")
 

@@ -11,7 +11,7 @@ from sitekit.harmonize.earl import PhantomGeometry
 #: real PET DICOM of a NEMA IQ phantom (two GE reconstructions, MIT; see its README and LICENSE)
 SMALL_FOV = (200.0, 200.0, 48.0)
 FULL_FOV = (340.0, 340.0, 48.0)
-REAL_DATA = Path(__file__).resolve().parents[1] / "data" / "nema-iq-dicom"
+REAL_DATA = Path(__file__).resolve().parents[2] / "data" / "nema-iq-dicom"
 
 
 def gaussian_profile(fwhm, voxel=(2.0, 2.0, 2.0), *, noise_cov=0.10, bias=0.0):

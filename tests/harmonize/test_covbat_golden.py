@@ -29,7 +29,7 @@ import pytest
 
 from sitekit.harmonize import CovBat
 
-GOLDEN = Path(__file__).parents[1] / "harmonize" / "golden" / "covbat"
+GOLDEN = Path(__file__).parent / "golden" / "covbat"
 CASES = pd.read_csv(GOLDEN / "cases.csv")
 #: every case the R driver writes: a case that disappears from cases.csv fails here
 EXPECTED_CASES = [

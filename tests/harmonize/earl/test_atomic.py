@@ -48,7 +48,7 @@ def _state(out: Path) -> str:
 
 
 def test_killed_check_leaves_old_or_new_set(tmp_path, inputs):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     out = tmp_path / "out"
     assert subprocess.run(_cmd(inputs, out, "earl1", False), env=env, capture_output=True).returncode == 0
     assert _state(out) == "EARL1"

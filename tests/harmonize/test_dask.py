@@ -14,7 +14,7 @@ from sitekit.exceptions import DataWarning, ValidationError
 from sitekit.harmonize import _dask
 from sitekit.harmonize._combat import ComBat
 
-from .conftest import assert_close, make_cohort
+from scale_data import assert_close, make_cohort
 
 REL = 1e-10  # tolerance in feature SDs (the "1e-10 relative")
 

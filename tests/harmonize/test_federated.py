@@ -18,7 +18,7 @@ from sitekit.harmonize import federated as fed
 from sitekit.harmonize._combat import ComBat
 from sitekit.harmonize._persistence import write_model_file
 
-from .conftest import assert_close, blank_cells, make_cohort
+from scale_data import assert_close, blank_cells, make_cohort
 
 
 def _split(X, sites, cov):

@@ -1,4 +1,4 @@
-"""Fixtures of the scale-out tests (dask engine, federated ComBat)."""
+"""Data of the scale-out tests (Dask engine, federated ComBat): make_cohort, blank_cells, the cohort fixture."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from sitekit.cli import cli, main
 from sitekit.harmonize._combat import ComBat
 
-from .conftest import assert_close, blank_cells, make_cohort
+from scale_data import assert_close, blank_cells, make_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "federated_demo.sh"
