@@ -9,12 +9,11 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from scale_data import assert_close, make_cohort
 
 from sitekit.exceptions import DataWarning, ValidationError
 from sitekit.harmonize import _dask
 from sitekit.harmonize._combat import ComBat
-
-from scale_data import assert_close, make_cohort
 
 REL = 1e-10  # tolerance in feature SDs (the "1e-10 relative")
 

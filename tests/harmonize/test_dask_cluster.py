@@ -9,11 +9,10 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from scale_data import assert_close, make_cohort
 
 from sitekit.harmonize import _dask
 from sitekit.harmonize._combat import ComBat
-
-from scale_data import assert_close, make_cohort
 
 distributed = pytest.importorskip("distributed")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scale_data import assert_close, blank_cells, make_cohort
 
 from sitekit.exceptions import (
     ConfoundingError,
@@ -17,8 +18,6 @@ from sitekit.exceptions import (
 from sitekit.harmonize import federated as fed
 from sitekit.harmonize._combat import ComBat
 from sitekit.harmonize._persistence import write_model_file
-
-from scale_data import assert_close, blank_cells, make_cohort
 
 
 def _split(X, sites, cov):

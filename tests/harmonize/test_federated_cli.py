@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from scale_data import assert_close, blank_cells, make_cohort
 
 from sitekit.cli import cli, main
 from sitekit.harmonize._combat import ComBat
-
-from scale_data import assert_close, blank_cells, make_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "federated_demo.sh"
