@@ -270,7 +270,7 @@ def register(cli: click.Group) -> None:
 
         from sitekit.exceptions import ValidationError
         from sitekit.harmonize import earl
-        from sitekit.harmonize.earl._filter import MAX_FWHM_MM
+        from sitekit.harmonize.earl import MAX_FWHM_MM
         from sitekit.io import atomic_directory, write_table
 
         if not (step >= 0.05 and step < max_fwhm <= MAX_FWHM_MM):
@@ -325,7 +325,7 @@ def register(cli: click.Group) -> None:
         """
         from sitekit.exceptions import UnknownSiteError, ValidationError
         from sitekit.harmonize import earl
-        from sitekit.harmonize.earl._dicom import write_dicom_series
+        from sitekit.harmonize.earl import write_dicom_series
         from sitekit.io import read_image, write_image
 
         if (fwhm is None) == (calibration is None):

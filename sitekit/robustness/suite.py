@@ -957,7 +957,7 @@ def run_suite(
                  "stability": data.get("stability")},
         "model": {"source": source, "spec": mcfg.get("spec"), "file": mcfg.get("file"),
                   "params": mcfg.get("params", {}), "harmonize": mcfg.get("harmonize"),
-                  "unseen_site": unseen, "estimator": repr(model)},
+                  "unseen_sites": unseen, "estimator": repr(model)},
         "settings": {**st, "stress": scfg, "adversarial": acfg},
         "summary": {
             "worst_site": loso.attrs["worst_site"],

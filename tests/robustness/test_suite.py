@@ -93,7 +93,7 @@ def test_sample_suite_passes(tmp_path):
     # the harmonised site predictability is what the check reads, and it dropped from raw
     sp = pd.read_csv(out / "site_predictability.csv").set_index("space")["auc"]
     assert sp["raw"] > 0.9 and sp["harmonized"] < 0.625
-    assert results["model"]["unseen_site"] in ("adapt", "standardize")
+    assert results["model"]["unseen_sites"] in ("adapt", "standardize")
 
 
 def test_fragile_model_fails_with_exit_code_1(tmp_path, capsys):

@@ -13,8 +13,10 @@ from sitekit.harmonize.earl._calibrate import (
     calibration_qc,
 )
 from sitekit.harmonize.earl._check import check, verdict
+from sitekit.harmonize.earl._dicom import write_dicom_series
 from sitekit.harmonize.earl._fill import Compartment, FillDescription, decay_correct, read_fill
 from sitekit.harmonize.earl._filter import (
+    MAX_FWHM_MM,
     apply_filter,
     read_calibration,
     read_calibration_file,
@@ -44,6 +46,8 @@ from sitekit.harmonize.earl.geometry import (
 
 __all__ = [
     "apply_filter",
+    "MAX_FWHM_MM",
+    "write_dicom_series",
     "read_calibration",
     "read_calibration_file",
     "measure",
