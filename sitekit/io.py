@@ -175,15 +175,7 @@ def atomic_output(path: PathLike, *, force: bool = False, inputs: tuple = ()) ->
         temporary file is removed and ``path`` is left as it was.
     """
     target = Path(path)
-    for inp in inputs:
-        if Path(inp).exists() and target.exists() and os.path.samefile(inp, target):
-            raise OutputExistsError(
-                f"Output '{target}' is also an input of this run; choose another output path."
-            )
-    if target.exists() and not force:
-        raise OutputExistsError(
-            f"Output '{target}' already exists; pass --force (force=True) to replace it."
-        )
+    _check_replaceable(target, force=force, inputs=inputs)
     if target.is_dir():
         raise OutputExistsError(f"Output '{target}' is a directory; give a file name.")
     suffix = _suffix(target)
@@ -273,14 +265,8 @@ def _write_error(target: Path, exc: OSError) -> FileError:
     return FileError(f"Cannot write output '{target}': {reason}; {fix}.")
 
 
-@contextlib.contextmanager
-def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ()) -> Iterator[Path]:
-    """Like :func:`atomic_output`, for an output that is a directory (DICOM series, Parquet).
-
-    Yields a fresh temporary directory next to ``path``; on success it replaces ``path``
-    (an existing one only with ``force``), on an exception it is removed.
-    """
-    target = Path(path)
+def _check_replaceable(target: Path, *, force: bool, inputs) -> None:
+    """Refuse an output that is one of the run's inputs, or that exists without ``force``."""
     for inp in inputs:
         if Path(inp).exists() and target.exists() and os.path.samefile(inp, target):
             raise OutputExistsError(
@@ -290,6 +276,17 @@ def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ())
         raise OutputExistsError(
             f"Output '{target}' already exists; pass --force (force=True) to replace it."
         )
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, *, force: bool = False, inputs: tuple = ()) -> Iterator[Path]:
+    """Like :func:`atomic_output`, for an output that is a directory (DICOM series, Parquet).
+
+    Yields a fresh temporary directory next to ``path``; on success it replaces ``path``
+    (an existing one only with ``force``), on an exception it is removed.
+    """
+    target = Path(path)
+    _check_replaceable(target, force=force, inputs=inputs)
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"Output '{target}' exists and is not a directory.")
     _check_parent(target)
