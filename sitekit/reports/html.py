@@ -257,8 +257,9 @@ class Report:
     def to_html(self) -> str:
         """Render the report to one self-contained HTML string."""
         css = (_TEMPLATES / "report.css").read_text(encoding="utf-8")
-        return get_template().render(report=self, css=css, status=self.status,
-                                     verdicts=self.verdicts)
+        verdicts = self.verdicts
+        return get_template().render(report=self, css=css, status=self.status, verdicts=verdicts,
+                                     n_warn=sum(v.status == "WARN" for v in verdicts))
 
     def _repr_html_(self) -> str:
         # Embedded in a notebook: isolate our page in an iframe's srcdoc so its CSS stays put.

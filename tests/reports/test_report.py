@@ -223,3 +223,17 @@ def test_provenance_names_the_suite_file_not_the_results_folder(tmp_path):
     assert not any(k.startswith("suite file suite") for k in inputs)
 
 
+
+
+def test_pass_banner_names_the_warnings():
+    """A report with WARN verdicts and no failure must not claim that every check passed."""
+    from sitekit.reports import Report, Section, Verdict
+
+    sec = Section("x", "X")
+    sec.verdicts += [Verdict("a", "PASS", ""), Verdict("b", "WARN", "look")]
+    html = Report("t", [sec]).to_html()
+    banner = html[html.index('id="overall"'):html.index("</div>", html.index('id="overall"'))]
+    assert "every check passed" not in banner and "1 warning needs a look" in banner
+    sec.verdicts.pop()
+    html = Report("t", [sec]).to_html()
+    assert "PASS: every check passed." in html
