@@ -195,8 +195,10 @@ def select_features(df: pd.DataFrame, *, reserved: Sequence = (), features: Sequ
         chosen = [c for c in chosen if c not in skip]
         bad = [c for c in chosen if not pd.api.types.is_numeric_dtype(df[lookup[c]])
                or pd.api.types.is_bool_dtype(df[lookup[c]])]
-        if bad and not _dask.is_dask_collection(df):
-            numeric_columns(df, [lookup[c] for c in bad], source="The table")  # names the bad cell
+        broken = [lookup[c] for c in bad if not _dask.is_dask_collection(df)
+                  and _looks_numeric(df[lookup[c]])]
+        if broken:  # mostly numbers: name the bad cell (or the decimal commas)
+            numeric_columns(df, broken, source="The table")
         if bad:
             raise ValidationError(f"Feature column(s) {bad[:10]} are not numeric; fix the values "
                                   "(decimal points, no text) or leave them out of --features.")
