@@ -14,6 +14,7 @@ from sitekit._json import to_jsonable
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit.exceptions import UnknownSiteError, ValidationError
+from sitekit.harmonize._design import covariate_column_names
 from sitekit.io import atomic_directory
 from sitekit.monitor import _charts, _state
 from sitekit.monitor._calibration import cusum_threshold, ewma_threshold, split_arl0
@@ -310,7 +311,6 @@ class SiteMonitor(BaseEstimator):
     def _n_cov(self) -> int:
         if self._harm is None:
             return 0
-        from sitekit.harmonize._design import covariate_column_names
 
         return len(covariate_column_names(self._harm["covariate_encoding"]))
 

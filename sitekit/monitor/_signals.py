@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+from sklearn.utils.validation import check_is_fitted
 
 from sitekit._validation import check_option
 from sitekit.exceptions import UnknownSiteError, ValidationError
+from sitekit.harmonize._design import covariate_matrix
 
 __all__ = [
     "Signal",
@@ -228,7 +230,6 @@ def batch_effect_test(model, X, *, site, covariates=None, model_site=None) -> di
 
 def harmonizer_arrays(model) -> dict:
     """The parts of a fitted ComBat model the staleness test needs, as plain arrays."""
-    from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model, "gamma_star_")
     if getattr(model, "smooth_", None):
@@ -266,7 +267,6 @@ def _feature_block(X, features: list[str]) -> np.ndarray:
 
 
 def _covariates(arrays: dict, covariates, n: int) -> np.ndarray:
-    from sitekit.harmonize._design import covariate_matrix
 
     enc = arrays["covariate_encoding"]
     if not enc.get("columns"):
