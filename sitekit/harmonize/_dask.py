@@ -2,15 +2,15 @@
 
 :class:`~sitekit.harmonize.ComBat` hands dask arrays and dask DataFrames to this module.
 
-* **fit** is three passes over the data, each a map-reduce of sufficient statistics
-  (:mod:`sitekit.harmonize._eb`): (0) the site labels and covariates -- small, one value per
-  sample -- are gathered to build the design exactly as the in-memory fit does; (1) every
-  row block computes ``D'D`` and ``D'Y`` (with per-feature ``D'D`` where values are missing),
-  summed in a tree, giving the regression coefficients; (2) every row block computes per
-  site and feature the count, sum and sum of squares of the residuals, summed in a tree,
-  giving the pooled variance and the per-site sums of ``Z`` and ``Z**2`` on which the
-  empirical-Bayes step runs.  Only the (row blocks x features) data is ever read twice; no
-  block of more than one partition is held at once.
+* **fit** reads every partition once.  The site labels and covariates -- small, one value
+  per sample -- are gathered first (reading only their columns) to build the design exactly
+  as the in-memory fit does; then every row block computes, per site, the centred
+  co-moments of its features and covariate columns (:func:`sitekit.harmonize._eb.block_comoments`),
+  merged in a tree with Chan et al.'s pairwise update.  The OLS coefficients, pooled
+  variance and the per-site sums of ``Z`` and ``Z**2`` on which the empirical-Bayes step runs
+  all follow from the merged co-moments.  Only when a block holds missing cells (then every
+  feature has its own rows) does the fit fall back to two more passes (``D'D``/``D'Y``,
+  then residual moments).  No block of more than one partition is held at once.
 * **transform** is lazy and blockwise: every partition is harmonised by the fitted model's
   in-memory ``transform``; the result is a dask collection of the same kind and partitioning.
 
@@ -185,12 +185,23 @@ def _as_covariates(covariates, n: int) -> pd.DataFrame | None:
     return frame.reset_index(drop=True)
 
 
+def _float_dtype(dtypes) -> type:
+    """float32 when every feature column is float32 (kept end to end), else float64."""
+    dtypes = list(dtypes)
+    return np.float32 if dtypes and all(d == np.float32 for d in dtypes) else np.float64
+
+
 def _as_matrix(block) -> np.ndarray:
     if isinstance(block, pd.DataFrame):
-        Y = block.to_numpy(dtype=np.float64, na_value=np.nan)
+        dtype = _float_dtype(block.dtypes)
+        if all(d == dtype for d in block.dtypes):
+            Y = block.to_numpy(dtype=dtype)  # plain float columns: no NaN conversion pass
+        else:
+            Y = block.to_numpy(dtype=dtype, na_value=np.nan)
     else:
-        Y = np.asarray(block, dtype=np.float64)
-    if np.isinf(Y).any():
+        Y = np.asarray(block)
+        Y = Y if Y.dtype in (np.float64, np.float32) else Y.astype(np.float64)
+    if not np.isfinite(Y.sum(dtype=np.float64)) and np.isinf(Y).any():
         raise ValidationError(
             "X holds infinite values; ComBat accepts NaN for missing values but not inf."
         )
@@ -203,6 +214,12 @@ def _block_cross_products(block, D):
     return ols_cross_products(_as_matrix(block), D)
 
 
+def _block_comoments(block, Dc, codes, n_sites):
+    from sitekit.harmonize._eb import block_comoments
+
+    return block_comoments(_as_matrix(block), Dc, codes, n_sites)
+
+
 def _block_moments(block, D, codes, beta, n_sites, missing):
     from sitekit.harmonize._eb import residual_moments
 
@@ -210,12 +227,14 @@ def _block_moments(block, D, codes, beta, n_sites, missing):
 
 
 def _add(a, b):
-    from sitekit.harmonize._eb import SiteMoments
+    from sitekit.harmonize._eb import SiteCoMoments, SiteMoments, add_moments, merge_comoments
 
+    if a is None or b is None:  # a block with missing cells: no one-pass result
+        return None
+    if isinstance(a, SiteCoMoments):
+        return merge_comoments(a, b)
     if isinstance(a, SiteMoments):
-        return SiteMoments(
-            a.n + b.n, a.r1 + b.r1, a.r2 + b.r2, np.fmin(a.ymin, b.ymin), np.fmax(a.ymax, b.ymax)
-        )
+        return add_moments(a, b)
     return a + b
 
 
@@ -236,7 +255,7 @@ class DaskMatrix:
     """A (n_samples, n_features) data matrix held as dask row blocks.
 
     :meth:`ComBat._fit_arrays` builds the design exactly as for an in-memory matrix and
-    asks this object for the two data passes (:meth:`coefficients_and_moments`); everything
+    asks this object for the data pass (:meth:`coefficients_and_moments`); everything
     else of the fit (validation, warnings, empirical Bayes) is shared code.
     """
 
@@ -245,7 +264,13 @@ class DaskMatrix:
         self.shape = (blocks.n_samples, blocks.n_features)
 
     def coefficients_and_moments(self, D: np.ndarray, codes: np.ndarray, n_sites: int):
-        """Pass 1: ``D'D``, ``D'Y`` -> OLS coefficients; pass 2: per-site residual moments.
+        """One pass over the data: per-site centred co-moments of every row block, merged.
+
+        The OLS coefficients and the per-site residual moments follow from the merged
+        co-moments (:func:`sitekit.harmonize._eb.comoments_to_moments`), so each partition
+        is read once.  If a block holds missing cells (each feature then has its own rows),
+        the fit falls back to two passes: ``D'D``, ``D'Y`` -> OLS coefficients, then the
+        residual moments.
 
         Parameters
         ----------
@@ -261,9 +286,19 @@ class DaskMatrix:
         """
         from dask import delayed
 
-        from sitekit.harmonize._eb import solve_ols
+        from sitekit.harmonize._eb import comoments_to_moments, solve_ols
 
         b = self._blocks
+        Dc = D[:, n_sites:]
+        parts = [
+            delayed(_block_comoments, pure=True)(x, Dc[sl], codes[sl], n_sites)
+            for x, sl in zip(b.parts, b.slices)
+        ]
+        (cm,) = _compute(_tree_sum(parts))
+        self.passes = 1
+        if cm is not None:
+            return comoments_to_moments(cm)
+        self.passes = 3
         parts = [
             delayed(_block_cross_products, pure=True)(x, D[sl])
             for x, sl in zip(b.parts, b.slices)
@@ -346,12 +381,13 @@ def transform(estimator, X, *, sites, covariates=None):
         cov = None if blocks.covariates is None else blocks.covariates.iloc[sl]
         out.append(delayed(_transform_block, pure=True)(model, x, blocks.sites[sl], cov))
     if blocks.kind == "frame":
-        meta = blocks.X._meta.astype(np.float64)
+        meta = blocks.X._meta.astype(_float_dtype(blocks.X._meta.dtypes))
         divisions = blocks.X.divisions
         return dd.from_delayed(out, meta=meta, divisions=divisions, verify_meta=False)
     return da.concatenate(
         [
-            da.from_delayed(o, shape=(length, blocks.n_features), dtype=np.float64)
+            da.from_delayed(o, shape=(length, blocks.n_features),
+                            dtype=_float_dtype([blocks.X.dtype]))
             for o, length in zip(out, blocks.lengths)
         ],
         axis=0,
@@ -370,8 +406,9 @@ def transform_frame(estimator, frame, *, site_col, covariate_cols, features):
     """Harmonise the feature columns of a dask DataFrame that also holds sites, covariates
     and pass-through columns (all kept, in order); lazy, one task per partition."""
     meta = frame._meta.copy()
+    dtype = _float_dtype(meta[list(features)].dtypes)
     for f in features:
-        meta[f] = meta[f].astype(np.float64)
+        meta[f] = meta[f].astype(dtype)
     return frame.map_partitions(
         _harmonize_partition,
         estimator,
