@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from sitekit._dask_session import dask_client, worker_memory
 from sitekit.exceptions import ValidationError
 
 __all__ = [
@@ -42,6 +43,11 @@ __all__ = [
 _PROGRESS: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
     "sitekit_dask_progress", default=None
 )
+
+
+#: read_table under a session: partitions of at most worker memory / this (by row group)
+_PARTITIONS_PER_WORKER_MEMORY = 8
+_MIN_BLOCKSIZE = 16 << 20
 
 
 def is_dask_collection(obj) -> bool:
@@ -443,40 +449,12 @@ def session(*, scheduler: str | None = None, workers: int | None = None, memory_
         The client, also the default scheduler inside the block; :func:`read_table` returns
         lazy dask DataFrames for Parquet inputs while it is active.
     """
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    if scheduler and workers:
-        raise ValidationError(
-            "Give either a scheduler address (--scheduler) or a number of local workers "
-            "(--workers), not both."
-        )
-    cluster = None
-    try:
-        if scheduler:
-            try:
-                client = Client(scheduler, timeout="10s")
-            except OSError as exc:
-                raise ValidationError(
-                    f"Could not reach the dask scheduler at {scheduler!r} ({exc}); check the "
-                    "address, or use --workers N to start a local cluster."
-                ) from exc
-        else:
-            cluster = LocalCluster(
-                n_workers=int(workers or 2), threads_per_worker=1, processes=True,
-                dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR,
-            )
-            client = Client(cluster)
+    with dask_client(scheduler=scheduler, workers=workers, memory_limit=memory_limit) as client:
         token = _SESSION.set(client)
         try:
             yield client
         finally:
             _SESSION.reset(token)
-            client.close()
-    finally:
-        if cluster is not None:
-            cluster.close()
 
 
 def active_session():
@@ -493,7 +471,12 @@ def _is_parquet(path) -> bool:
 
 def read_table(path, **kwargs):
     """:func:`sitekit.io.read_table`, but a lazy dask DataFrame for a Parquet file or
-    directory when a :func:`session` is active."""
+    directory when a :func:`session` is active.
+
+    Partitions are sized from the workers' memory: row groups are split or kept so that a
+    partition holds at most 1/8 of the smallest worker's memory limit (a partition is held
+    several times over while it is harmonised); pass ``blocksize=`` to choose yourself.
+    """
     from sitekit import io
 
     if active_session() is None or not _is_parquet(path):
@@ -506,6 +489,11 @@ def read_table(path, **kwargs):
 
     if not Path(path).exists():
         raise MissingFileError(f"Table '{path}' does not exist; check the path.")
+    memory = worker_memory(active_session())
+    if memory and "blocksize" not in kwargs:
+        # a partition is held a few times over while it is harmonised (arrow table, numpy
+        # matrix, output, Parquet encoder): split files by row group to 1/8 of a worker
+        kwargs["blocksize"] = max(_MIN_BLOCKSIZE, memory // _PARTITIONS_PER_WORKER_MEMORY)
     try:
         return dd.read_parquet(path, **kwargs)
     except (OSError, ValueError) as exc:
