@@ -207,7 +207,9 @@ def _as_matrix(block) -> np.ndarray:
     else:
         Y = np.asarray(block)
         Y = Y if Y.dtype in (np.float64, np.float32) else Y.astype(np.float64)
-    if not np.isfinite(Y.sum(dtype=np.float64)) and np.isinf(Y).any():
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspect = not np.isfinite(Y.sum(dtype=np.float64))  # cheap; inf or NaN somewhere
+    if suspect and np.isinf(Y).any():
         raise ValidationError(
             "X holds infinite values; ComBat accepts NaN for missing values but not inf."
         )
