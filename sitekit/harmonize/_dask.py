@@ -405,9 +405,12 @@ def transform(estimator, X, *, sites, covariates=None):
 def _harmonize_partition(part: pd.DataFrame, model, site_col, covariate_cols, features):
     covs = part[covariate_cols] if covariate_cols else None
     harmonised = model.transform(part[features], sites=part[site_col].to_numpy(), covariates=covs)
-    out = part.copy(deep=False)  # copy-on-write: the partition itself is never modified
-    out[features] = harmonised
-    return out
+    # one concatenation instead of a column-by-column assignment (the partition itself is
+    # never modified); reorder only when the features are not already the last columns
+    chosen = set(features)
+    rest = [c for c in part.columns if c not in chosen]
+    out = pd.concat([part[rest], harmonised], axis=1)
+    return out if list(out.columns) == list(part.columns) else out[list(part.columns)]
 
 
 def transform_frame(estimator, frame, *, site_col, covariate_cols, features):

@@ -533,10 +533,15 @@ def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: i
         rows, size = _site_rows(codes, i)
         if size == 0:
             continue
-        Yi = Y[rows]
+        Yi = Y[rows]  # a view for contiguous rows, else already a copy
         ymin[i] = np.fmin.reduce(Yi, axis=0)
         ymax[i] = np.fmax.reduce(Yi, axis=0)
-        R = Yi / scale if scaled else np.array(Yi, dtype=np.float64, copy=True)
+        if scaled:
+            R = Yi / scale
+        elif isinstance(rows, slice) or Yi.dtype != np.float64:
+            R = np.array(Yi, dtype=np.float64, copy=True)
+        else:
+            R = Yi  # our own copy: centre it in place
         mu = R.sum(axis=0) / size
         if np.isnan(mu).any():  # a missing cell: the caller takes the two-pass route
             return None
