@@ -343,10 +343,11 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         except ValueError as exc:  # sklearn's shape/feature-name checks: same text, our class
             raise ValidationError(f"ComBat: {exc}") from exc
         # a block sum is finite unless the block holds NaN or inf (cheap, no temporary)
-        has_inf = any(
-            not np.isfinite(Y[sl].sum()) and np.isinf(Y[sl]).any()
-            for sl in _eb.row_chunks(*Y.shape)
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum may overflow: then look
+            has_inf = any(
+                not np.isfinite(Y[sl].sum()) and np.isinf(Y[sl]).any()
+                for sl in _eb.row_chunks(*Y.shape)
+            )
         if has_inf:
             bad_cols = np.flatnonzero(np.isinf(Y).any(axis=0))
             names = [columns[j] for j in bad_cols] if columns is not None else bad_cols.tolist()
