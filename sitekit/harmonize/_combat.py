@@ -503,7 +503,7 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                          == np.nanmin(np.where(present, mom.ymin, np.inf), axis=0)) & ~all_nan
             const_site = ((mom.ymax == mom.ymin) & (n >= 2)).any(axis=0) & ~const_all & ~all_nan
         no_ref = np.zeros(F, dtype=bool) if ref is None else (~present[ref] & ~all_nan)
-        bad_var = ~(var_pooled > 0) & ~all_nan & ~const_all & ~const_site & ~no_ref
+        bad_var = ~(var_scaled > 0) & ~all_nan & ~const_all & ~const_site & ~no_ref
         skip = all_nan | const_all | const_site | no_ref | bad_var
         feat_names = self._feature_labels(F)
         # a variance beyond the float64 range (features of magnitude ~1e154 and more, or

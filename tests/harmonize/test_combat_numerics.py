@@ -75,6 +75,14 @@ def test_regression_issue15_variance_beyond_float64_is_refused_comBat():
     assert list(exc.value.features) == [3]
 
 
+def test_variance_below_float64_is_refused_not_called_constant():
+    X, sites, _ = _table()
+    tiny = X.copy()
+    tiny["f1"] *= 1e-160  # variance ~1e-320: subnormal, precision lost
+    with pytest.raises(NumericalError, match=r"'f1'.*below the float64 range"):
+        ComBat().fit(tiny, sites=sites)
+
+
 def test_regression_issue15_variance_beyond_float64_is_refused_covbat():
     X, sites, _ = _table()
     with pytest.raises(NumericalError, match="'f3'"):
