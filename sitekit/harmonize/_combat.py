@@ -431,7 +431,8 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_full_rank(D, [str(s) for s in codes.levels] + cov_names + extra_names, n_sites=K)
 
         if isinstance(Y, _dask.DaskMatrix):  # the same sums, map-reduced over row blocks
-            B, mom = Y.coefficients_and_moments(D, codes.codes, K)
+            B, mom = Y.coefficients_and_moments(D, codes.codes, K, levels=list(codes.levels),
+                                                estimator=self, encoding=encoding)
         else:
             # site indicators only and no NaN cell: one pass; otherwise OLS then residuals
             one_pass = _eb.site_moments_complete(Y, codes.codes, K) if D.shape[1] == K else None
@@ -444,6 +445,18 @@ class ComBat(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self._finish_fit(
             list(codes.levels), counts, ref, B, mom, encoding, cov_names + extra_names
         )
+
+    def _covariate_design(self, covariates, n_samples: int, encoding: dict) -> np.ndarray:
+        """Covariate and extra (spline) design columns of some rows, as in :meth:`_fit_arrays`
+        (used by the Dask engine to build each block's own design rows)."""
+        smooth = getattr(self, "smooth_", None) or {}
+        linear = covariates
+        if covariates is not None and smooth:
+            keep = [c for c in covariates.columns if to_json_value(c) not in smooth]
+            linear = covariates[keep] if keep else None
+        C = covariate_matrix(linear, encoding, n_samples=n_samples)
+        extra = self._extra_design(covariates, n_samples)
+        return C if extra is None or not extra.shape[1] else np.hstack([C, extra])
 
     def _reference_index(self, levels: list, counts: np.ndarray) -> int | None:
         """Index of ``ref_site`` among ``levels`` (None without one); warns about one-sample

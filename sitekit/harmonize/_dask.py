@@ -141,10 +141,11 @@ class _Blocks:
             )
         self.X = X
         self.n_features = X.shape[1] if self.kind == "array" else len(self.columns)
+        self.carry = None
+        if self.kind == "frame":
+            self.carry = _carry_parts(X, sites, covariates)
         # pass 0: labels and covariates are one value per sample: gather them (reading only
         # their columns); partition lengths come with them when they are partitioned like X
-        import dask
-        from dask import delayed
 
         todo, names = [], []
         for name, obj in (("sites", sites), ("covariates", covariates)):
@@ -162,14 +163,83 @@ class _Blocks:
                 sites = values[-1]
             else:
                 covariates = values[-1]
-        if lengths is None:
-            lengths = [int(v) for v in dask.compute(*[delayed(len)(p) for p in self.parts])]
-        self.lengths = lengths
-        self.n_samples = int(sum(lengths))
+        if lengths is None and self.carry is not None:
+            # the labels travel with the feature blocks: the fit needs no block lengths
+            # (counting them would read every feature block once more)
+            self._lengths = None
+            n = len(sites) if sites is not None else 0
+        else:
+            if lengths is None:
+                lengths = self._count_rows()
+            self._lengths = lengths
+            n = int(sum(lengths))
+        self.n_samples = int(n)
         self.sites = _as_labels(sites, self.n_samples)
         self.covariates = _as_covariates(covariates, self.n_samples)
-        bounds = np.cumsum([0, *lengths])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _count_rows(self) -> list[int]:
+        import dask
+        from dask import delayed
+
+        return [int(v) for v in dask.compute(*[delayed(len)(p) for p in self.parts])]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Rows per block (counted on first use when the labels travel with the blocks)."""
+        if self._lengths is None:
+            self._lengths = self._count_rows()
+            if sum(self._lengths) != self.n_samples:
+                raise ValidationError(
+                    f"'sites' has {self.n_samples} labels but X has {sum(self._lengths)} rows."
+                )
+        return self._lengths
+
+    @property
+    def slices(self) -> list[slice]:
+        bounds = np.cumsum([0, *self.lengths])
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+_SITE_COL = "__sitekit_site__"
+_COV_PREFIX = "__sitekit_cov__"
+
+
+def _carry_parts(X, sites, covariates):
+    """Row blocks of ``X`` with the site labels (and covariates) as extra columns.
+
+    When ``sites``/``covariates`` are dask collections partitioned like ``X`` (columns of
+    the same table), each block then holds its own labels and design rows, so the fit's
+    statistics pass needs no block lengths.  Returns ``(parts, covariate_names)`` or None.
+    """
+    import dask.dataframe as dd
+
+    if not isinstance(sites, dd.Series):
+        return None
+    if covariates is not None and not isinstance(covariates, dd.DataFrame | dd.Series):
+        return None
+    cov = covariates.to_frame() if isinstance(covariates, dd.Series) else covariates
+    names = [] if cov is None else list(cov.columns)
+    extra = {_SITE_COL: sites}
+    extra.update({f"{_COV_PREFIX}{i}": cov[c] for i, c in enumerate(names)})
+    try:
+        combined = X.assign(**extra)
+        parts = list(combined.to_delayed())
+    except (ValueError, TypeError, NotImplementedError, KeyError):
+        return None  # not partitioned alike: the labels are matched by position instead
+    return parts, names
+
+
+def _carry_comoments(part, features, cov_names, levels, n_sites, estimator, encoding):
+    from sitekit.harmonize._design import encode_sites
+    from sitekit.harmonize._eb import block_comoments
+
+    codes = encode_sites(part[_SITE_COL].to_numpy(), levels=levels).codes
+    covs = None
+    if cov_names:
+        covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
+        covs = covs.set_axis(cov_names, axis=1).reset_index(drop=True)
+    Dc = estimator._covariate_design(covs, len(part), encoding)
+    return block_comoments(_as_matrix(part[features]), Dc, codes, n_sites)
 
 
 def _as_labels(sites, n: int) -> np.ndarray:
@@ -271,7 +341,9 @@ class DaskMatrix:
         self._blocks = blocks
         self.shape = (blocks.n_samples, blocks.n_features)
 
-    def coefficients_and_moments(self, D: np.ndarray, codes: np.ndarray, n_sites: int):
+    def coefficients_and_moments(self, D: np.ndarray, codes: np.ndarray, n_sites: int, *,
+                                 levels: list | None = None, estimator=None,
+                                 encoding: dict | None = None):
         """One pass over the data: per-site centred co-moments of every row block, merged.
 
         The OLS coefficients and the per-site residual moments follow from the merged
@@ -286,6 +358,10 @@ class DaskMatrix:
             The full design (small: one row of p numbers per sample).
         codes : ndarray of shape (n_samples,)
         n_sites : int
+        levels, estimator, encoding : optional
+            The site levels, the estimator and its covariate encoding: with them, blocks
+            that carry their own labels build their own design rows (no block lengths
+            needed).
 
         Returns
         -------
@@ -297,11 +373,21 @@ class DaskMatrix:
         from sitekit.harmonize._eb import comoments_to_moments, solve_ols
 
         b = self._blocks
-        Dc = D[:, n_sites:]
-        parts = [
-            delayed(_block_comoments, pure=True)(x, Dc[sl], codes[sl], n_sites)
-            for x, sl in zip(b.parts, b.slices)
-        ]
+        if b.carry is not None and estimator is not None:
+            carry_parts, cov_names = b.carry
+            est = delayed(estimator, pure=True)
+            parts = [
+                delayed(_carry_comoments, pure=True)(
+                    p, b.columns, cov_names, levels, n_sites, est, encoding
+                )
+                for p in carry_parts
+            ]
+        else:
+            Dc = D[:, n_sites:]
+            parts = [
+                delayed(_block_comoments, pure=True)(x, Dc[sl], codes[sl], n_sites)
+                for x, sl in zip(b.parts, b.slices)
+            ]
         (cm,) = _compute(_tree_sum(parts))
         self.passes = 1
         if cm is not None:

@@ -312,3 +312,22 @@ def test_random_state_validation():
     X, sites = _wide(n_features=20)
     with pytest.raises(ValidationError, match="random_state"):
         ComBat(random_state="seed").fit(X, sites=sites)
+
+
+@pytest.mark.parametrize("params", [{}, {"smooth": ["age"]}, {"parametric": False}])
+def test_dask_labels_carried_with_parquet_blocks_equal_in_memory(tmp_path, params):
+    """Sites and covariates given as columns of the same Parquet table travel with the
+    feature blocks (each block builds its own design rows: no extra pass to count rows)."""
+    X, sites, cov = _table(covariates=True)
+    cov = cov.assign(sex=np.where(np.arange(len(sites)) % 3 == 0, "F", "M"))
+    table = pd.concat([X, cov], axis=1).assign(site=sites)
+    for i in range(3):
+        table.iloc[i * 70:(i + 1) * 70].to_parquet(tmp_path / f"part{i}.parquet")
+    ddf = dd.read_parquet(tmp_path)
+    feats = list(X.columns)
+    blocks = _dask._Blocks(ddf[feats], ddf["site"], ddf[["age", "sex"]])
+    assert blocks.carry is not None
+    model = _dask.fit(ComBat(**params), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
+    ref = ComBat(**params).fit(X, sites=sites, covariates=cov)
+    for name in ("beta_", "grand_mean_", "var_pooled_", "gamma_star_", "delta_star_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(ref, name), rtol=1e-10, atol=1e-12)
