@@ -31,6 +31,8 @@ __all__ = [
     "ExtractionError",
     "ProtocolError",
     "PrivacyError",
+    "NumericalError",
+    "CostWarning",
 ]
 
 
@@ -106,6 +108,10 @@ class SitekitWarning(UserWarning):
     """Base class of sitekit's warnings."""
 
 
+class CostWarning(SitekitWarning):
+    """A computation that will take long (the message estimates how long and how to avoid it)."""
+
+
 class DataWarning(SitekitWarning):
     """A recoverable data problem (a one-sample site, a constant feature, ...)."""
 
@@ -144,3 +150,13 @@ class ProtocolError(ValidationError):
 class PrivacyError(ValidationError):
     """A federated summary would reveal too much: a site below the minimum size, or an array
     with one entry per sample."""
+
+
+class NumericalError(ValidationError):
+    """A result that cannot be represented in floating point (a feature's variance beyond
+    the float64 range, a non-finite output for finite input).  ``features`` holds the
+    column positions concerned; the message names them and the fix."""
+
+    def __init__(self, message: str, features: object = None) -> None:
+        super().__init__(message)
+        self.features = features

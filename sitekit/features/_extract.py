@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sitekit._dask_session import dask_client
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_option
 from sitekit._version import __version__
@@ -255,25 +254,10 @@ def process_cases(tasks: list, params: dict) -> list[dict]:
 
 
 def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) -> None:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ValidationError(
-                f"Cannot connect to the Dask scheduler at '{scheduler}': {exc}. Check the address "
-                "(e.g. tcp://host:8786) and that the scheduler is running."
-            ) from exc
-    else:
-        with warnings.catch_warnings():
-            # the scheduler's HTTP endpoint moves to a free port when 8787 is taken: harmless
-            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
-    try:
+    with dask_client(scheduler=scheduler, workers=None if scheduler else workers,
+                     timeout=SCHEDULER_TIMEOUT) as client:
         if not tasks:
             return
         n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
@@ -293,10 +277,6 @@ def _run_dask(tasks, params, on_result, *, workers: int, scheduler: str | None) 
                            for t in futures[fut]]
             for result in results:
                 on_result(result)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # ------------------------------------------------------------------ public function

@@ -2,15 +2,15 @@
 
 :class:`~sitekit.harmonize.ComBat` hands dask arrays and dask DataFrames to this module.
 
-* **fit** is three passes over the data, each a map-reduce of sufficient statistics
-  (:mod:`sitekit.harmonize._eb`): (0) the site labels and covariates -- small, one value per
-  sample -- are gathered to build the design exactly as the in-memory fit does; (1) every
-  row block computes ``D'D`` and ``D'Y`` (with per-feature ``D'D`` where values are missing),
-  summed in a tree, giving the regression coefficients; (2) every row block computes per
-  site and feature the count, sum and sum of squares of the residuals, summed in a tree,
-  giving the pooled variance and the per-site sums of ``Z`` and ``Z**2`` on which the
-  empirical-Bayes step runs.  Only the (row blocks x features) data is ever read twice; no
-  block of more than one partition is held at once.
+* **fit** reads every partition once.  The site labels and covariates -- small, one value
+  per sample -- are gathered first (reading only their columns) to build the design exactly
+  as the in-memory fit does; then every row block computes, per site, the centred
+  co-moments of its features and covariate columns (:func:`sitekit.harmonize._eb.block_comoments`),
+  merged in a tree with Chan et al.'s pairwise update.  The OLS coefficients, pooled
+  variance and the per-site sums of ``Z`` and ``Z**2`` on which the empirical-Bayes step runs
+  all follow from the merged co-moments.  Only when a block holds missing cells (then every
+  feature has its own rows) does the fit fall back to two more passes (``D'D``/``D'Y``,
+  then residual moments).  No block of more than one partition is held at once.
 * **transform** is lazy and blockwise: every partition is harmonised by the fitted model's
   in-memory ``transform``; the result is a dask collection of the same kind and partitioning.
 
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from sitekit._dask_session import dask_client, worker_memory
 from sitekit.exceptions import ValidationError
 
 __all__ = [
@@ -42,6 +43,11 @@ __all__ = [
 _PROGRESS: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
     "sitekit_dask_progress", default=None
 )
+
+
+#: read_table under a session: partitions of at most worker memory / this (by row group)
+_PARTITIONS_PER_WORKER_MEMORY = 8
+_MIN_BLOCKSIZE = 16 << 20
 
 
 def is_dask_collection(obj) -> bool:
@@ -135,10 +141,11 @@ class _Blocks:
             )
         self.X = X
         self.n_features = X.shape[1] if self.kind == "array" else len(self.columns)
+        self.carry = None
+        if self.kind == "frame":
+            self.carry = _carry_parts(X, sites, covariates)
         # pass 0: labels and covariates are one value per sample: gather them (reading only
         # their columns); partition lengths come with them when they are partitioned like X
-        import dask
-        from dask import delayed
 
         todo, names = [], []
         for name, obj in (("sites", sites), ("covariates", covariates)):
@@ -156,14 +163,83 @@ class _Blocks:
                 sites = values[-1]
             else:
                 covariates = values[-1]
-        if lengths is None:
-            lengths = [int(v) for v in dask.compute(*[delayed(len)(p) for p in self.parts])]
-        self.lengths = lengths
-        self.n_samples = int(sum(lengths))
+        if lengths is None and self.carry is not None:
+            # the labels travel with the feature blocks: the fit needs no block lengths
+            # (counting them would read every feature block once more)
+            self._lengths = None
+            n = len(sites) if sites is not None else 0
+        else:
+            if lengths is None:
+                lengths = self._count_rows()
+            self._lengths = lengths
+            n = int(sum(lengths))
+        self.n_samples = int(n)
         self.sites = _as_labels(sites, self.n_samples)
         self.covariates = _as_covariates(covariates, self.n_samples)
-        bounds = np.cumsum([0, *lengths])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _count_rows(self) -> list[int]:
+        import dask
+        from dask import delayed
+
+        return [int(v) for v in dask.compute(*[delayed(len)(p) for p in self.parts])]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Rows per block (counted on first use when the labels travel with the blocks)."""
+        if self._lengths is None:
+            self._lengths = self._count_rows()
+            if sum(self._lengths) != self.n_samples:
+                raise ValidationError(
+                    f"'sites' has {self.n_samples} labels but X has {sum(self._lengths)} rows."
+                )
+        return self._lengths
+
+    @property
+    def slices(self) -> list[slice]:
+        bounds = np.cumsum([0, *self.lengths])
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+_SITE_COL = "__sitekit_site__"
+_COV_PREFIX = "__sitekit_cov__"
+
+
+def _carry_parts(X, sites, covariates):
+    """Row blocks of ``X`` with the site labels (and covariates) as extra columns.
+
+    When ``sites``/``covariates`` are dask collections partitioned like ``X`` (columns of
+    the same table), each block then holds its own labels and design rows, so the fit's
+    statistics pass needs no block lengths.  Returns ``(parts, covariate_names)`` or None.
+    """
+    import dask.dataframe as dd
+
+    if not isinstance(sites, dd.Series):
+        return None
+    if covariates is not None and not isinstance(covariates, dd.DataFrame | dd.Series):
+        return None
+    cov = covariates.to_frame() if isinstance(covariates, dd.Series) else covariates
+    names = [] if cov is None else list(cov.columns)
+    extra = {_SITE_COL: sites}
+    extra.update({f"{_COV_PREFIX}{i}": cov[c] for i, c in enumerate(names)})
+    try:
+        combined = X.assign(**extra)
+        parts = list(combined.to_delayed())
+    except (ValueError, TypeError, NotImplementedError, KeyError):
+        return None  # not partitioned alike: the labels are matched by position instead
+    return parts, names
+
+
+def _carry_comoments(part, features, cov_names, levels, n_sites, estimator, encoding):
+    from sitekit.harmonize._design import encode_sites
+    from sitekit.harmonize._eb import block_comoments
+
+    codes = encode_sites(part[_SITE_COL].to_numpy(), levels=levels).codes
+    covs = None
+    if cov_names:
+        covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
+        covs = covs.set_axis(cov_names, axis=1).reset_index(drop=True)
+    Dc = estimator._covariate_design(covs, len(part), encoding)
+    return block_comoments(_as_matrix(part[features]), Dc, codes, n_sites)
 
 
 def _as_labels(sites, n: int) -> np.ndarray:
@@ -185,12 +261,25 @@ def _as_covariates(covariates, n: int) -> pd.DataFrame | None:
     return frame.reset_index(drop=True)
 
 
+def _float_dtype(dtypes) -> type:
+    """float32 when every feature column is float32 (kept end to end), else float64."""
+    dtypes = list(dtypes)
+    return np.float32 if dtypes and all(d == np.float32 for d in dtypes) else np.float64
+
+
 def _as_matrix(block) -> np.ndarray:
     if isinstance(block, pd.DataFrame):
-        Y = block.to_numpy(dtype=np.float64, na_value=np.nan)
+        dtype = _float_dtype(block.dtypes)
+        if all(d == dtype for d in block.dtypes):
+            Y = block.to_numpy(dtype=dtype)  # plain float columns: no NaN conversion pass
+        else:
+            Y = block.to_numpy(dtype=dtype, na_value=np.nan)
     else:
-        Y = np.asarray(block, dtype=np.float64)
-    if np.isinf(Y).any():
+        Y = np.asarray(block)
+        Y = Y if Y.dtype in (np.float64, np.float32) else Y.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspect = not np.isfinite(Y.sum(dtype=np.float64))  # cheap; inf or NaN somewhere
+    if suspect and np.isinf(Y).any():
         raise ValidationError(
             "X holds infinite values; ComBat accepts NaN for missing values but not inf."
         )
@@ -203,6 +292,12 @@ def _block_cross_products(block, D):
     return ols_cross_products(_as_matrix(block), D)
 
 
+def _block_comoments(block, Dc, codes, n_sites):
+    from sitekit.harmonize._eb import block_comoments
+
+    return block_comoments(_as_matrix(block), Dc, codes, n_sites)
+
+
 def _block_moments(block, D, codes, beta, n_sites, missing):
     from sitekit.harmonize._eb import residual_moments
 
@@ -210,12 +305,14 @@ def _block_moments(block, D, codes, beta, n_sites, missing):
 
 
 def _add(a, b):
-    from sitekit.harmonize._eb import SiteMoments
+    from sitekit.harmonize._eb import SiteCoMoments, SiteMoments, add_moments, merge_comoments
 
+    if a is None or b is None:  # a block with missing cells: no one-pass result
+        return None
+    if isinstance(a, SiteCoMoments):
+        return merge_comoments(a, b)
     if isinstance(a, SiteMoments):
-        return SiteMoments(
-            a.n + b.n, a.r1 + b.r1, a.r2 + b.r2, np.fmin(a.ymin, b.ymin), np.fmax(a.ymax, b.ymax)
-        )
+        return add_moments(a, b)
     return a + b
 
 
@@ -236,7 +333,7 @@ class DaskMatrix:
     """A (n_samples, n_features) data matrix held as dask row blocks.
 
     :meth:`ComBat._fit_arrays` builds the design exactly as for an in-memory matrix and
-    asks this object for the two data passes (:meth:`coefficients_and_moments`); everything
+    asks this object for the data pass (:meth:`coefficients_and_moments`); everything
     else of the fit (validation, warnings, empirical Bayes) is shared code.
     """
 
@@ -244,8 +341,16 @@ class DaskMatrix:
         self._blocks = blocks
         self.shape = (blocks.n_samples, blocks.n_features)
 
-    def coefficients_and_moments(self, D: np.ndarray, codes: np.ndarray, n_sites: int):
-        """Pass 1: ``D'D``, ``D'Y`` -> OLS coefficients; pass 2: per-site residual moments.
+    def coefficients_and_moments(self, D: np.ndarray, codes: np.ndarray, n_sites: int, *,
+                                 levels: list | None = None, estimator=None,
+                                 encoding: dict | None = None):
+        """One pass over the data: per-site centred co-moments of every row block, merged.
+
+        The OLS coefficients and the per-site residual moments follow from the merged
+        co-moments (:func:`sitekit.harmonize._eb.comoments_to_moments`), so each partition
+        is read once.  If a block holds missing cells (each feature then has its own rows),
+        the fit falls back to two passes: ``D'D``, ``D'Y`` -> OLS coefficients, then the
+        residual moments.
 
         Parameters
         ----------
@@ -253,6 +358,10 @@ class DaskMatrix:
             The full design (small: one row of p numbers per sample).
         codes : ndarray of shape (n_samples,)
         n_sites : int
+        levels, estimator, encoding : optional
+            The site levels, the estimator and its covariate encoding: with them, blocks
+            that carry their own labels build their own design rows (no block lengths
+            needed).
 
         Returns
         -------
@@ -261,9 +370,29 @@ class DaskMatrix:
         """
         from dask import delayed
 
-        from sitekit.harmonize._eb import solve_ols
+        from sitekit.harmonize._eb import comoments_to_moments, solve_ols
 
         b = self._blocks
+        if b.carry is not None and estimator is not None:
+            carry_parts, cov_names = b.carry
+            est = delayed(estimator, pure=True)
+            parts = [
+                delayed(_carry_comoments, pure=True)(
+                    p, b.columns, cov_names, levels, n_sites, est, encoding
+                )
+                for p in carry_parts
+            ]
+        else:
+            Dc = D[:, n_sites:]
+            parts = [
+                delayed(_block_comoments, pure=True)(x, Dc[sl], codes[sl], n_sites)
+                for x, sl in zip(b.parts, b.slices)
+            ]
+        (cm,) = _compute(_tree_sum(parts))
+        self.passes = 1
+        if cm is not None:
+            return comoments_to_moments(cm)
+        self.passes = 3
         parts = [
             delayed(_block_cross_products, pure=True)(x, D[sl])
             for x, sl in zip(b.parts, b.slices)
@@ -346,12 +475,13 @@ def transform(estimator, X, *, sites, covariates=None):
         cov = None if blocks.covariates is None else blocks.covariates.iloc[sl]
         out.append(delayed(_transform_block, pure=True)(model, x, blocks.sites[sl], cov))
     if blocks.kind == "frame":
-        meta = blocks.X._meta.astype(np.float64)
+        meta = blocks.X._meta.astype(_float_dtype(blocks.X._meta.dtypes))
         divisions = blocks.X.divisions
         return dd.from_delayed(out, meta=meta, divisions=divisions, verify_meta=False)
     return da.concatenate(
         [
-            da.from_delayed(o, shape=(length, blocks.n_features), dtype=np.float64)
+            da.from_delayed(o, shape=(length, blocks.n_features),
+                            dtype=_float_dtype([blocks.X.dtype]))
             for o, length in zip(out, blocks.lengths)
         ],
         axis=0,
@@ -361,17 +491,21 @@ def transform(estimator, X, *, sites, covariates=None):
 def _harmonize_partition(part: pd.DataFrame, model, site_col, covariate_cols, features):
     covs = part[covariate_cols] if covariate_cols else None
     harmonised = model.transform(part[features], sites=part[site_col].to_numpy(), covariates=covs)
-    out = part.copy(deep=False)  # copy-on-write: the partition itself is never modified
-    out[features] = harmonised
-    return out
+    # one concatenation instead of a column-by-column assignment (the partition itself is
+    # never modified); reorder only when the features are not already the last columns
+    chosen = set(features)
+    rest = [c for c in part.columns if c not in chosen]
+    out = pd.concat([part[rest], harmonised], axis=1)
+    return out if list(out.columns) == list(part.columns) else out[list(part.columns)]
 
 
 def transform_frame(estimator, frame, *, site_col, covariate_cols, features):
     """Harmonise the feature columns of a dask DataFrame that also holds sites, covariates
     and pass-through columns (all kept, in order); lazy, one task per partition."""
     meta = frame._meta.copy()
+    dtype = _float_dtype(meta[list(features)].dtypes)
     for f in features:
-        meta[f] = meta[f].astype(np.float64)
+        meta[f] = meta[f].astype(dtype)
     return frame.map_partitions(
         _harmonize_partition,
         estimator,
@@ -406,40 +540,12 @@ def session(*, scheduler: str | None = None, workers: int | None = None, memory_
         The client, also the default scheduler inside the block; :func:`read_table` returns
         lazy dask DataFrames for Parquet inputs while it is active.
     """
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    if scheduler and workers:
-        raise ValidationError(
-            "Give either a scheduler address (--scheduler) or a number of local workers "
-            "(--workers), not both."
-        )
-    cluster = None
-    try:
-        if scheduler:
-            try:
-                client = Client(scheduler, timeout="10s")
-            except OSError as exc:
-                raise ValidationError(
-                    f"Could not reach the dask scheduler at {scheduler!r} ({exc}); check the "
-                    "address, or use --workers N to start a local cluster."
-                ) from exc
-        else:
-            cluster = LocalCluster(
-                n_workers=int(workers or 2), threads_per_worker=1, processes=True,
-                dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR,
-            )
-            client = Client(cluster)
+    with dask_client(scheduler=scheduler, workers=workers, memory_limit=memory_limit) as client:
         token = _SESSION.set(client)
         try:
             yield client
         finally:
             _SESSION.reset(token)
-            client.close()
-    finally:
-        if cluster is not None:
-            cluster.close()
 
 
 def active_session():
@@ -456,7 +562,12 @@ def _is_parquet(path) -> bool:
 
 def read_table(path, **kwargs):
     """:func:`sitekit.io.read_table`, but a lazy dask DataFrame for a Parquet file or
-    directory when a :func:`session` is active."""
+    directory when a :func:`session` is active.
+
+    Partitions are sized from the workers' memory: row groups are split or kept so that a
+    partition holds at most 1/8 of the smallest worker's memory limit (a partition is held
+    several times over while it is harmonised); pass ``blocksize=`` to choose yourself.
+    """
     from sitekit import io
 
     if active_session() is None or not _is_parquet(path):
@@ -469,6 +580,11 @@ def read_table(path, **kwargs):
 
     if not Path(path).exists():
         raise MissingFileError(f"Table '{path}' does not exist; check the path.")
+    memory = worker_memory(active_session())
+    if memory and "blocksize" not in kwargs:
+        # a partition is held a few times over while it is harmonised (arrow table, numpy
+        # matrix, output, Parquet encoder): split files by row group to 1/8 of a worker
+        kwargs["blocksize"] = max(_MIN_BLOCKSIZE, memory // _PARTITIONS_PER_WORKER_MEMORY)
     try:
         return dd.read_parquet(path, **kwargs)
     except (OSError, ValueError) as exc:

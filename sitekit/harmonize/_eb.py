@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sitekit.exceptions import NumericalError
+
 __all__ = [
     "CrossProducts",
     "EBFit",
@@ -50,13 +52,22 @@ __all__ = [
     "nonparametric_eb",
     "adjust",
     "row_chunks",
+    "extreme_scale",
+    "add_moments",
+    "SiteCoMoments",
+    "block_comoments",
+    "merge_comoments",
+    "comoments_to_moments",
 ]
 
 #: float64 cells per row block of the streaming passes (2 MB: the block and its temporaries
 #: stay in cache, so several numpy operations on a block cost about one pass over memory)
 _BLOCK_CELLS = 1 << 18
-#: cells per block of the features x features matrices of the non-parametric EB (32 MB)
+#: cells per row block of the cross-products pass (views, no temporaries: big blocks, 32 MB)
 _NONPAR_BLOCK_CELLS = 4_000_000
+#: cells per block of the features x features matrices of the non-parametric EB (2 MB: the
+#: block and its temporaries stay in cache, ~3x faster than 32 MB blocks)
+_PAIR_BLOCK_CELLS = 1 << 18
 #: floor of |gamma| in the relative convergence test of the parametric iteration
 _GAMMA_EPS = 1e-8
 
@@ -184,9 +195,14 @@ class SiteMoments:
     r1, r2 : sum of R and of R^2 over the observed cells.
     ymin, ymax : smallest and largest observed raw value (NaN where none); a feature is
         constant within a site exactly when ``ymin == ymax`` there.
+    scale : ndarray of shape (F,), optional
+        Powers of two: ``r1`` and ``r2`` are the sums of ``R / scale`` and ``(R / scale)^2``
+        (``None`` means 1 everywhere).  Features of extreme magnitude (beyond about
+        ``1e120`` or below ``1e-120``) are summed scaled, so that squares neither overflow
+        nor underflow; powers of two make the scaling exact.
 
-    Moments of disjoint row sets add up (``n``, ``r1``, ``r2``; ``ymin``/``ymax`` combine
-    with ``np.fmin``/``np.fmax``).
+    Moments of disjoint row sets add up (``n``, ``r1``, ``r2`` after bringing them to one
+    ``scale``, see :func:`add_moments`; ``ymin``/``ymax`` combine with ``np.fmin``/``np.fmax``).
     """
 
     n: np.ndarray
@@ -194,6 +210,71 @@ class SiteMoments:
     r2: np.ndarray
     ymin: np.ndarray
     ymax: np.ndarray
+    scale: np.ndarray | None = None
+
+    def scales(self) -> np.ndarray:
+        """The per-feature scale, ones when none was needed."""
+        return np.ones(self.n.shape[1]) if self.scale is None else self.scale
+
+
+#: features whose largest magnitude is beyond 2**400 (~2.6e120) or below 2**-400 are summed
+#: scaled by a power of two (squares of 2**512 overflow, of 2**-537 underflow)
+_EXTREME_EXP = 400
+
+
+def extreme_scale(ymin: np.ndarray, ymax: np.ndarray) -> np.ndarray:
+    """Per-feature power-of-two scale for features of extreme magnitude (1 elsewhere).
+
+    Parameters
+    ----------
+    ymin, ymax : ndarray of shape (K, F) or (F,)
+        Smallest and largest observed values (NaN where none).
+
+    Returns
+    -------
+    ndarray of shape (F,)
+        ``2**e`` with ``|y| / 2**e`` in [0.5, 1) for the largest ``|y|`` of a feature whose
+        magnitude is beyond ``2**400`` or below ``2**-400`` (and not 0); 1 elsewhere.
+    """
+    with np.errstate(invalid="ignore"):
+        big = np.fmax(np.abs(ymin), np.abs(ymax))
+        if big.ndim == 2:
+            big = np.fmax.reduce(big, axis=0) if big.shape[0] else np.zeros(big.shape[1])
+    big = np.nan_to_num(big, nan=0.0)
+    _, e = np.frexp(big)
+    extreme = (e > _EXTREME_EXP) | ((big > 0) & (e < -_EXTREME_EXP))
+    return np.where(extreme, np.ldexp(1.0, e), 1.0)
+
+
+def add_moments(a: SiteMoments, b: SiteMoments) -> SiteMoments:
+    """Moments of the union of two disjoint row sets (brought to a common scale first)."""
+    if a.scale is None and b.scale is None:
+        return SiteMoments(a.n + b.n, a.r1 + b.r1, a.r2 + b.r2,
+                           np.fmin(a.ymin, b.ymin), np.fmax(a.ymax, b.ymax))
+    sa, sb = a.scales(), b.scales()
+    s = np.maximum(sa, sb)
+    fa, fb = sa / s, sb / s  # powers of two: exact
+    return SiteMoments(
+        a.n + b.n, a.r1 * fa + b.r1 * fb, a.r2 * fa**2 + b.r2 * fb**2,
+        np.fmin(a.ymin, b.ymin), np.fmax(a.ymax, b.ymax), s,
+    )
+
+
+def _rescale_extreme(mom: SiteMoments, compute) -> SiteMoments:
+    """Redo the sums of the extreme-magnitude features of ``mom`` on scaled data.
+
+    ``compute(cols, scale)`` returns the moments of the columns ``cols`` of the data divided
+    by ``scale`` (shape (len(cols),)); only those columns are copied.
+    """
+    scale = extreme_scale(mom.ymin, mom.ymax)
+    cols = np.flatnonzero(scale != 1.0)
+    if not cols.size:
+        return mom
+    sub = compute(cols, scale[cols])
+    r1, r2 = mom.r1.copy(), mom.r2.copy()
+    r1[:, cols] = sub.r1
+    r2[:, cols] = sub.r2
+    return SiteMoments(mom.n, r1, r2, mom.ymin, mom.ymax, scale)
 
 
 def _site_rows(codes: np.ndarray, site: int):
@@ -233,6 +314,18 @@ def residual_moments(
     -------
     SiteMoments
     """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        mom = _residual_moments(Y, D, B, codes, n_sites, missing=missing)
+
+    def scaled(cols, scale):
+        Ys = Y[:, cols] / scale
+        miss = None if missing is None else np.flatnonzero(np.isin(cols, missing))
+        return _residual_moments(Ys, D, B[:, cols] / scale, codes, n_sites, missing=miss)
+
+    return _rescale_extreme(mom, scaled)
+
+
+def _residual_moments(Y, D, B, codes, n_sites, *, missing=None) -> SiteMoments:
     N, F = Y.shape
     n = np.zeros((n_sites, F))
     r1 = np.zeros((n_sites, F))
@@ -243,7 +336,7 @@ def residual_moments(
     has_cov = Dc.shape[1] > 0
     step = next(iter(row_chunks(N, F))).stop if N else 0
     buf = np.empty((step, F))
-    gather = np.empty((step, F))
+    gather = np.empty((step, F), dtype=Y.dtype)
     for i in range(n_sites):
         rows, size = _site_rows(codes, i)
         if size == 0:
@@ -313,6 +406,26 @@ def site_moments_complete(
         :func:`residual_moments` (``r1`` is 0: residuals sum to zero within each site).
         ``None`` if a NaN cell is met (use the general path).
     """
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        got = _site_moments_complete(Y, codes, n_sites, block_cells)
+    if got is None:
+        return None
+    mean, mom = got
+    scaled_means = {}
+
+    def scaled(cols, scale):
+        sub_mean, sub = _site_moments_complete(Y[:, cols] / scale, codes, n_sites, block_cells)
+        scaled_means["m"] = (cols, sub_mean * scale)
+        return sub
+
+    mom = _rescale_extreme(mom, scaled)
+    if scaled_means:  # the means of the rescaled features, summed without overflow
+        cols, m = scaled_means["m"]
+        mean[:, cols] = m
+    return mean, mom
+
+
+def _site_moments_complete(Y, codes, n_sites, block_cells):
     N, F = Y.shape
     n = np.zeros((n_sites, F))
     mean = np.zeros((n_sites, F))
@@ -321,7 +434,7 @@ def site_moments_complete(
     ymax = np.full((n_sites, F), np.nan)
     step = next(iter(row_chunks(N, F, block_cells))).stop if N else 0
     buf = np.empty((step, F))
-    gather = np.empty((step, F))
+    gather = np.empty((step, F), dtype=Y.dtype)
     for i in range(n_sites):
         rows, size = _site_rows(codes, i)
         if size == 0:
@@ -338,8 +451,8 @@ def site_moments_complete(
             else:
                 Yb = np.take(Y, rs, axis=0, out=gather[: rs.size], mode="clip")
             nb = Yb.shape[0]
-            mb = Yb.sum(axis=0) / nb
-            if not np.isfinite(mb).all():
+            mb = Yb.sum(axis=0, dtype=np.float64) / nb
+            if np.isnan(mb).any():
                 return None
             R = np.subtract(Yb, mb, out=buf[:nb])
             m2b = np.einsum("ij,ij->j", R, R)
@@ -352,6 +465,146 @@ def site_moments_complete(
             count = total
         n[i] = count
     return mean, SiteMoments(n, np.zeros_like(m2), m2, ymin, ymax)
+
+
+@dataclass
+class SiteCoMoments:
+    """Per-site centred co-moments of data ``Y`` and covariate columns ``Dc`` (one pass).
+
+    For site ``i`` (rows ``j`` of that site): ``n``; the means ``ymean`` of ``Y / scale`` and
+    ``dmean`` of ``Dc``; ``cyy = sum (y - ymean)^2`` (F,), ``cdy = sum (d - dmean)(y - ymean)``
+    (q x F) and ``cdd = sum (d - dmean)(d - dmean)'`` (q x q); ``ymin``/``ymax`` of the raw
+    values.  ``Y``-quantities are in units of ``scale`` (powers of two per feature, see
+    :class:`SiteMoments`).  Two disjoint row sets merge exactly with Chan et al.'s pairwise
+    update (:func:`merge_comoments`), so a single pass over row blocks gives everything the
+    fit needs (:func:`comoments_to_moments`): by Frisch-Waugh the covariate effects are the
+    within-site regression ``(sum_i cdd_i)^-1 sum_i cdy_i`` and the site levels
+    ``ymean_i - dmean_i' beta``.
+
+    Attributes
+    ----------
+    n : ndarray of shape (K,)
+    ymean, cyy, ymin, ymax : ndarray of shape (K, F)
+    dmean : ndarray of shape (K, q)
+    cdy : ndarray of shape (K, q, F)
+    cdd : ndarray of shape (K, q, q)
+    scale : ndarray of shape (F,)
+    """
+
+    n: np.ndarray
+    ymean: np.ndarray
+    dmean: np.ndarray
+    cyy: np.ndarray
+    cdy: np.ndarray
+    cdd: np.ndarray
+    ymin: np.ndarray
+    ymax: np.ndarray
+    scale: np.ndarray
+
+
+def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: int) -> SiteCoMoments | None:
+    """Co-moments of one row block without missing cells (``None`` if it has a NaN cell).
+
+    Parameters
+    ----------
+    Y : ndarray of shape (n, F)
+        float64 or float32 (sums are accumulated in float64).
+    Dc : ndarray of shape (n, q)
+        Covariate (and extra) design columns, without the site indicators.
+    codes : ndarray of int, shape (n,)
+    n_sites : int
+    """
+    N, F = Y.shape
+    q = Dc.shape[1]
+    K = n_sites
+    n = np.zeros(K)
+    ymean = np.zeros((K, F))
+    dmean = np.zeros((K, q))
+    cyy = np.zeros((K, F))
+    cdy = np.zeros((K, q, F))
+    cdd = np.zeros((K, q, q))
+    ymin = np.full((K, F), np.nan)
+    ymax = np.full((K, F), np.nan)
+    lo = np.fmin.reduce(Y, axis=0) if N else np.full(F, np.nan)
+    hi = np.fmax.reduce(Y, axis=0) if N else np.full(F, np.nan)
+    scale = extreme_scale(lo, hi)
+    scaled = (scale != 1.0).any()
+    for i in range(K):
+        rows, size = _site_rows(codes, i)
+        if size == 0:
+            continue
+        Yi = Y[rows]  # a view for contiguous rows, else already a copy
+        ymin[i] = np.fmin.reduce(Yi, axis=0)
+        ymax[i] = np.fmax.reduce(Yi, axis=0)
+        if scaled:
+            R = Yi / scale
+        elif isinstance(rows, slice) or Yi.dtype != np.float64:
+            R = np.array(Yi, dtype=np.float64, copy=True)
+        else:
+            R = Yi  # our own copy: centre it in place
+        mu = R.sum(axis=0) / size
+        if np.isnan(mu).any():  # a missing cell: the caller takes the two-pass route
+            return None
+        R -= mu
+        n[i] = size
+        ymean[i] = mu
+        cyy[i] = np.einsum("ij,ij->j", R, R)
+        if q:
+            d = Dc[rows]
+            dm = d.mean(axis=0)
+            dc = d - dm
+            dmean[i] = dm
+            cdy[i] = dc.T @ R
+            cdd[i] = dc.T @ dc
+    return SiteCoMoments(n, ymean, dmean, cyy, cdy, cdd, ymin, ymax, scale)
+
+
+def merge_comoments(a: SiteCoMoments, b: SiteCoMoments) -> SiteCoMoments:
+    """Co-moments of the union of two disjoint row sets (Chan et al.'s update, per site)."""
+    s = np.maximum(a.scale, b.scale)
+    fa, fb = a.scale / s, b.scale / s  # powers of two: exact
+    na, nb = a.n[:, None], b.n[:, None]
+    n = na + nb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wb = np.where(n > 0, nb / np.where(n > 0, n, 1), 0.0)
+        wab = np.where(n > 0, na * nb / np.where(n > 0, n, 1), 0.0)
+    ya, yb = a.ymean * fa, b.ymean * fb
+    dy = yb - ya
+    dd = b.dmean - a.dmean
+    ymean = ya + dy * wb
+    dmean = a.dmean + dd * wb
+    cyy = a.cyy * fa**2 + b.cyy * fb**2 + dy**2 * wab
+    cdy = a.cdy * fa + b.cdy * fb + (dd * wab)[:, :, None] * dy[:, None, :]
+    cdd = a.cdd + b.cdd + (dd * wab)[:, :, None] * dd[:, None, :]
+    return SiteCoMoments(
+        n[:, 0], ymean, dmean, cyy, cdy, cdd, np.fmin(a.ymin, b.ymin), np.fmax(a.ymax, b.ymax), s
+    )
+
+
+def comoments_to_moments(cm: SiteCoMoments) -> tuple[np.ndarray, SiteMoments]:
+    """OLS coefficients ``B`` (K + q, F) and residual :class:`SiteMoments` from co-moments.
+
+    The design is ``[site indicators | Dc]`` (full rank is checked by the caller).  Residual
+    sums of squares come from the within-site quadratic form ``cyy - 2 beta' cdy + beta'
+    cdd beta``; ``r1`` is 0 (residuals sum to zero within each site).
+    """
+    K, F = cm.ymean.shape
+    q = cm.dmean.shape[1]
+    if q:
+        beta_s = np.linalg.solve(cm.cdd.sum(axis=0), cm.cdy.sum(axis=0))  # (q, F), scaled
+        level_s = cm.ymean - cm.dmean @ beta_s
+        r2 = (cm.cyy - 2 * np.einsum("kqf,qf->kf", cm.cdy, beta_s)
+              + np.einsum("qf,kqr,rf->kf", beta_s, cm.cdd, beta_s))
+        r2 = np.maximum(r2, 0.0)
+    else:
+        beta_s = np.zeros((0, F))
+        level_s = cm.ymean
+        r2 = cm.cyy
+    with np.errstate(over="ignore"):
+        B = np.vstack([level_s * cm.scale, beta_s * cm.scale])
+    n = np.repeat(cm.n[:, None], F, axis=1)
+    scale = None if (cm.scale == 1.0).all() else cm.scale
+    return B, SiteMoments(n, np.zeros((K, F)), r2, cm.ymin, cm.ymax, scale)
 
 
 def pooled_variance(n: np.ndarray, r1: np.ndarray, r2: np.ndarray, *, ref: int | None = None) -> np.ndarray:
@@ -505,7 +758,23 @@ def parametric_eb(
     return g_old, d_old, it, bool(change <= tol)
 
 
-def nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, *, block_cells: int = _NONPAR_BLOCK_CELLS):
+def _np_logw(n, mean, m2, g, log2pid, inv2d):
+    """Log weights ``(B, S)`` of support features (g, delta) for targets (n, mean, m2)."""
+    nb = n[:, None]
+    L = mean[:, None] - g
+    L *= L
+    L *= nb
+    L += m2[:, None]
+    L *= inv2d
+    L += (0.5 * nb) * log2pid
+    np.negative(L, out=L)
+    return L
+
+
+def nonparametric_eb(
+    n, s1, m2, gamma_hat, delta_hat, *, support: np.ndarray | None = None,
+    block_cells: int = _PAIR_BLOCK_CELLS,
+):
     """Non-parametric EB for one site, vectorised over its features, in the log domain.
 
     For target feature g, the weight of every other feature g' is the Gaussian likelihood of
@@ -518,6 +787,15 @@ def nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, *, block_cells: int = _NON
     ----------
     n, s1, m2, gamma_hat, delta_hat : ndarray of shape (F,)
         Only usable features (finite ``gamma_hat`` and ``delta_hat``, ``n >= 1``).
+    support : ndarray of int, optional
+        ``None``: every feature weighs every other one, the exact method, O(F^2).  Else a
+        random subset of S feature indices: the weighted sums become a stratified Monte
+        Carlo estimate at cost O(F S).  Each target's S/2 nearest features in ``gamma_hat``
+        order on each side (where the weights concentrate when sites are large) are summed
+        exactly; the other features are represented by the random subset, each of its
+        members outside the target's neighbourhood standing for ``(F - S - 1) / count``
+        features (``count`` of them lie outside).  Both parts estimate the same sums, so the result is a Monte Carlo
+        estimate of the exact posterior means.
 
     Returns
     -------
@@ -531,16 +809,71 @@ def nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, *, block_cells: int = _NON
     mean = s1 / n
     log2pid = np.log(2 * np.pi * delta_hat)
     inv2d = 0.5 / delta_hat
-    for sl in row_chunks(F, F, block_cells):
-        rows = np.arange(sl.start, sl.stop)
-        diff = mean[sl, None] - gamma_hat[None, :]
-        L = -(0.5 * n[sl, None]) * log2pid[None, :] - (m2[sl, None] + n[sl, None] * diff**2) * inv2d
-        L[rows - sl.start, rows] = -np.inf
-        L -= L.max(axis=1, keepdims=True)
-        np.exp(L, out=L)
-        total = L.sum(axis=1)
-        g_star[sl] = (L @ gamma_hat) / total
-        d_star[sl] = (L @ delta_hat) / total
+    if support is None:
+        for sl in row_chunks(F, F, block_cells):
+            rows = np.arange(sl.start, sl.stop)
+            L = _np_logw(n[sl], mean[sl], m2[sl], gamma_hat, log2pid, inv2d)
+            L[rows - sl.start, rows] = -np.inf
+            L -= L.max(axis=1, keepdims=True)
+            np.exp(L, out=L)
+            total = L.sum(axis=1)
+            g_star[sl] = (L @ gamma_hat) / total
+            d_star[sl] = (L @ delta_hat) / total
+        return g_star, d_star
+
+    support = np.asarray(support, dtype=np.intp)
+    half = max(1, min(support.size // 2, (F - 1) // 2))
+    width = 2 * half + 1
+    order = np.argsort(gamma_hat, kind="stable")
+    rank = np.empty(F, dtype=np.intp)
+    rank[order] = np.arange(F)
+    support = support[np.argsort(rank[support], kind="stable")]  # in gamma order
+    r_sup = rank[support]
+    # log w = -(n A_j + (m2 + n c^2) inv_j - 2 n c (inv g)_j) with c = mean - centre: a sum
+    # of three products (for the random part one rank-3 matrix product); centring keeps
+    # the expansion of (mean - g)^2 free of cancellation
+    centre = float(np.median(gamma_hat))
+    gc = gamma_hat - centre
+    A = 0.5 * log2pid + inv2d * gc**2
+    IG = inv2d * gc
+    c = mean - centre
+    U = np.stack([n, m2 + n * c**2, -2.0 * n * c], axis=1)  # (F, 3)
+    V = np.stack([A[support], inv2d[support], IG[support]])  # (3, S)
+    g_sup, d_sup = gamma_hat[support], delta_hat[support]
+    # the sorted arrays, seen as overlapping windows: a target's neighbourhood is one row
+    windows = [np.lib.stride_tricks.sliding_window_view(x[order], width)
+               for x in (A, inv2d, IG, gamma_hat, delta_hat)]
+    for sl in row_chunks(F, width + support.size, block_cells):
+        r_t = rank[sl]
+        k = r_t.size
+        u = U[sl]
+        # exact part: the neighbourhood in gamma order (shifted at the ends), self excluded
+        lo = np.clip(r_t - half, 0, F - width)
+        wa, wi, wig, wg, wd = (w[lo] for w in windows)
+        La = wa * u[:, :1]
+        La += wi * u[:, 1:2]
+        La += wig * u[:, 2:3]
+        np.negative(La, out=La)
+        La[np.arange(k), r_t - lo] = -np.inf
+        # Monte Carlo part: support members outside the neighbourhood, each standing for
+        # (F - width) / count features; those inside it form one run of the sorted support
+        Lb = u @ V
+        np.negative(Lb, out=Lb)
+        first = np.searchsorted(r_sup, lo)
+        stop = np.searchsorted(r_sup, lo + width)
+        count = support.size - (stop - first)
+        for j in np.flatnonzero(stop > first):
+            Lb[j, first[j]:stop[j]] = -np.inf
+        with np.errstate(divide="ignore"):
+            Lb += np.log(np.where(count > 0, (F - width) / np.maximum(count, 1), 0.0))[:, None]
+        top = np.maximum(La.max(axis=1), Lb.max(axis=1))[:, None]
+        La -= top
+        Lb -= top
+        np.exp(La, out=La)
+        np.exp(Lb, out=Lb)
+        total = La.sum(axis=1) + Lb.sum(axis=1)
+        g_star[sl] = (np.einsum("ij,ij->i", La, wg) + Lb @ g_sup) / total
+        d_star[sl] = (np.einsum("ij,ij->i", La, wd) + Lb @ d_sup) / total
     return g_star, d_star
 
 
@@ -557,6 +890,8 @@ def fit_eb(
     ref: int | None = None,
     tol: float = 1e-4,
     max_iter: int = 1000,
+    prior_features: int | None = None,
+    rng: np.random.Generator | None = None,
 ) -> EBFit:
     """Location/scale estimates and their empirical-Bayes shrinkage from sufficient statistics.
 
@@ -577,6 +912,12 @@ def fit_eb(
         Reference site: its ``gamma* = 0`` and ``delta* = 1``.
     tol, max_iter : float, int
         Convergence of the parametric iteration.
+    prior_features : int, optional
+        Non-parametric EB: size of the random subset of a site's usable features that forms
+        the prior's support (drawn with ``rng`` per site); ``None`` or at least the number of
+        usable features: all of them (exact).
+    rng : numpy.random.Generator, optional
+        Source of the subsets (required with ``prior_features``).
 
     Returns
     -------
@@ -644,7 +985,13 @@ def fit_eb(
                 gamma_star[i, full], delta_star[i, full] = g, d
                 n_iter[i], converged[i] = it, ok
         else:
-            g, d = nonparametric_eb(n[i, u], s1[i, u], m2[i, u], gamma_hat[i, u], delta_hat[i, u])
+            m = int(u.sum())
+            support = None
+            if prior_features is not None and prior_features < m:
+                support = np.sort(rng.choice(m, size=int(prior_features), replace=False))
+            g, d = nonparametric_eb(
+                n[i, u], s1[i, u], m2[i, u], gamma_hat[i, u], delta_hat[i, u], support=support
+            )
             gamma_star[i, u] = g
             delta_star[i, u] = np.where(mo[u], 1.0, d)
     if ref is not None:
@@ -701,26 +1048,42 @@ def adjust(
     -------
     ndarray of shape (n, F)
     """
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # guarded below
         scale = np.where(keep, 1.0, 1.0 / np.sqrt(delta_star))
         shift = np.where(keep, 0.0, (1.0 - scale) * grand_mean - np.sqrt(var_pooled) * gamma_star * scale)
     one_minus = 1.0 - scale
     covs = C is not None and beta is not None and C.shape[1] > 0
     if out is None:
-        out = np.empty(Y.shape, dtype=np.float64)
+        out = np.empty(Y.shape, dtype=np.float32 if Y.dtype == np.float32 else np.float64)
     N, F = Y.shape
     step = next(iter(row_chunks(N, F))).stop if N else 0
     buf = np.empty((step, F))
     buf2 = np.empty((step, F)) if covs else None
-    for sl in row_chunks(N, F):
-        c = codes[sl]
-        k = c.size
-        blk = np.take(scale, c, axis=0, out=buf[:k], mode="clip")
-        o = out[sl]
-        np.multiply(Y[sl], blk, out=o)
-        o += np.take(shift, c, axis=0, out=buf[:k], mode="clip")
-        if covs:
-            m = np.matmul(C[sl], beta, out=buf2[:k])
-            m *= np.take(one_minus, c, axis=0, out=buf[:k], mode="clip")
-            o += m
+    # float32 output: compute the block in float64, round once on the way out
+    acc = np.empty((step, F)) if out.dtype != np.float64 else None
+    bad = np.zeros(F, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for sl in row_chunks(N, F):
+            c = codes[sl]
+            k = c.size
+            blk = np.take(scale, c, axis=0, out=buf[:k], mode="clip")
+            o = out[sl] if acc is None else acc[:k]
+            np.multiply(Y[sl], blk, out=o)
+            o += np.take(shift, c, axis=0, out=buf[:k], mode="clip")
+            if covs:
+                m = np.matmul(C[sl], beta, out=buf2[:k])
+                m *= np.take(one_minus, c, axis=0, out=buf[:k], mode="clip")
+                o += m
+            if acc is not None:
+                out[sl] = o
+                o = out[sl]
+            # guard: never a NaN or inf where the input was finite (the block is in cache)
+            if not np.isfinite(o.sum()):  # a sum that overflows only triggers the exact look
+                bad |= (~np.isfinite(o) & np.isfinite(Y[sl])).any(axis=0)
+    if bad.any():
+        raise NumericalError(
+            "ComBat produced non-finite values for finite input in feature(s) at column "
+            f"position(s) {np.flatnonzero(bad)[:10].tolist()}",
+            features=np.flatnonzero(bad),
+        )
     return out
