@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 import re
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from sitekit._dask_session import dask_client
 from sitekit._json import to_jsonable
 from sitekit._typing import PathLike
 from sitekit._validation import check_bool, check_number, check_random_state
@@ -393,30 +393,19 @@ def _part_key(subject_id: str) -> str:
 
 
 def _run_dask(model, rows, base_dir, sweeps, tolerance_mm, on_result, *, workers, scheduler):
-    from distributed import Client, LocalCluster, as_completed
+    """Evaluate the cases in chunks on a Dask cluster (the shared session helper)."""
+    from distributed import as_completed
 
-    cluster = None
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ValidationError(f"Cannot connect to the Dask scheduler at '{scheduler}': {exc}. Check the "
-                                  "address (e.g. tcp://host:8786) and that the scheduler runs.") from exc
-    else:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
-        client = Client(cluster)
-    try:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+    with dask_client(scheduler=scheduler, workers=None if scheduler else workers,
+                     timeout="20s") as client:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers or 1)
         size = int(max(1, min(4, len(rows) // (4 * n_workers))))
         remote_model = client.scatter(model, broadcast=True)
         futures = {}
         for i in range(0, len(rows), size):
             chunk = rows[i: i + size]
-            fut = client.submit(_evaluate_chunk, remote_model, chunk, str(base_dir), sweeps, tolerance_mm,
-                                pure=False)
+            fut = client.submit(_evaluate_chunk, remote_model, chunk, str(base_dir), sweeps,
+                                tolerance_mm, pure=False)
             futures[fut] = chunk
         for fut in as_completed(list(futures)):
             try:
@@ -429,10 +418,6 @@ def _run_dask(model, rows, base_dir, sweeps, tolerance_mm, on_result, *, workers
                            for r in futures[fut]]
             for res in results:
                 on_result(res)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def evaluate_segmentation(
