@@ -180,16 +180,16 @@ class ComBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstim
         Known sites, sorted.
     n_features_in_ : int
         Number of features seen in fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Feature names, defined only when X has string column names.
     gamma_hat_, delta_hat_ : ndarray of shape (n_sites, n_features_in_)
         Per-site location and scale of the standardised data (NaN where not estimable).
     gamma_star_, delta_star_ : ndarray of shape (n_sites, n_features_in_)
         The estimates used to adjust (after EB shrinkage).
-    grand_mean_ : ndarray of shape (n_features_in_,)
+    grand_mean_ : ndarray of shape (n_features,)
         ``alpha``: sample-weighted mean of the site levels (the reference site's level with
         ``ref_site``).
-    var_pooled_ : ndarray of shape (n_features_in_,)
+    var_pooled_ : ndarray of shape (n_features,)
         Pooled residual variance (of the reference site with ``ref_site``).
     beta_ : ndarray of shape (n_covariate_columns, n_features_in_)
         Covariate effects (rows named by ``covariate_columns_``).
