@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,7 +490,7 @@ def _check_header(p: Path, header: dict, data: dict, key: bytes | None) -> Model
 
 
 # --------------------------------------------------------------------------- estimators
-class PersistenceMixin:
+class PersistenceMixin(ABC):
     """``save`` / ``load`` for fitted sitekit objects, through this module's one format.
 
     A class sets ``_model_kind`` and implements ``_model_content() -> (arrays, metadata)``
@@ -568,12 +569,14 @@ class PersistenceMixin:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise mf.invalid(f"incomplete {mf.kind} metadata ({type(exc).__name__}: {exc})") from exc
 
-    def _model_content(self) -> tuple[dict, dict]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _model_content(self) -> tuple[dict, dict]:
+        """The arrays and the JSON metadata that describe the fitted object."""
 
     @classmethod
-    def _from_model_file(cls, mf: ModelFile):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _from_model_file(cls, mf: ModelFile):
+        """The fitted object of a validated model file."""
 
 
 # --------------------------------------------------------------------------- dispatch
