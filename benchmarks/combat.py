@@ -17,7 +17,8 @@ Cases (issue 18 adds 4-6; each prints the machine load, os.getloadavg, beside it
    numpy floor (a bare standardise pass: mean, SD, new output), best of three; peak memory
    (tracemalloc, in units of the float64 input) and the float32-float64 difference in SD.
 5. non-parametric exact (``prior_features=None``) vs sampled (``prior_features=2000``),
-   2,000 x 10,000, 4 sites: time and the difference in feature SDs (max, p99, median).
+   2,000 x 10,000, 4 sites: time (best of three) and the difference in feature SDs (max,
+   p99, median) at ``random_state=0`` and the largest over ``random_state=1..4``.
 6. non-parametric with the default (sampled beyond 5,000 features), 200 x 100,000, 4 sites.
 
 neuroCombat takes features x samples; the transposed copy is made before timing.  The
@@ -195,7 +196,12 @@ def case_sampled(n, p, k, support=2000):
     t_exact, exact = timed(run_sitekit, X, sites, parametric=False, prior_features=None)
     t_s, sampled = timed(run_sitekit, X, sites, parametric=False, prior_features=support,
                          random_state=0)
+    t_exact = min(t_exact, best_of(2, run_sitekit, X, sites, parametric=False, prior_features=None))
+    t_s = min(t_s, best_of(2, run_sitekit, X, sites, parametric=False, prior_features=support,
+                           random_state=0))
     err = np.abs(sampled - exact) / sd
+    seeds = [np.abs(run_sitekit(X, sites, parametric=False, prior_features=support, random_state=rs)
+                    - exact) / sd for rs in range(1, 5)]
     raw = run_sitekit(X, sites, parametric=False, eb=False)
     shrink = np.abs(raw - exact) / sd
     print(f"    exact   {t_exact:7.2f} s")
@@ -203,6 +209,8 @@ def case_sampled(n, p, k, support=2000):
     print(f"    |sampled - exact| in feature SDs: max {err.max():.1e}, p99 {np.quantile(err, 0.99):.1e}, "
           f"median {np.median(err):.1e}  (the EB shrinkage itself: max {shrink.max():.2f}, "
           f"median {np.median(shrink):.1e})")
+    print(f"    random_state=1..4: largest max {max(e.max() for e in seeds):.1e}, "
+          f"largest p99 {max(np.quantile(e, 0.99) for e in seeds):.1e}")
     print(f"    ({load()})")
 
 

@@ -164,9 +164,11 @@ class ComBat(PersistenceMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstim
         100,000 features: 10^10 terms, minutes per site).  An int ``N`` estimates the same
         weighted sums from ``N`` features per target: its ``N/2`` nearest neighbours in
         ``gamma_hat`` order on each side, summed exactly (where the weights concentrate),
-        plus a random subset of ``N`` features drawn with ``random_state`` standing for all
-        the others -- a (stratified) Monte Carlo estimate of the same posterior means at
-        cost ``2 N`` per feature.  ``None`` is always exact and warns
+        plus a random subset of about ``N`` features drawn with ``random_state`` standing
+        for all the others -- features unlike most others (sparse regions of location and
+        scale) are drawn more often and weighted by the inverse of their probability, so
+        this is an unbiased Monte Carlo estimate of the same weighted sums at cost ``2 N``
+        per feature.  ``None`` is always exact and warns
         (:class:`~sitekit.exceptions.CostWarning`) with a time estimate when that would take
         long.  ``"auto"`` is exact up to 5,000 features (every ordinary radiomics table) and
         samples 2,000 beyond.

@@ -50,6 +50,7 @@ __all__ = [
     "fit_eb",
     "parametric_eb",
     "nonparametric_eb",
+    "support_inclusion",
     "adjust",
     "row_chunks",
     "extreme_scale",
@@ -758,6 +759,52 @@ def parametric_eb(
     return g_old, d_old, it, bool(change <= tol)
 
 
+def support_inclusion(n, gamma_hat, delta_hat, size: int) -> np.ndarray:
+    """Inclusion probabilities of a site's features in the sampled prior support.
+
+    Features in sparse regions of the ``(gamma_hat, log delta_hat)`` plane are drawn with
+    higher probability than those in dense ones: an outlying target's likelihood weights
+    concentrate on the few features that resemble it, and a uniform sample holds too few of
+    them.  The plane is scaled as the log-likelihood weights are (``gamma`` by
+    ``sqrt(n / (2 delta))``, ``log delta`` by ``sqrt(n / 4)``, at the site's median ``n``
+    and ``delta``) and cut into a grid of cells; a feature's probability is
+    ``min(1, c / count of its cell)``, with ``c`` set so that the probabilities sum to
+    ``size``.
+
+    Parameters
+    ----------
+    n, gamma_hat, delta_hat : ndarray of shape (F,)
+        Only usable features.
+    size : int
+        Expected support size, ``1 <= size <= F``.
+
+    Returns
+    -------
+    ndarray of shape (F,)
+        Probabilities in ``(0, 1]`` summing to ``size``.
+    """
+    F = gamma_hat.size
+    if size >= F:
+        return np.ones(F)
+    nm, dm = float(np.median(n)), float(np.median(delta_hat))
+    coords = (gamma_hat * np.sqrt(nm / (2 * dm)), np.log(delta_hat) * np.sqrt(nm / 4))
+    bins = int(np.clip(np.sqrt(F / 10), 4, 64))
+    cell = np.zeros(F, dtype=np.intp)
+    for x in coords:
+        lo, hi = np.quantile(x, [0.001, 0.999])
+        idx = np.floor((x - lo) / max(hi - lo, 1e-300) * bins).astype(np.intp)
+        cell = cell * (bins + 2) + np.clip(idx + 1, 0, bins + 1)  # outside the range: edge cells
+    _, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    dens = counts[inverse].astype(float)
+    # sum(min(1, c / dens)) = size is piecewise linear and increasing in c: solve exactly
+    d_sorted = np.sort(dens)
+    # with c in [d_sorted[j-1], d_sorted[j]): j features have probability 1, the rest c / dens
+    inv_tail = np.cumsum((1.0 / d_sorted)[::-1])[::-1]  # sum of 1/dens from j on
+    cs = (size - np.arange(F)) / inv_tail
+    c = cs[np.argmax(cs <= d_sorted)]  # the first j that is consistent (exists: size < F)
+    return np.minimum(1.0, c / dens)
+
+
 def _np_logw(n, mean, m2, g, log2pid, inv2d):
     """Log weights ``(B, S)`` of support features (g, delta) for targets (n, mean, m2)."""
     nb = n[:, None]
@@ -773,7 +820,7 @@ def _np_logw(n, mean, m2, g, log2pid, inv2d):
 
 def nonparametric_eb(
     n, s1, m2, gamma_hat, delta_hat, *, support: np.ndarray | None = None,
-    block_cells: int = _PAIR_BLOCK_CELLS,
+    inclusion: np.ndarray | None = None, block_cells: int = _PAIR_BLOCK_CELLS,
 ):
     """Non-parametric EB for one site, vectorised over its features, in the log domain.
 
@@ -789,13 +836,16 @@ def nonparametric_eb(
         Only usable features (finite ``gamma_hat`` and ``delta_hat``, ``n >= 1``).
     support : ndarray of int, optional
         ``None``: every feature weighs every other one, the exact method, O(F^2).  Else a
-        random subset of S feature indices: the weighted sums become a stratified Monte
-        Carlo estimate at cost O(F S).  Each target's S/2 nearest features in ``gamma_hat``
-        order on each side (where the weights concentrate when sites are large) are summed
-        exactly; the other features are represented by the random subset, each of its
-        members outside the target's neighbourhood standing for ``(F - S - 1) / count``
-        features (``count`` of them lie outside).  Both parts estimate the same sums, so the result is a Monte Carlo
-        estimate of the exact posterior means.
+        random subset of feature indices, each feature drawn independently with probability
+        ``inclusion``: the weighted sums become a Monte Carlo estimate at cost O(F S), S the
+        expected support size.  Each target's S/2 nearest features in ``gamma_hat`` order
+        on each side are summed exactly; the sum over the other features is estimated from
+        the support members among them, each weighted by ``1 / inclusion`` (Horvitz-Thompson,
+        unbiased for each sum), so the result is a Monte Carlo estimate of the exact
+        posterior means, equal to them when every feature is in the support.
+    inclusion : ndarray of shape (F,), optional
+        The probabilities with which ``support`` was drawn (see `support_inclusion`);
+        ``None``: uniform, ``support.size / F``.
 
     Returns
     -------
@@ -822,7 +872,10 @@ def nonparametric_eb(
         return g_star, d_star
 
     support = np.asarray(support, dtype=np.intp)
-    half = max(1, min(support.size // 2, (F - 1) // 2))
+    if inclusion is None:
+        inclusion = np.full(F, support.size / F)
+    size = max(support.size, int(round(float(inclusion.sum()))))
+    half = max(1, min(size // 2, (F - 1) // 2))
     width = 2 * half + 1
     order = np.argsort(gamma_hat, kind="stable")
     rank = np.empty(F, dtype=np.intp)
@@ -830,15 +883,16 @@ def nonparametric_eb(
     support = support[np.argsort(rank[support], kind="stable")]  # in gamma order
     r_sup = rank[support]
     # log w = -(n A_j + (m2 + n c^2) inv_j - 2 n c (inv g)_j) with c = mean - centre: a sum
-    # of three products (for the random part one rank-3 matrix product); centring keeps
+    # of three products (for the sampled part one rank-3 matrix product); centring keeps
     # the expansion of (mean - g)^2 free of cancellation
     centre = float(np.median(gamma_hat))
     gc = gamma_hat - centre
     A = 0.5 * log2pid + inv2d * gc**2
     IG = inv2d * gc
     c = mean - centre
-    U = np.stack([n, m2 + n * c**2, -2.0 * n * c], axis=1)  # (F, 3)
-    V = np.stack([A[support], inv2d[support], IG[support]])  # (3, S)
+    U = np.stack([n, m2 + n * c**2, -2.0 * n * c, np.ones(F)], axis=1)  # (F, 4)
+    # Horvitz-Thompson: a member drawn with probability p stands for 1/p features
+    V = np.stack([A[support], inv2d[support], IG[support], np.log(inclusion[support])])
     g_sup, d_sup = gamma_hat[support], delta_hat[support]
     # the sorted arrays, seen as overlapping windows: a target's neighbourhood is one row
     windows = [np.lib.stride_tricks.sliding_window_view(x[order], width)
@@ -855,18 +909,14 @@ def nonparametric_eb(
         La += wig * u[:, 2:3]
         np.negative(La, out=La)
         La[np.arange(k), r_t - lo] = -np.inf
-        # Monte Carlo part: support members outside the neighbourhood, each standing for
-        # (F - width) / count features; those inside it form one run of the sorted support
+        # sampled part: the support members outside the neighbourhood
         Lb = u @ V
         np.negative(Lb, out=Lb)
-        first = np.searchsorted(r_sup, lo)
+        first = np.searchsorted(r_sup, lo)  # members inside it form one run of the sorted support
         stop = np.searchsorted(r_sup, lo + width)
-        count = support.size - (stop - first)
         for j in np.flatnonzero(stop > first):
             Lb[j, first[j]:stop[j]] = -np.inf
-        with np.errstate(divide="ignore"):
-            Lb += np.log(np.where(count > 0, (F - width) / np.maximum(count, 1), 0.0))[:, None]
-        top = np.maximum(La.max(axis=1), Lb.max(axis=1))[:, None]
+        top = np.maximum(La.max(axis=1), Lb.max(axis=1, initial=-np.inf))[:, None]
         La -= top
         Lb -= top
         np.exp(La, out=La)
@@ -913,8 +963,9 @@ def fit_eb(
     tol, max_iter : float, int
         Convergence of the parametric iteration.
     prior_features : int, optional
-        Non-parametric EB: size of the random subset of a site's usable features that forms
-        the prior's support (drawn with ``rng`` per site); ``None`` or at least the number of
+        Non-parametric EB: expected size of the random subset of a site's usable features
+        that forms the prior's support (drawn with ``rng`` per site, features in sparse
+        regions more often, see `support_inclusion`); ``None`` or at least the number of
         usable features: all of them (exact).
     rng : numpy.random.Generator, optional
         Source of the subsets (required with ``prior_features``).
@@ -986,11 +1037,14 @@ def fit_eb(
                 n_iter[i], converged[i] = it, ok
         else:
             m = int(u.sum())
-            support = None
+            support = inclusion = None
             if prior_features is not None and prior_features < m:
-                support = np.sort(rng.choice(m, size=int(prior_features), replace=False))
+                inclusion = support_inclusion(n[i, u], gamma_hat[i, u], delta_hat[i, u],
+                                              int(prior_features))
+                support = np.flatnonzero(rng.random(m) < inclusion)
             g, d = nonparametric_eb(
-                n[i, u], s1[i, u], m2[i, u], gamma_hat[i, u], delta_hat[i, u], support=support
+                n[i, u], s1[i, u], m2[i, u], gamma_hat[i, u], delta_hat[i, u], support=support,
+                inclusion=inclusion,
             )
             gamma_star[i, u] = g
             delta_star[i, u] = np.where(mo[u], 1.0, d)

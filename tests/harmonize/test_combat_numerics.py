@@ -268,6 +268,56 @@ def test_sampled_prior_estimates_the_exact_posterior(n_per_site):
     assert np.abs(raw - exact).max(axis=None) / 10 > (err[750] * sd).max()
 
 
+def test_regression_issue18_sampled_prior_within_1e3_sd_on_outlying_features():
+    """Large sites (500 samples each) and site variances with an inverse-gamma tail: the
+    features of the tail resemble few others, and their likelihood weights lie beyond the
+    exact neighbourhood in gamma order.  With a uniform support their error reached 3.2e-3
+    SD here (1.4e-3 to 4.7e-3 over four seeds); the support drawn more densely in sparse
+    regions keeps every value within the 1e-3 SD target of issue 18 (3e-4 to 8.5e-4)."""
+    rng = np.random.default_rng(1)
+    n_features, k = 4000, 4
+    sites = np.repeat(np.arange(k), 500)
+    loc = rng.normal(0, 1, (k, n_features))
+    scale = np.sqrt(1 / rng.gamma(8, 1 / 7, (k, n_features)))
+    X = 50.0 + loc[sites] + scale[sites] * rng.normal(size=(sites.size, n_features))
+    exact = ComBat(parametric=False, prior_features=None).fit_transform(X, sites=sites)
+    sampled = ComBat(parametric=False, prior_features=800, random_state=0).fit_transform(X, sites=sites)
+    err = np.abs(sampled - exact) / X.std(axis=0)
+    assert err.max() < 1e-3, err.max()
+    assert np.quantile(err, 0.99) < 1e-4
+
+
+def test_support_inclusion_favours_sparse_features():
+    rng = np.random.default_rng(0)
+    F = 3000
+    gamma_hat = rng.normal(0, 0.3, F)
+    delta_hat = np.exp(rng.normal(0, 0.1, F))
+    gamma_hat[:10] = 2.5  # a small cluster far from the rest
+    n = np.full(F, 200.0)
+    p = _eb.support_inclusion(n, gamma_hat, delta_hat, 300)
+    assert p.sum() == pytest.approx(300)
+    assert np.all((p > 0) & (p <= 1))
+    np.testing.assert_array_equal(p[:10], 1.0)
+    assert np.median(p[10:]) < 0.1
+    np.testing.assert_array_equal(_eb.support_inclusion(n, gamma_hat, delta_hat, F), 1.0)
+
+
+def test_sampled_prior_with_every_feature_drawn_is_exact():
+    """Horvitz-Thompson weights of 1 and the whole support: the exact posterior means."""
+    rng = np.random.default_rng(3)
+    F = 500
+    n = np.full(F, 40.0)
+    gamma_hat = rng.normal(0, 0.5, F)
+    delta_hat = np.exp(rng.normal(0, 0.3, F))
+    s1 = n * gamma_hat
+    m2 = (n - 1) * delta_hat
+    g, d = _eb.nonparametric_eb(n, s1, m2, gamma_hat, delta_hat)
+    gs, ds = _eb.nonparametric_eb(n, s1, m2, gamma_hat, delta_hat, support=np.arange(F),
+                                  inclusion=np.ones(F), block_cells=5000)
+    np.testing.assert_allclose(gs, g, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ds, d, rtol=1e-12)
+
+
 def test_sampled_prior_is_seeded():
     X, sites = _wide(n_features=800)
     a = ComBat(parametric=False, prior_features=100, random_state=3).fit(X, sites=sites)
