@@ -393,22 +393,7 @@ def load_suite(path: PathLike) -> dict:
                  high=0.9, low_inclusive=False)
     for key in ("n_bootstrap", "n_permutations", "n_repeats", "cv", "random_state"):
         check_number(settings[key], name=key, owner=f"[settings] of '{p}'", integer=True, low=0)
-    checks = {}
-    for name, spec in raw["checks"].items():
-        check_option(name, tuple(CHECKS), name="check", owner=f"suite '{p}'")
-        if not isinstance(spec, Mapping):
-            raise _err(p, f"check '{name}' must be a table such as {{ min = 0.7 }}.")
-        spec = dict(spec)
-        _check_keys(p, f"check '{name}'", spec, CHECKS[name][1] | {"min", "max"})
-        bounds = [k for k in ("min", "max") if k in spec]
-        if len(bounds) != 1:
-            raise _err(p, f"check '{name}' needs exactly one of 'min' or 'max'.")
-        op = bounds[0]
-        threshold = check_number(spec.pop(op), name=op, owner=f"check '{name}'")
-        _check_keys(p, f"check '{name}'", spec, CHECKS[name][1])
-        checks[name] = {"op": op, "threshold": float(threshold), "params": spec}
-    if not checks:
-        raise _err(p, "[checks] is empty; name at least one check.")
+    checks = _bounded_checks(p, raw["checks"], {n: c[1] for n, c in CHECKS.items()})
     return {"path": p, "data": data, "model": model, "settings": settings, "stress": stress,
             "adversarial": adv, "checks": checks}
 
@@ -655,14 +640,19 @@ def _black_box_attack(model, X, y, *, budgets, norm, scale, scoring, random_stat
     return table, pd.DataFrame(rows)
 
 
-def _bounded_checks(p: Path, given: Mapping, known: Mapping) -> dict:
-    """Parse ``[checks]``: each a table with exactly one of min/max plus its parameters."""
+def _bounded_checks(p: Path, given: Mapping, allowed: Mapping) -> dict:
+    """Parse ``[checks]``: each check a table with exactly one of min/max plus its parameters.
+
+    ``allowed`` maps every known check name to the names of its parameters; an unknown
+    check, an unknown parameter or a missing bound is an error naming the check.
+    """
     checks = {}
     for name, spec in given.items():
-        check_option(name, tuple(known), name="check", owner=f"suite '{p}'")
+        check_option(name, tuple(allowed), name="check", owner=f"suite '{p}'")
         if not isinstance(spec, Mapping):
             raise _err(p, f"check '{name}' must be a table such as {{ min = 0.7 }}.")
         spec = dict(spec)
+        _check_keys(p, f"check '{name}'", spec, set(allowed[name]) | {"min", "max"})
         bounds = [k for k in ("min", "max") if k in spec]
         if len(bounds) != 1:
             raise _err(p, f"check '{name}' needs exactly one of 'min' or 'max'.")
@@ -692,9 +682,7 @@ def _load_image_suite(p: Path, raw: Mapping) -> dict:
     settings = {**_IMAGE_SETTINGS, **given}
     for key in _IMAGE_SETTINGS:
         check_number(settings[key], name=key, owner=f"[settings] of '{p}'", integer=True, low=0)
-    checks = _bounded_checks(p, raw["checks"], IMAGE_CHECKS)
-    for name, chk in checks.items():
-        _check_keys(p, f"check '{name}'", chk["params"], IMAGE_CHECKS[name][0])
+    checks = _bounded_checks(p, raw["checks"], {n: c[0] for n, c in IMAGE_CHECKS.items()})
     return {"path": p, "kind": "image", "data": data, "model": model, "settings": settings,
             "checks": checks}
 
