@@ -312,16 +312,14 @@ def run_demo(out: Path, *, root: Path, quick: bool = False, steps=None, echo=cli
                 warnings.simplefilter("always")
                 fn(lines.append)
             lines += [f"warning: {w.message}" for w in caught]
-        except SitekitError as exc:
-            lines.append(f"error: {exc}")
-            log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            raise StepFailed(f"{folder}: {exc}; see {log}", code=2, log=log) from exc
         except Exception as exc:
-            lines.append(f"error: {type(exc).__name__}: {exc}")
+            known = isinstance(exc, SitekitError)
+            lines.append(f"error: {exc}" if known else f"error: {type(exc).__name__}: {exc}")
+            what = str(exc) if known else f"unexpected {type(exc).__name__}: {exc}"
+            raise StepFailed(f"{folder}: {what}; see {log}", code=2 if known else 3,
+                             log=log) from exc
+        finally:
             log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            raise StepFailed(f"{folder}: unexpected {type(exc).__name__}: {exc}; see {log}",
-                             code=3, log=log) from exc
-        log.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return "ok"
 
     # 6. image segmentation models across sites
