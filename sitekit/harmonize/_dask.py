@@ -6,7 +6,9 @@
   per sample -- are gathered first (reading only their columns) to build the design exactly
   as the in-memory fit does; then every row block computes, per site, the centred
   co-moments of its features and covariate columns (:func:`sitekit.harmonize._eb.block_comoments`),
-  merged in a tree with Chan et al.'s pairwise update.  The OLS coefficients, pooled
+  merged in a tree with Chan et al.'s pairwise update.  When the labels are columns of the
+  same table as ``X``, the statistics run inside the task that reads the partition (dask
+  fuses the read into it), so a partition is never stored between tasks.  The OLS coefficients, pooled
   variance and the per-site sums of ``Z`` and ``Z**2`` on which the empirical-Bayes step runs
   all follow from the merged co-moments.  Only when a block holds missing cells (then every
   feature has its own rows) does the fit fall back to two more passes (``D'D``/``D'Y``,
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -113,9 +116,10 @@ class _Blocks:
 
         if isinstance(X, dd.DataFrame):
             self.kind = "frame"
-            self.parts = list(X.to_delayed())
+            self._parts = None  # the delayed row blocks, made on first use (an optimize pass)
             self.columns = list(X.columns)
-            bad = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X.dtypes[c])]
+            dtypes = X.dtypes  # one Series (X.dtypes[c] per column rebuilds it every time)
+            bad = [c for c, d in dtypes.items() if not pd.api.types.is_numeric_dtype(d)]
             if bad:
                 raise ValidationError(
                     f"Feature column(s) {[str(b) for b in bad[:10]]} are not numeric; select the "
@@ -132,7 +136,7 @@ class _Blocks:
                 X = X.rechunk({1: -1})
             if any(np.isnan(c) for c in X.chunks[0]):
                 X = X.compute_chunk_sizes()
-            self.parts = [b[0] for b in X.to_delayed()]
+            self._parts = [b[0] for b in X.to_delayed()]
             self.columns = None
             lengths = list(X.chunks[0])
         else:
@@ -157,7 +161,7 @@ class _Blocks:
                 names.append(name)
         got = dict(zip(names, _compute(*todo))) if todo else {}
         for name, values in got.items():
-            if values[0] is not None and len(values[0]) == len(self.parts) and lengths is None:
+            if values[0] is not None and len(values[0]) == X.npartitions and lengths is None:
                 lengths = [int(v) for v in np.asarray(values[0])]
             if name == "sites":
                 sites = values[-1]
@@ -176,6 +180,13 @@ class _Blocks:
         self.n_samples = int(n)
         self.sites = _as_labels(sites, self.n_samples)
         self.covariates = _as_covariates(covariates, self.n_samples)
+
+    @property
+    def parts(self) -> list:
+        """The row blocks as dask delayed objects, one per partition."""
+        if self._parts is None:
+            self._parts = list(self.X.to_delayed())
+        return self._parts
 
     def _count_rows(self) -> list[int]:
         import dask
@@ -209,7 +220,7 @@ def _carry_parts(X, sites, covariates):
 
     When ``sites``/``covariates`` are dask collections partitioned like ``X`` (columns of
     the same table), each block then holds its own labels and design rows, so the fit's
-    statistics pass needs no block lengths.  Returns ``(parts, covariate_names)`` or None.
+    statistics pass needs no block lengths.  Returns ``(frame, covariate_names)`` or None.
     """
     import dask.dataframe as dd
 
@@ -223,10 +234,10 @@ def _carry_parts(X, sites, covariates):
     extra.update({f"{_COV_PREFIX}{i}": cov[c] for i, c in enumerate(names)})
     try:
         combined = X.assign(**extra)
-        parts = list(combined.to_delayed())
+        combined.to_delayed()  # raises here when the collections are not partitioned alike
     except (ValueError, TypeError, NotImplementedError, KeyError):
         return None  # not partitioned alike: the labels are matched by position instead
-    return parts, names
+    return combined, names
 
 
 def _carry_comoments(part, features, cov_names, levels, n_sites, estimator, encoding):
@@ -239,7 +250,8 @@ def _carry_comoments(part, features, cov_names, levels, n_sites, estimator, enco
         covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
         covs = covs.set_axis(cov_names, axis=1).reset_index(drop=True)
     Dc = estimator._covariate_design(covs, len(part), encoding)
-    return block_comoments(_as_matrix(part[features]), Dc, codes, n_sites)
+    # inf and NaN make block_comoments return None: the two-pass route then checks the block
+    return block_comoments(_as_matrix(part[features], check_inf=False), Dc, codes, n_sites)
 
 
 def _as_labels(sites, n: int) -> np.ndarray:
@@ -267,7 +279,12 @@ def _float_dtype(dtypes) -> type:
     return np.float32 if dtypes and all(d == np.float32 for d in dtypes) else np.float64
 
 
-def _as_matrix(block) -> np.ndarray:
+_INF_MESSAGE = "X holds infinite values; ComBat accepts NaN for missing values but not inf."
+
+
+def _as_matrix(block, *, check_inf: bool = True) -> np.ndarray:
+    """The float matrix of a row block (float32 kept); refuses inf unless ``check_inf`` is
+    False (:func:`~sitekit.harmonize._eb.block_comoments` finds inf itself, saving a pass)."""
     if isinstance(block, pd.DataFrame):
         dtype = _float_dtype(block.dtypes)
         if all(d == dtype for d in block.dtypes):
@@ -277,12 +294,12 @@ def _as_matrix(block) -> np.ndarray:
     else:
         Y = np.asarray(block)
         Y = Y if Y.dtype in (np.float64, np.float32) else Y.astype(np.float64)
+    if not check_inf:
+        return Y
     with np.errstate(over="ignore", invalid="ignore"):
         suspect = not np.isfinite(Y.sum(dtype=np.float64))  # cheap; inf or NaN somewhere
     if suspect and np.isinf(Y).any():
-        raise ValidationError(
-            "X holds infinite values; ComBat accepts NaN for missing values but not inf."
-        )
+        raise ValidationError(_INF_MESSAGE)
     return Y
 
 
@@ -295,7 +312,7 @@ def _block_cross_products(block, D):
 def _block_comoments(block, Dc, codes, n_sites):
     from sitekit.harmonize._eb import block_comoments
 
-    return block_comoments(_as_matrix(block), Dc, codes, n_sites)
+    return block_comoments(_as_matrix(block, check_inf=False), Dc, codes, n_sites)
 
 
 def _block_moments(block, D, codes, beta, n_sites, missing):
@@ -374,14 +391,14 @@ class DaskMatrix:
 
         b = self._blocks
         if b.carry is not None and estimator is not None:
-            carry_parts, cov_names = b.carry
-            est = delayed(estimator, pure=True)
-            parts = [
-                delayed(_carry_comoments, pure=True)(
-                    p, b.columns, cov_names, levels, n_sites, est, encoding
-                )
-                for p in carry_parts
-            ]
+            frame, cov_names = b.carry
+            # map_partitions, not to_delayed: the statistics run in the task that reads the
+            # partition (dask fuses them), so no partition is held between two tasks
+            stats = frame.map_partitions(
+                _carry_comoments, b.columns, cov_names, levels, n_sites, estimator, encoding,
+                meta=pd.Series(dtype=object), enforce_metadata=False,
+            )
+            parts = list(stats.to_delayed())
         else:
             Dc = D[:, n_sites:]
             parts = [
@@ -433,7 +450,8 @@ def fit(estimator, X, *, sites, covariates=None):
     estimator._check_params()
     blocks = _Blocks(X, sites, covariates)
     if blocks.columns is not None:
-        dup = sorted({str(c) for c in blocks.columns if blocks.columns.count(c) > 1})
+        counts = Counter(blocks.columns)
+        dup = sorted({str(c) for c, k in counts.items() if k > 1})
         if dup:
             raise ValidationError(
                 f"ComBat: X has duplicate column name(s) {dup}; rename them so every feature "

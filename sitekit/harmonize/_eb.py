@@ -503,22 +503,37 @@ class SiteCoMoments:
     scale: np.ndarray
 
 
+#: block_comoments works on groups of features whose rows fit in ~4 MB (in cache)
+_GROUP_ELEMENTS = 1 << 19
+
+
 def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: int) -> SiteCoMoments | None:
-    """Co-moments of one row block without missing cells (``None`` if it has a NaN cell).
+    """Co-moments of one row block without missing cells (``None`` if it has a NaN or an
+    infinite cell).
 
     Parameters
     ----------
     Y : ndarray of shape (n, F)
-        float64 or float32 (sums are accumulated in float64).
+        float64 or float32 (sums are accumulated in float64); C or Fortran order (a pandas
+        partition read from Parquet is Fortran-ordered and is used without a copy).
     Dc : ndarray of shape (n, q)
         Covariate (and extra) design columns, without the site indicators.
     codes : ndarray of int, shape (n,)
     n_sites : int
+
+    Notes
+    -----
+    One read of ``Y``: features are taken in groups whose rows fit in the cache, copied
+    (as float64, exact for float32) into a reused buffer with the rows grouped by site, and
+    every statistic of the group (minimum, maximum, mean, centred sums of squares and
+    cross-products) is computed there with exact two-pass centring.  No array of the
+    block's size is allocated: on a dask worker, whose allocator returns freed memory to
+    the system, every large fresh allocation costs page faults.
     """
     N, F = Y.shape
     q = Dc.shape[1]
     K = n_sites
-    n = np.zeros(K)
+    n = np.bincount(codes, minlength=K).astype(np.float64) if N else np.zeros(K)
     ymean = np.zeros((K, F))
     dmean = np.zeros((K, q))
     cyy = np.zeros((K, F))
@@ -526,37 +541,50 @@ def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: i
     cdd = np.zeros((K, q, q))
     ymin = np.full((K, F), np.nan)
     ymax = np.full((K, F), np.nan)
-    lo = np.fmin.reduce(Y, axis=0) if N else np.full(F, np.nan)
-    hi = np.fmax.reduce(Y, axis=0) if N else np.full(F, np.nan)
-    scale = extreme_scale(lo, hi)
-    scaled = (scale != 1.0).any()
-    for i in range(K):
-        rows, size = _site_rows(codes, i)
-        if size == 0:
-            continue
-        Yi = Y[rows]  # a view for contiguous rows, else already a copy
-        ymin[i] = np.fmin.reduce(Yi, axis=0)
-        ymax[i] = np.fmax.reduce(Yi, axis=0)
-        if scaled:
-            R = Yi / scale
-        elif isinstance(rows, slice) or Yi.dtype != np.float64:
-            R = np.array(Yi, dtype=np.float64, copy=True)
-        else:
-            R = Yi  # our own copy: centre it in place
-        mu = R.sum(axis=0) / size
-        if np.isnan(mu).any():  # a missing cell: the caller takes the two-pass route
-            return None
-        R -= mu
-        n[i] = size
-        ymean[i] = mu
-        cyy[i] = np.einsum("ij,ij->j", R, R)
-        if q:
-            d = Dc[rows]
-            dm = d.mean(axis=0)
-            dc = d - dm
-            dmean[i] = dm
-            cdy[i] = dc.T @ R
-            cdd[i] = dc.T @ dc
+    scale = np.ones(F)
+    if N == 0 or F == 0:
+        return SiteCoMoments(n, ymean, dmean, cyy, cdy, cdd, ymin, ymax, scale)
+    # rows grouped by site: site i holds rows bounds[i]:bounds[i + 1] of the buffer
+    order = None if np.all(codes[1:] >= codes[:-1]) else np.argsort(codes, kind="stable")
+    bounds = np.r_[0, np.cumsum(n.astype(np.intp))]
+    sites = [i for i in range(K) if n[i] > 0]
+    dcs = {}
+    for i in sites:
+        rows = slice(bounds[i], bounds[i + 1]) if order is None else order[bounds[i]:bounds[i + 1]]
+        d = Dc[rows]
+        dmean[i] = d.mean(axis=0)
+        dcs[i] = d - dmean[i]
+        cdd[i] = dcs[i].T @ dcs[i]
+    g = int(max(1, min(F, _GROUP_ELEMENTS // N)))
+    copied = np.empty((N, g))
+    grouped = copied if order is None else np.empty((N, g))
+    for j0 in range(0, F, g):
+        j1 = min(F, j0 + g)
+        w = j1 - j0
+        np.copyto(copied[:, :w], Y[:, j0:j1])
+        G = grouped[:, :w]
+        if order is not None:
+            np.take(copied[:, :w], order, axis=0, out=G, mode="clip")
+        for i in sites:
+            Gs = G[bounds[i]:bounds[i + 1]]
+            np.minimum.reduce(Gs, axis=0, out=ymin[i, j0:j1])
+            np.maximum.reduce(Gs, axis=0, out=ymax[i, j0:j1])
+        if np.isinf(ymin[:, j0:j1]).any() or np.isinf(ymax[:, j0:j1]).any():
+            return None  # inf: the caller's two-pass route checks the block and refuses it
+        sc = extreme_scale(ymin[:, j0:j1], ymax[:, j0:j1])
+        scale[j0:j1] = sc
+        if (sc != 1.0).any():
+            G /= sc
+        for i in sites:
+            Gs = G[bounds[i]:bounds[i + 1]]
+            mu = Gs.sum(axis=0) / n[i]
+            if np.isnan(mu).any():  # a missing cell: the caller takes the two-pass route
+                return None
+            Gs -= mu
+            ymean[i, j0:j1] = mu
+            cyy[i, j0:j1] = np.einsum("ij,ij->j", Gs, Gs)
+            if q:
+                cdy[i, :, j0:j1] = dcs[i].T @ Gs
     return SiteCoMoments(n, ymean, dmean, cyy, cdy, cdd, ymin, ymax, scale)
 
 

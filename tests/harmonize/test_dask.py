@@ -154,3 +154,68 @@ def test_spline_covariates_and_target_site_through_dask(cohort):
     expected = ComBat(**params).fit_transform(X, sites=sites, covariates=cov)
     got = ComBat(**params).fit_transform(dd.from_pandas(X, npartitions=4), sites=sites, covariates=cov)
     assert_close(got.compute(), expected, rel=REL)
+
+
+def _direct_comoments(Y, Dc, codes, K):
+    """The per-site statistics of block_comoments, computed the plain way (no scaling)."""
+    Y = np.asarray(Y, dtype=np.float64)
+    out = {"n": [], "ymean": [], "cyy": [], "cdy": [], "dmean": [], "ymin": [], "ymax": []}
+    for i in range(K):
+        y, d = Y[codes == i], Dc[codes == i]
+        out["n"].append(len(y))
+        out["ymean"].append(y.mean(axis=0))
+        out["cyy"].append(((y - y.mean(axis=0)) ** 2).sum(axis=0))
+        out["cdy"].append((d - d.mean(axis=0)).T @ (y - y.mean(axis=0)))
+        out["dmean"].append(d.mean(axis=0))
+        out["ymin"].append(y.min(axis=0))
+        out["ymax"].append(y.max(axis=0))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sorted_sites", [False, True])
+def test_block_comoments_by_feature_groups_equal_direct_sums(monkeypatch, order, dtype, sorted_sites):
+    """The cache-blocked statistics pass equals plain per-site sums, whatever the memory
+    order, dtype, site order or group width (forced small here: 7 groups, the last short)."""
+    from sitekit.harmonize import _eb
+
+    rng = np.random.default_rng(3)
+    n, F, K = 240, 40, 4
+    codes = rng.integers(0, K, n)
+    if sorted_sites:
+        codes = np.sort(codes)
+    Y = np.asarray(rng.normal(50, 2, (n, F)) + codes[:, None] * 3.0, dtype=dtype, order=order)
+    Y[:, 5] = 7.0  # constant everywhere
+    Y[codes == 1, 9] = -2.5  # constant at one site
+    Dc = np.c_[rng.normal(40, 10, n), rng.integers(0, 2, n)]
+    monkeypatch.setattr(_eb, "_GROUP_ELEMENTS", n * 6)
+    got = _eb.block_comoments(Y, Dc, codes, K)
+    ref = _direct_comoments(Y, Dc, codes, K)
+    np.testing.assert_array_equal(got.n, ref["n"])
+    np.testing.assert_array_equal(got.ymin, ref["ymin"])  # exact: constant features rely on it
+    np.testing.assert_array_equal(got.ymax, ref["ymax"])
+    assert (got.ymin[1, 9] == got.ymax[1, 9]) and (got.ymin[:, 5] == got.ymax[:, 5]).all()
+    np.testing.assert_allclose(got.ymean, ref["ymean"], rtol=1e-13)
+    np.testing.assert_allclose(got.dmean, ref["dmean"], rtol=1e-13)
+    np.testing.assert_allclose(got.cyy, ref["cyy"], rtol=1e-11, atol=1e-9)
+    np.testing.assert_allclose(got.cdy, ref["cdy"], rtol=1e-11, atol=1e-8)
+    assert (got.scale == 1.0).all()
+
+
+def test_block_comoments_scales_extreme_features_and_flags_nan_and_inf():
+    from sitekit.harmonize import _eb
+
+    rng = np.random.default_rng(4)
+    n, F, K = 90, 6, 3
+    codes = rng.integers(0, K, n)
+    Y = np.asfortranarray(rng.normal(0, 1, (n, F)))
+    Y[:, 2] = Y[:, 2] * 1e300 + 1e301  # squares overflow float64 without the scaling
+    got = _eb.block_comoments(Y, np.zeros((n, 0)), codes, K)
+    assert np.isfinite(got.cyy).all() and got.scale[2] > 1e300 and got.scale[0] == 1.0
+    ref = _direct_comoments(Y / got.scale, np.zeros((n, 0)), codes, K)
+    np.testing.assert_allclose(got.cyy, ref["cyy"], rtol=1e-12)
+    for bad in (np.nan, np.inf, -np.inf):
+        Z = Y.copy()
+        Z[17, 4] = bad
+        assert _eb.block_comoments(Z, np.zeros((n, 0)), codes, K) is None
