@@ -145,9 +145,11 @@ class _Blocks:
             )
         self.X = X
         self.n_features = X.shape[1] if self.kind == "array" else len(self.columns)
-        self.carry = None
+        self.carry = self.pieces = None
         if self.kind == "frame":
             self.carry = _carry_parts(X, sites, covariates)
+            if self.carry is not None:
+                self.pieces = _local_parquet_pieces(X, sites, covariates)
         # pass 0: labels and covariates are one value per sample: gather them (reading only
         # their columns); partition lengths come with them when they are partitioned like X
 
@@ -213,6 +215,88 @@ class _Blocks:
 
 _SITE_COL = "__sitekit_site__"
 _COV_PREFIX = "__sitekit_cov__"
+
+
+def _local_parquet_pieces(X, sites, covariates):
+    """The files behind ``X``, ``sites`` and ``covariates`` when all three are column
+    selections of one plain ``dask.dataframe.read_parquet`` of local files.
+
+    Returns ``(pieces, feature_columns, site_column, covariate_columns)`` with ``pieces`` a
+    list of ``(path, row_groups or None)`` covering every row once, or None.  The fit then
+    reads the files itself with pyarrow and computes on the arrow buffers (no conversion of
+    each partition to pandas; row order does not matter to sums).  Anything else -- filters,
+    a selection of partitions, hive partition keys, an index, remote storage, dtype or
+    read options, or a dask version whose expressions look different -- gives None, and
+    the fit reads through dask as for any DataFrame.
+    """
+    import dask.dataframe as dd
+
+    if not isinstance(sites, dd.Series):
+        return None
+    try:
+        selections = [(X, list(X.columns)), (sites, [sites.name])]
+        if covariates is not None:
+            cov = covariates.to_frame() if isinstance(covariates, dd.Series) else covariates
+            selections.append((covariates, list(cov.columns)))
+        roots = []
+        for obj, _ in selections:
+            expr = obj.expr
+            if type(expr).__name__ == "Projection":
+                expr = expr.frame
+            if type(expr).__name__ != "ReadParquetFSSpec":
+                return None
+            roots.append(expr)
+        root = roots[0]
+        if any(r._name != root._name for r in roots[1:]):  # the same read of the same files
+            return None
+        if (root.operand("filters") or root.operand("_partitions") is not None
+                or root.operand("index") not in (None, False) or root.operand("categories")
+                or root.operand("kwargs") not in (None, {}, {"dtype_backend": None})):
+            return None
+        info = root._dataset_info
+        if "file" not in info["fs"].protocol or info["plan"]["common_kwargs"].get("partitions"):
+            return None  # remote storage, or hive partition keys (columns not in the files)
+        pieces = []
+        for part in info["plan"]["parts"]:
+            for item in part if isinstance(part, list) else [part]:
+                piece = item[0] if isinstance(item, tuple) else item
+                path, row_groups, keys = piece["piece"]
+                if keys:
+                    return None
+                pieces.append((str(path), None if row_groups is None else list(row_groups)))
+        if not pieces:
+            return None
+        names = [c for _, cols in selections for c in cols]
+        schema = set(info["schema"].names)
+        if not all(isinstance(c, str) and c in schema for c in names):
+            return None
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        return None  # another dask version: read through dask instead
+    covs = selections[2][1] if len(selections) > 2 else []
+    return pieces, selections[0][1], selections[1][1][0], covs
+
+
+def _arrow_comoments(path, row_groups, features, site_col, cov_cols, levels, n_sites,
+                     estimator, encoding):
+    """Co-moments of one Parquet file (or some of its row groups), read with pyarrow: numpy
+    views of the arrow buffers, no pandas conversion of the features."""
+    import pyarrow.parquet as pq
+
+    from sitekit.harmonize._design import encode_sites
+    from sitekit.harmonize._eb import block_comoments
+
+    columns = list(dict.fromkeys([*features, site_col, *cov_cols]))
+    source = pq.ParquetFile(path, pre_buffer=True)
+    if row_groups is None:
+        table = source.read(columns=columns)
+    else:
+        table = source.read_row_groups(row_groups, columns=columns)
+    codes = encode_sites(table.column(site_col).to_pandas().to_numpy(), levels=levels).codes
+    covs = table.select(cov_cols).to_pandas() if cov_cols else None
+    Dc = estimator._covariate_design(covs, table.num_rows, encoding)
+    Y = [table.column(f).to_numpy() for f in features]  # zero-copy for one chunk, no nulls
+    # inf and NaN make block_comoments return None: the two-pass route then checks the data
+    return block_comoments(Y, Dc, codes, n_sites)
 
 
 def _carry_parts(X, sites, covariates):
@@ -390,7 +474,16 @@ class DaskMatrix:
         from sitekit.harmonize._eb import comoments_to_moments, solve_ols
 
         b = self._blocks
-        if b.carry is not None and estimator is not None:
+        if b.pieces is not None and estimator is not None:
+            pieces, features, site_col, cov_cols = b.pieces
+            est = delayed(estimator, pure=True)
+            parts = [
+                delayed(_arrow_comoments, pure=True)(
+                    path, groups, features, site_col, cov_cols, levels, n_sites, est, encoding
+                )
+                for path, groups in pieces
+            ]
+        elif b.carry is not None and estimator is not None:
             frame, cov_names = b.carry
             # map_partitions, not to_delayed: the statistics run in the task that reads the
             # partition (dask fuses them), so no partition is held between two tasks

@@ -513,9 +513,10 @@ def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: i
 
     Parameters
     ----------
-    Y : ndarray of shape (n, F)
+    Y : ndarray of shape (n, F), or a sequence of F arrays of shape (n,)
         float64 or float32 (sums are accumulated in float64); C or Fortran order (a pandas
-        partition read from Parquet is Fortran-ordered and is used without a copy).
+        partition read from Parquet is Fortran-ordered and is used without a copy), or the
+        columns one by one (numpy views of arrow buffers).
     Dc : ndarray of shape (n, q)
         Covariate (and extra) design columns, without the site indicators.
     codes : ndarray of int, shape (n,)
@@ -530,7 +531,9 @@ def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: i
     block's size is allocated: on a dask worker, whose allocator returns freed memory to
     the system, every large fresh allocation costs page faults.
     """
-    N, F = Y.shape
+    columns = None if isinstance(Y, np.ndarray) else list(Y)
+    N = len(codes)
+    F = Y.shape[1] if columns is None else len(columns)
     q = Dc.shape[1]
     K = n_sites
     n = np.bincount(codes, minlength=K).astype(np.float64) if N else np.zeros(K)
@@ -561,7 +564,11 @@ def block_comoments(Y: np.ndarray, Dc: np.ndarray, codes: np.ndarray, n_sites: i
     for j0 in range(0, F, g):
         j1 = min(F, j0 + g)
         w = j1 - j0
-        np.copyto(copied[:, :w], Y[:, j0:j1])
+        if columns is None:
+            np.copyto(copied[:, :w], Y[:, j0:j1])
+        else:
+            for k in range(w):
+                copied[:, k] = columns[j0 + k]
         G = grouped[:, :w]
         if order is not None:
             np.take(copied[:, :w], order, axis=0, out=G, mode="clip")

@@ -219,3 +219,77 @@ def test_block_comoments_scales_extreme_features_and_flags_nan_and_inf():
         Z = Y.copy()
         Z[17, 4] = bad
         assert _eb.block_comoments(Z, np.zeros((n, 0)), codes, K) is None
+
+
+def _parquet_cohort(tmp_path, *, row_group_size=None):
+    X, sites, cov = make_cohort(n_per_site=(60, 45, 70, 50), n_features=8, seed=31)
+    X = X.assign(feat_0=X["feat_0"].astype(np.float32), counts=np.arange(len(X)) % 7 * 3)
+    table = pd.concat([cov.assign(site=sites), X], axis=1)
+    for k, start in enumerate(range(0, len(table), 90)):
+        table.iloc[start : start + 90].to_parquet(tmp_path / f"part-{k:03d}.parquet",
+                                                  row_group_size=row_group_size)
+    return table, list(X.columns), cov
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_parquet_files_read_with_pyarrow_equal_in_memory(tmp_path, split):
+    """A plain read_parquet: the fit reads the files (or their row groups) itself; float32
+    and integer feature columns, string sites and a categorical covariate as in memory."""
+    table, feats, cov = _parquet_cohort(tmp_path, row_group_size=25)
+    ddf = dd.read_parquet(tmp_path, split_row_groups=split)
+    pieces = _dask._local_parquet_pieces(ddf[feats], ddf["site"], ddf[["age", "sex"]])
+    assert pieces is not None
+    assert len(pieces[0]) == (10 if split else 3)  # every row group (4 + 4 + 2), or every file, once
+    assert pieces[1:] == (feats, "site", ["age", "sex"])
+    model = _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
+    ref = ComBat().fit(table[feats], sites=table["site"].to_numpy(), covariates=cov)
+    for name in ("beta_", "var_pooled_", "gamma_star_", "delta_star_"):
+        np.testing.assert_allclose(getattr(model, name), getattr(ref, name), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_parquet_reads_that_dask_must_do_are_not_bypassed(tmp_path):
+    """Filters, a partition selection, hive keys, an index, or labels from another read:
+    the fit reads through dask (and still equals in memory where the rows are the same)."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    table, feats, cov = _parquet_cohort(flat)
+    pieces = _dask._local_parquet_pieces
+    filtered = dd.read_parquet(flat, filters=[("age", ">", -1e9)])
+    assert pieces(filtered[feats], filtered["site"], None) is None
+    some = dd.read_parquet(flat).partitions[:2]
+    assert pieces(some[feats], some["site"], None) is None
+    indexed = dd.read_parquet(flat, index="age")
+    assert pieces(indexed[feats], indexed["site"], None) is None
+    labels = dd.read_parquet(flat, columns=["site"])["site"]
+    assert pieces(dd.read_parquet(flat)[feats], labels, None) is None
+    hive = tmp_path / "hive"
+    table.to_parquet(hive, partition_cols=["site"])
+    by_site = dd.read_parquet(hive)
+    assert pieces(by_site[feats], by_site["site"], None) is None
+    model = _dask.fit(ComBat(), by_site[feats], sites=by_site["site"], covariates=by_site[["age", "sex"]])
+    ref = ComBat().fit(table[feats], sites=table["site"].to_numpy(), covariates=cov)
+    np.testing.assert_allclose(model.gamma_star_, ref.gamma_star_, rtol=1e-9, atol=1e-12)
+    model = _dask.fit(ComBat(), filtered[feats], sites=filtered["site"], covariates=filtered[["age", "sex"]])
+    np.testing.assert_allclose(model.gamma_star_, ref.gamma_star_, rtol=1e-10, atol=1e-12)
+
+
+def test_parquet_with_inf_or_nan_cells(tmp_path):
+    table, feats, cov = _parquet_cohort(tmp_path)
+    bad = table.copy()
+    bad.loc[100, "feat_3"] = np.inf
+    (tmp_path / "inf").mkdir()
+    bad.to_parquet(tmp_path / "inf" / "part-000.parquet")
+    ddf = dd.read_parquet(tmp_path / "inf")
+    with pytest.raises(ValidationError, match="infinite"):
+        _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age"]])
+    holes = table.copy()
+    holes.loc[[5, 100, 200], "feat_3"] = np.nan
+    (tmp_path / "nan").mkdir()
+    for k, start in enumerate(range(0, len(holes), 90)):
+        holes.iloc[start : start + 90].to_parquet(tmp_path / "nan" / f"part-{k:03d}.parquet")
+    ddf = dd.read_parquet(tmp_path / "nan")
+    model = _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
+    ref = ComBat().fit(holes[feats], sites=holes["site"].to_numpy(), covariates=cov)
+    np.testing.assert_allclose(model.gamma_star_, ref.gamma_star_, rtol=1e-10, atol=1e-12)

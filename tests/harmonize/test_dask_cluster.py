@@ -111,22 +111,32 @@ def test_cli_fit_with_local_workers(parquet_table, tmp_path, capsys):
                  "--scheduler", "tcp://127.0.0.1:1", "--model", str(tmp_path / "x.npz")]) == 2
 
 
-def test_fit_reads_and_reduces_each_partition_in_one_task(client, tmp_path):
-    """On a complete Parquet table (sites and covariates as its columns), every statistics
-    task reads its own partition: dask fuses the read into it, so no partition is ever
-    stored on a worker between two tasks (or spilled), and the fit still equals in memory."""
+@pytest.mark.parametrize("route", ["arrow", "fused"])
+def test_fit_reads_each_partition_once_in_the_task_that_reduces_it(client, tmp_path, route):
+    """On a complete Parquet table (sites and covariates as its columns) no partition is
+    stored on a worker between two tasks (or spilled).  A plain read_parquet of local
+    files: each statistics task reads its file with pyarrow itself (no pandas conversion).
+    Anything else (here a filter): dask fuses its read into the statistics task.  Both
+    equal the in-memory fit."""
     X, sites, cov = make_cohort(n_per_site=(60, 45, 70, 50), n_features=15, nan_fraction=0.0, seed=22)
     table = pd.concat([cov.assign(site=sites), X], axis=1)
+    n_files = 0
     for k, start in enumerate(range(0, len(table), 45)):
         table.iloc[start : start + 45].to_parquet(tmp_path / f"part-{k:03d}.parquet")
-    ddf = dd.read_parquet(tmp_path)
+        n_files += 1
+    filters = None if route == "arrow" else [("age", ">", -1e9)]  # keeps every row
+    ddf = dd.read_parquet(tmp_path, filters=filters)
     feats = list(X.columns)
     with distributed.get_task_stream(client) as ts:
         model = _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
     names = [str(t["key"][0] if isinstance(t["key"], tuple) else t["key"]) for t in ts.data]
-    stats = [n for n in names if "_carry_comoments" in n]
-    assert len(stats) == ddf.npartitions
-    assert all("read_parquet" in n for n in stats), stats  # the read is fused into the task
+    arrow = [n for n in names if "_arrow_comoments" in n]
+    fused = [n for n in names if "_carry_comoments" in n]
+    if route == "arrow":
+        assert len(arrow) == n_files and not fused
+    else:
+        assert len(fused) == ddf.npartitions and not arrow
+        assert all("read_parquet" in n for n in fused), fused  # the read is fused into the task
     ref = ComBat().fit(table[feats], sites=table["site"].to_numpy(), covariates=cov)
     for name in ("beta_", "var_pooled_", "gamma_star_", "delta_star_"):
         np.testing.assert_allclose(getattr(model, name), getattr(ref, name), rtol=1e-10, atol=1e-12)
