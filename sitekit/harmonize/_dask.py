@@ -5,14 +5,17 @@
 * **fit** reads every partition once.  The site labels and covariates -- small, one value
   per sample -- are gathered first (reading only their columns) to build the design exactly
   as the in-memory fit does; then every row block computes, per site, the centred
-  co-moments of its features and covariate columns (:func:`sitekit.harmonize._eb.block_comoments`),
-  merged in a tree with Chan et al.'s pairwise update.  When the labels are columns of the
-  same table as ``X``, the statistics run inside the task that reads the partition (dask
-  fuses the read into it), so a partition is never stored between tasks.  The OLS coefficients, pooled
-  variance and the per-site sums of ``Z`` and ``Z**2`` on which the empirical-Bayes step runs
-  all follow from the merged co-moments.  Only when a block holds missing cells (then every
-  feature has its own rows) does the fit fall back to two more passes (``D'D``/``D'Y``,
-  then residual moments).  No block of more than one partition is held at once.
+  co-moments of its features and covariate columns
+  (:func:`sitekit.harmonize._eb.block_comoments`), merged in a tree with Chan et al.'s
+  pairwise update.  The OLS coefficients, pooled variance and the per-site sums of ``Z``
+  and ``Z**2`` on which the empirical-Bayes step runs all follow from the merged
+  co-moments.  When the labels are columns of the same table as ``X``, each statistics task
+  reads its own rows: a plain ``read_parquet`` of local files is read with pyarrow and the
+  statistics are computed on the arrow buffers (no pandas conversion); any other table has
+  dask's read fused into the task.  Either way no partition is stored between two tasks.
+  Only when a block holds missing cells (then every feature has its own rows) does the fit
+  fall back to two more passes (``D'D``/``D'Y``, then residual moments).  No block of more
+  than one partition is held at once.
 * **transform** is lazy and blockwise: every partition is harmonised by the fitted model's
   in-memory ``transform``; the result is a dask collection of the same kind and partitioning.
 
@@ -280,21 +283,27 @@ def _arrow_comoments(path, row_groups, features, site_col, cov_cols, levels, n_s
                      estimator, encoding):
     """Co-moments of one Parquet file (or some of its row groups), read with pyarrow: numpy
     views of the arrow buffers, no pandas conversion of the features."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from sitekit.harmonize._design import encode_sites
     from sitekit.harmonize._eb import block_comoments
 
     columns = list(dict.fromkeys([*features, site_col, *cov_cols]))
-    source = pq.ParquetFile(path, pre_buffer=True)
-    if row_groups is None:
-        table = source.read(columns=columns)
-    else:
-        table = source.read_row_groups(row_groups, columns=columns)
+    with pq.ParquetFile(path, pre_buffer=True) as source:
+        if row_groups is None:
+            table = source.read(columns=columns)
+        else:
+            table = source.read_row_groups(row_groups, columns=columns)
     codes = encode_sites(table.column(site_col).to_pandas().to_numpy(), levels=levels).codes
     covs = table.select(cov_cols).to_pandas() if cov_cols else None
     Dc = estimator._covariate_design(covs, table.num_rows, encoding)
-    Y = [table.column(f).to_numpy() for f in features]  # zero-copy for one chunk, no nulls
+    Y = []
+    for name in features:
+        column = table.column(name)
+        if column.null_count and not pa.types.is_floating(column.type):
+            column = column.cast(pa.float64())  # nulls of int/bool columns become NaN
+        Y.append(column.to_numpy())  # zero-copy for one chunk without nulls
     # inf and NaN make block_comoments return None: the two-pass route then checks the data
     return block_comoments(Y, Dc, codes, n_sites)
 
@@ -561,6 +570,14 @@ def fit(estimator, X, *, sites, covariates=None):
     return estimator
 
 
+def _transform_carried(part, features, cov_names, model):
+    covs = None
+    if cov_names:
+        covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
+        covs = covs.set_axis(cov_names, axis=1)
+    return model.transform(part[features], sites=part[_SITE_COL].to_numpy(), covariates=covs)
+
+
 def _transform_block(model, block, sites, covariates):
     if covariates is not None and isinstance(block, pd.DataFrame):
         covariates = covariates.set_axis(block.index)
@@ -580,6 +597,14 @@ def transform(estimator, X, *, sites, covariates=None):
     from dask import delayed
 
     blocks = _Blocks(X, sites, covariates)
+    if blocks.carry is not None:
+        # the labels travel with the rows: one task per partition reads and harmonises it
+        # (no row counts needed, no partition stored between two tasks)
+        frame, cov_names = blocks.carry
+        meta = blocks.X._meta.astype(_float_dtype(blocks.X._meta.dtypes))
+        return frame.map_partitions(
+            _transform_carried, blocks.columns, cov_names, estimator, meta=meta,
+        )
     model = delayed(estimator, pure=True)
     out = []
     for x, sl in zip(blocks.parts, blocks.slices):

@@ -66,7 +66,11 @@ def test_dask_sites_and_covariates_from_the_same_frame():
     expected = ComBat().fit_transform(X, sites=sites, covariates=cov)
     model = _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
     got = _dask.transform(model, ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
+    # the labels travel with the rows: one task per partition reads and harmonises it
+    assert got.npartitions == ddf.npartitions and got.divisions == ddf.divisions
+    assert all("_transform_carried" in str(k) for k in got.__dask_keys__())
     assert_close(got.compute(), expected, rel=REL)
+    assert (got.compute().index == X.index).all()
     # pass-through columns kept, in order
     full = _dask.transform_frame(
         model, ddf, site_col="site", covariate_cols=["age", "sex"], features=feats
@@ -286,10 +290,14 @@ def test_parquet_with_inf_or_nan_cells(tmp_path):
         _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age"]])
     holes = table.copy()
     holes.loc[[5, 100, 200], "feat_3"] = np.nan
+    holes["counts"] = holes["counts"].astype("Int64")  # an integer column with a null
+    holes.loc[7, "counts"] = pd.NA
     (tmp_path / "nan").mkdir()
     for k, start in enumerate(range(0, len(holes), 90)):
         holes.iloc[start : start + 90].to_parquet(tmp_path / "nan" / f"part-{k:03d}.parquet")
     ddf = dd.read_parquet(tmp_path / "nan")
     model = _dask.fit(ComBat(), ddf[feats], sites=ddf["site"], covariates=ddf[["age", "sex"]])
-    ref = ComBat().fit(holes[feats], sites=holes["site"].to_numpy(), covariates=cov)
+    assert _dask._local_parquet_pieces(ddf[feats], ddf["site"], ddf[["age", "sex"]]) is not None
+    ref = ComBat().fit(holes[feats].astype(float), sites=holes["site"].to_numpy(), covariates=cov)
     np.testing.assert_allclose(model.gamma_star_, ref.gamma_star_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.var_pooled_, ref.var_pooled_, rtol=1e-10)
