@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--memory-limit", default="2GB", help="per worker")
     ap.add_argument("--rows-per-file", type=int, default=None)
     ap.add_argument("--tmp", default=None, help="directory for the generated data")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per timing (best is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
     args = ap.parse_args(argv)
     n = args.samples or (20_000 if args.quick else 250_000)
     f = args.features or (200 if args.quick else 2_000)
