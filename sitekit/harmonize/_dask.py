@@ -333,15 +333,24 @@ def _carry_parts(X, sites, covariates):
     return combined, names
 
 
+def _carried_labels(part, cov_names):
+    """The site labels (ndarray) and covariates (DataFrame or None, with their own names)
+    that travel as extra columns of a partition of :func:`_carry_parts`'s frame."""
+    covs = None
+    if cov_names:
+        covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
+        covs = covs.set_axis(cov_names, axis=1)
+    return part[_SITE_COL].to_numpy(), covs
+
+
 def _carry_comoments(part, features, cov_names, levels, n_sites, estimator, encoding):
     from sitekit.harmonize._design import encode_sites
     from sitekit.harmonize._eb import block_comoments
 
-    codes = encode_sites(part[_SITE_COL].to_numpy(), levels=levels).codes
-    covs = None
-    if cov_names:
-        covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
-        covs = covs.set_axis(cov_names, axis=1).reset_index(drop=True)
+    sites, covs = _carried_labels(part, cov_names)
+    codes = encode_sites(sites, levels=levels).codes
+    if covs is not None:
+        covs = covs.reset_index(drop=True)
     Dc = estimator._covariate_design(covs, len(part), encoding)
     # inf and NaN make block_comoments return None: the two-pass route then checks the block
     return block_comoments(_as_matrix(part[features], check_inf=False), Dc, codes, n_sites)
@@ -571,11 +580,8 @@ def fit(estimator, X, *, sites, covariates=None):
 
 
 def _transform_carried(part, features, cov_names, model):
-    covs = None
-    if cov_names:
-        covs = part[[f"{_COV_PREFIX}{i}" for i in range(len(cov_names))]]
-        covs = covs.set_axis(cov_names, axis=1)
-    return model.transform(part[features], sites=part[_SITE_COL].to_numpy(), covariates=covs)
+    sites, covs = _carried_labels(part, cov_names)
+    return model.transform(part[features], sites=sites, covariates=covs)
 
 
 def _transform_block(model, block, sites, covariates):

@@ -14,6 +14,16 @@ import numpy as np
 __all__ = ["cusum", "ewma", "westgard"]
 
 
+def _chart_arrays(z):
+    """``z`` as (n_steps, n_charts) floats, and the empty outputs every chart fills:
+    statistic (NaN), direction (0) and alarm (False)."""
+    z = np.asarray(z, dtype=float)
+    if z.ndim == 1:
+        z = z[:, None]
+    n, m = z.shape
+    return z, np.full((n, m), np.nan), np.zeros((n, m), dtype=np.int8), np.zeros((n, m), dtype=bool)
+
+
 def cusum(z, *, k: float, h, state=None):
     """Two-sided tabular CUSUM.
 
@@ -49,16 +59,11 @@ def cusum(z, *, k: float, h, state=None):
     >>> int(np.argmax(alarm[:, 0]))
     5
     """
-    z = np.asarray(z, dtype=float)
-    if z.ndim == 1:
-        z = z[:, None]
+    z, stat, direction, alarm = _chart_arrays(z)
     n, m = z.shape
     h = np.broadcast_to(np.asarray(h, dtype=float), (m,))
     sp, sm = (np.zeros(m), np.zeros(m)) if state is None else (np.array(state[0], float),
                                                                np.array(state[1], float))
-    stat = np.full((n, m), np.nan)
-    direction = np.zeros((n, m), dtype=np.int8)
-    alarm = np.zeros((n, m), dtype=bool)
     for t in range(n):
         x = z[t]
         ok = np.isfinite(x)
@@ -106,15 +111,10 @@ def ewma(z, *, lam: float, limit, state=None):
     >>> int(np.argmax(alarm[:, 0]))
     6
     """
-    z = np.asarray(z, dtype=float)
-    if z.ndim == 1:
-        z = z[:, None]
+    z, stat, direction, alarm = _chart_arrays(z)
     n, m = z.shape
     limit = np.broadcast_to(np.asarray(limit, dtype=float), (m,))
     e = np.zeros(m) if state is None else np.array(state[0], float)
-    stat = np.full((n, m), np.nan)
-    direction = np.zeros((n, m), dtype=np.int8)
-    alarm = np.zeros((n, m), dtype=bool)
     for t in range(n):
         x = z[t]
         ok = np.isfinite(x)
@@ -163,15 +163,10 @@ def westgard(z, *, state=None):
     >>> rule[:, 0].tolist()
     ['', '', '2_2s']
     """
-    z = np.asarray(z, dtype=float)
-    if z.ndim == 1:
-        z = z[:, None]
+    z, stat, direction, alarm = _chart_arrays(z)
     n, m = z.shape
     prev, run = (np.zeros(m), np.zeros(m)) if state is None else (np.array(state[0], float),
                                                                   np.array(state[1], float))
-    stat = np.full((n, m), np.nan)
-    direction = np.zeros((n, m), dtype=np.int8)
-    alarm = np.zeros((n, m), dtype=bool)
     rule = np.full((n, m), "", dtype=object)
     for t in range(n):
         x = z[t]

@@ -4,15 +4,13 @@ harmonising filter), the calibrated post-filter and its RC curves."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sitekit.reports import figures as F
 from sitekit.reports.html import FigureBlock, Section, Verdict
-from sitekit.reports.sections._common import _fmt
+from sitekit.reports.sections._common import _fmt, keyword_build
 
 __all__ = ["ID", "TITLE", "build", "earl_section", "is_filtered_run"]
 
@@ -222,15 +220,4 @@ def _site_verdicts(per_site: pd.DataFrame, calibration: dict) -> list[Verdict]:
     return out
 
 
-def build(results: Mapping[str, Any]) -> Section:
-    """The EARL section from ``results``: the keyword arguments of :func:`earl_section`.
-
-    Parameters
-    ----------
-    results : mapping of str to object
-
-    Returns
-    -------
-    Section
-    """
-    return earl_section(**results)
+build = keyword_build(earl_section)

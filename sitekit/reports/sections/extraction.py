@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import pandas as pd
 
 from sitekit.reports.html import Section, Verdict
-from sitekit.reports.sections._common import ID_COLUMNS, drop_ids
+from sitekit.reports.sections._common import ID_COLUMNS, drop_ids, keyword_build
 
 __all__ = ["ID", "TITLE", "build", "extraction_section"]
 
@@ -67,16 +64,4 @@ def extraction_section(features: pd.DataFrame | None, errors: pd.DataFrame | Non
     return sec
 
 
-def build(results: Mapping[str, Any]) -> Section:
-    """The extraction section from ``results``: the keyword arguments of
-    :func:`extraction_section` (``features``, ``errors``, ``show_ids``).
-
-    Parameters
-    ----------
-    results : mapping of str to object
-
-    Returns
-    -------
-    Section
-    """
-    return extraction_section(**results)
+build = keyword_build(extraction_section, "``features``, ``errors``, ``show_ids``")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import pandas as pd
 
 from sitekit.reports import figures as F
 from sitekit.reports.html import Section, Verdict
+from sitekit.reports.sections._common import keyword_build
 
 __all__ = ["ID", "TITLE", "build", "stability_section", "describe_perturbation"]
 
@@ -111,16 +109,4 @@ def stability_section(stability: pd.DataFrame, *, threshold: float = 0.9,
     return sec
 
 
-def build(results: Mapping[str, Any]) -> Section:
-    """The feature-robustness section from ``results``: the keyword arguments of
-    :func:`stability_section` (``stability``, ``threshold``, ``robust``, ``summary``).
-
-    Parameters
-    ----------
-    results : mapping of str to object
-
-    Returns
-    -------
-    Section
-    """
-    return stability_section(**results)
+build = keyword_build(stability_section, "``stability``, ``threshold``, ``robust``, ``summary``")

@@ -4,8 +4,6 @@ after, with the empirical-Bayes priors."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ from sklearn.decomposition import PCA
 
 from sitekit.reports import figures as F
 from sitekit.reports.html import Section, Verdict
-from sitekit.reports.sections._common import ALPHA
+from sitekit.reports.sections._common import ALPHA, keyword_build
 from sitekit.robustness.sites import covariate_effects, site_effects, site_predictability
 
 __all__ = ["ID", "TITLE", "build", "harmonization_section", "covariate_associations",
@@ -272,16 +270,4 @@ def harmonization_section(before: pd.DataFrame, after: pd.DataFrame, sites, *,
     return sec
 
 
-def build(results: Mapping[str, Any]) -> Section:
-    """The harmonisation section from ``results``: the keyword arguments of
-    :func:`harmonization_section` (``before``, ``after``, ``sites`` ...).
-
-    Parameters
-    ----------
-    results : mapping of str to object
-
-    Returns
-    -------
-    Section
-    """
-    return harmonization_section(**results)
+build = keyword_build(harmonization_section, "``before``, ``after``, ``sites`` ...")

@@ -3,15 +3,12 @@ stress curves and adversarial distances."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from sitekit.reports import figures as F
 from sitekit.reports.html import Section, Verdict
-from sitekit.reports.sections._common import drop_ids
+from sitekit.reports.sections._common import drop_ids, keyword_build
 
 __all__ = ["ID", "TITLE", "build", "suite_section"]
 
@@ -170,16 +167,4 @@ def suite_section(checks: pd.DataFrame | None, *, verdict: str | None = None,
     return sec
 
 
-def build(results: Mapping[str, Any]) -> Section:
-    """The model-robustness section from ``results``: the keyword arguments of
-    :func:`suite_section` (``checks``, ``loso``, ``stress`` ...).
-
-    Parameters
-    ----------
-    results : mapping of str to object
-
-    Returns
-    -------
-    Section
-    """
-    return suite_section(**results)
+build = keyword_build(suite_section, "``checks``, ``loso``, ``stress`` ...")

@@ -7,9 +7,7 @@ builder :func:`segmentation_section` reads a results folder written by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +16,7 @@ from matplotlib.colors import ListedColormap
 
 from sitekit.reports.figures import PALETTE, _axes, _require
 from sitekit.reports.html import Section, Verdict
+from sitekit.reports.sections._common import keyword_build
 from sitekit.robustness.segmentation import load_segmentation_results
 
 __all__ = [
@@ -227,16 +226,4 @@ def segmentation_section(path, *, section_id: str = ID, title: str = TITLE) -> S
     return sec
 
 
-def build(results: Mapping[str, Any]) -> Section:
-    """The section interface: ``results`` holds the keyword arguments of
-    :func:`segmentation_section` (``path``, and optionally ``section_id`` and ``title``).
-
-    Parameters
-    ----------
-    results : mapping
-
-    Returns
-    -------
-    Section
-    """
-    return segmentation_section(**results)
+build = keyword_build(segmentation_section, "``path``, and optionally ``section_id`` and ``title``")

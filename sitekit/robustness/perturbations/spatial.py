@@ -134,8 +134,6 @@ class Resample(Perturbation):
         new = _vector3(self.spacing_mm, name="spacing_mm", owner=owner)
         if min(new) <= 0:
             raise ValidationError(f"The 'spacing_mm' parameter of {owner} must be > 0. Got {new}.")
-        interp = _INTERPOLATORS[check_option(self.interpolator, _INTERPOLATORS, name="interpolator", owner=owner)]
-        method = check_option(self.mask_method, ("fractional", "nearest"), name="mask_method", owner=owner)
         old = np.array(image.GetSpacing())
         size = np.array(image.GetSize())
         new_arr = np.array(new)
@@ -147,12 +145,7 @@ class Resample(Perturbation):
         ref.SetOrigin(origin.tolist())
         ref.SetDirection(image.GetDirection())
         identity = sitk.Transform(3, sitk.sitkIdentity)
-        img = _resample_image(image, ref, identity, interp)
-        if method == "fractional":
-            m = _fractional_mask(mask, ref, identity)
-        else:
-            m = sitk.Resample(mask, ref, identity, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        return img, m
+        return _warp(image, mask, identity, self.interpolator, self.mask_method, owner, grid=ref)
 
 
 class RandomResample(RandomPerturbation):
@@ -220,14 +213,17 @@ class Rotate(Perturbation):
         return _warp(image, mask, transform.GetInverse(), self.interpolator, self.mask_method, owner)
 
 
-def _warp(image, mask, transform, interpolator, mask_method, owner):
+def _warp(image, mask, transform, interpolator, mask_method, owner, *, grid=None):
+    """Resample ``image`` and ``mask`` through ``transform`` onto ``grid`` (default: the
+    image's own grid)."""
     interp = _INTERPOLATORS[check_option(interpolator, _INTERPOLATORS, name="interpolator", owner=owner)]
     method = check_option(mask_method, ("fractional", "nearest"), name="mask_method", owner=owner)
-    img = _resample_image(image, image, transform, interp)
+    grid = image if grid is None else grid
+    img = _resample_image(image, grid, transform, interp)
     if method == "fractional":
-        m = _fractional_mask(mask, image, transform)
+        m = _fractional_mask(mask, grid, transform)
     else:
-        m = sitk.Resample(mask, image, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        m = sitk.Resample(mask, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return img, m
 
 
